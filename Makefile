@@ -1,0 +1,49 @@
+# mtkit: `make demo` runs Multi30k end to end, `make test` runs lint and tests,
+# `make bench` prints speed and memory figures. Each sets up .venv by itself.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch for machines without an NVIDIA GPU. Here pip finds it on
+# disk; elsewhere point TORCH_INDEX at PyTorch's CPU wheel index to avoid a CUDA download.
+TORCH_CPU ?= torch==2.13.0
+TORCH_INDEX ?=
+MULTI30K ?= ../shared/data/multi30k
+
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: all install test lint check demo bench clean
+
+all: test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing the default (CUDA) torch"; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build of torch ($(TORCH_CPU))"; \
+		$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_CPU)"; \
+	fi
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check mtkit tests bench
+	$(BIN)/ruff format --check mtkit tests bench
+
+test: lint
+	$(BIN)/python -m pytest
+
+check: test
+
+demo: install
+	$(MAKE) -f recipes/multi30k.mk BIN=$(abspath $(BIN)) MULTI30K=$(MULTI30K) all
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data runs

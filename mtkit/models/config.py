@@ -1,0 +1,143 @@
+"""Model configuration: one typed dataclass, named presets, and checked overrides.
+
+This is the single source of model defaults. A preset is a named set of
+overrides; `--set key=value` flags and a JSON config file override further.
+Everything is validated here, once, so the models can trust their config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from mtkit.errors import ConfigError
+
+ARCHS = ("transformer", "rnn")
+RNN_CELLS = ("lstm", "gru")
+ATTENTIONS = ("luong", "bahdanau")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; saved in every checkpoint."""
+
+    arch: str = "transformer"
+    src_vocab_size: int = 8000
+    tgt_vocab_size: int = 8000
+    pad_id: int = 0
+    bos_id: int = 2
+    eos_id: int = 3
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 1024
+    enc_layers: int = 3
+    dec_layers: int = 3
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    pre_norm: bool = True
+    # Source, target and output embeddings are one matrix (Press & Wolf, 2017);
+    # needs a joint vocabulary, so src_vocab_size == tgt_vocab_size.
+    share_embeddings: bool = True
+    max_positions: int = 1024
+    # RNN only: the cell of encoder and decoder, and the attention score.
+    rnn_cell: str = "lstm"
+    attention: str = "luong"
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "transformer-small": dict(d_model=256, n_heads=4, d_ff=1024, enc_layers=3, dec_layers=3),
+    # Vaswani et al. (2017), "base" and "big".
+    "transformer-base": dict(d_model=512, n_heads=8, d_ff=2048, enc_layers=6, dec_layers=6),
+    "transformer-big": dict(
+        d_model=1024, n_heads=16, d_ff=4096, enc_layers=6, dec_layers=6, dropout=0.3
+    ),
+    # Luong et al. (2015)-style: bi-LSTM encoder, LSTM decoder with input feeding.
+    "rnn": dict(arch="rnn", d_model=512, enc_layers=2, dec_layers=2, dropout=0.3),
+}
+
+
+def preset_config(name: str) -> ModelConfig:
+    """The config of a named preset; an unknown name lists the valid ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return validate(dataclasses.replace(ModelConfig(), **PRESETS[name]))
+
+
+def override(config: ModelConfig, values: dict[str, object]) -> ModelConfig:
+    """A copy of `config` with `values` applied; values may be strings from the CLI."""
+    known = {f.name: f for f in fields(ModelConfig)}
+    changes = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown model setting {key!r}; valid settings: {', '.join(sorted(known))}"
+            )
+        changes[key] = _coerce(key, value, type(getattr(config, key)))
+    return validate(dataclasses.replace(config, **changes))
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """Turn `["d_model=512", "dropout=0.2"]` into a dict, as given to `--set`."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected KEY=VALUE, got {item!r} (for example d_model=512)")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def load_config_file(path: Path) -> dict[str, object]:
+    """The settings in a JSON config file (an object of model settings)."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of settings")
+    return values
+
+
+def validate(config: ModelConfig) -> ModelConfig:
+    """Check the values together; raise ConfigError naming the bad one."""
+    if config.arch not in ARCHS:
+        raise ConfigError(f"unknown arch {config.arch!r}; choose one of: {', '.join(ARCHS)}")
+    if config.rnn_cell not in RNN_CELLS:
+        raise ConfigError(f"unknown rnn_cell {config.rnn_cell!r}; choose one of: lstm, gru")
+    if config.attention not in ATTENTIONS:
+        raise ConfigError(
+            f"unknown attention {config.attention!r}; choose one of: luong, bahdanau"
+        )
+    for name in ("d_model", "n_heads", "d_ff", "enc_layers", "dec_layers", "max_positions"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.arch == "transformer" and config.d_model % config.n_heads:
+        raise ConfigError(
+            f"d_model ({config.d_model}) must be divisible by n_heads ({config.n_heads})"
+        )
+    if not 0.0 <= config.dropout < 1.0 or not 0.0 <= config.attn_dropout < 1.0:
+        raise ConfigError("dropout and attn_dropout must be in [0, 1)")
+    if config.share_embeddings and config.src_vocab_size != config.tgt_vocab_size:
+        raise ConfigError(
+            "share_embeddings needs one joint vocabulary, but the source has "
+            f"{config.src_vocab_size} pieces and the target {config.tgt_vocab_size}; "
+            "train a joint SentencePiece model or set share_embeddings=false"
+        )
+    return config
+
+
+def _coerce(key: str, value: object, kind: type) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{key} expects a {kind.__name__}, got {value!r}") from None

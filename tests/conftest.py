@@ -1,0 +1,43 @@
+"""Shared fixtures: the real Multi30k data beside the checkout, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hugging Face hub: hub code is tested on local copies.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
+
+
+@pytest.fixture(scope="session")
+def multi30k() -> Path:
+    """Multi30k's gzipped text: train, val, test_2016_flickr × de, en, fr."""
+    if not (MULTI30K / "train.de.gz").exists():
+        pytest.fail(f"Multi30k not found at {MULTI30K}; set MTKIT_MULTI30K")
+    return MULTI30K
+
+
+def run_mtkit(*args: str, input: str | None = None, cwd: Path | None = None):
+    """Run `python -m mtkit ARGS` as a user would; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "mtkit", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+@pytest.fixture
+def cli():
+    """The `run_mtkit` function, for tests that drive the command line."""
+    return run_mtkit
