@@ -78,6 +78,18 @@ def override(config: ModelConfig, values: dict[str, object]) -> ModelConfig:
     return validate(dataclasses.replace(config, **changes))
 
 
+def config_from_dict(values: dict[str, object]) -> ModelConfig:
+    """The ModelConfig saved as a dict (a checkpoint's "model_config"), validated."""
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown model settings {', '.join(map(repr, unknown))}; this mtkit knows: "
+            f"{', '.join(sorted(known))} (was the checkpoint made by a newer mtkit?)"
+        )
+    return validate(ModelConfig(**values))
+
+
 def parse_assignments(items: list[str]) -> dict[str, str]:
     """Turn `["d_model=512", "dropout=0.2"]` into a dict, as given to `--set`."""
     values = {}
@@ -107,9 +119,7 @@ def validate(config: ModelConfig) -> ModelConfig:
     if config.rnn_cell not in RNN_CELLS:
         raise ConfigError(f"unknown rnn_cell {config.rnn_cell!r}; choose one of: lstm, gru")
     if config.attention not in ATTENTIONS:
-        raise ConfigError(
-            f"unknown attention {config.attention!r}; choose one of: luong, bahdanau"
-        )
+        raise ConfigError(f"unknown attention {config.attention!r}; choose one of: luong, bahdanau")
     for name in ("d_model", "n_heads", "d_ff", "enc_layers", "dec_layers", "max_positions"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")

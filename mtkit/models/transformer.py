@@ -1,0 +1,279 @@
+"""The Transformer encoder-decoder (Vaswani et al., 2017) with cached incremental decoding.
+
+Owns the layers, the weight init and the decoding state; attention runs through
+`torch.nn.functional.scaled_dot_product_attention` (fused kernels on CPU and GPU).
+Pre-norm by default (Xiong et al., 2020: trains without a long warm-up), post-norm
+as in the paper when `config.pre_norm` is false.
+
+The decoding state is a dict of batch-first tensors plus the int "step":
+    src_mask  [B,1,1,S] bool, True where the source is a real token
+    cross_k/v [B,L,H,S,Dh]    each decoder layer's keys/values of the encoder memory
+    self_k/v  [B,L,H,C,Dh]    the self-attention cache, C >= step, grown by doubling
+Writing one position into a preallocated cache beat concatenation on the CPU
+(bench/models_step.py), so the cache is preallocated and attention reads its
+first `step + 1` positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtkit.errors import MtkitError
+from mtkit.models.config import ModelConfig
+
+# First capacity of the self-attention cache; it doubles when a search runs longer.
+INITIAL_CACHE = 64
+
+
+def sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
+    """[n_positions, D]: sin on even and cos on odd dims (Vaswani et al., 2017, 3.5)."""
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(1e4) / d_model))
+    table = torch.zeros(n_positions, d_model)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate)[:, : d_model // 2]
+    return table
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused q/k/v projection."""
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.attn_dropout = attn_dropout
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        B, T, _ = x.shape
+        # [B,T,3D] -> 3 x [B,H,T,Dh], views without copies
+        return self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, T, Dh = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, H * Dh))  # [B,T,D]
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        q, k, v = self._heads(x)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal
+        )
+        return self._merge(y)
+
+    def step(self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, t: int):
+        """One position x [B,1,D] at step t; writes its key/value into the [B,H,C,Dh] caches."""
+        q, k, v = self._heads(x)
+        cache_k[:, :, t : t + 1] = k
+        cache_v[:, :, t : t + 1] = v
+        y = F.scaled_dot_product_attention(q, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])
+        return self._merge(y)
+
+
+class CrossAttention(nn.Module):
+    """Attention from the decoder to the encoder memory, with one fused k/v projection."""
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.attn_dropout = attn_dropout
+
+    def memory_kv(self, memory: torch.Tensor) -> torch.Tensor:
+        """[B,S,D] -> [2,B,H,S,Dh]: keys and values of the memory (views)."""
+        B, S, _ = memory.shape
+        return self.kv(memory).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B,H,T,Dh]
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class FeedForward(nn.Sequential):
+    """Position-wise Linear-ReLU-Linear."""
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention then feed-forward, each a residual block, pre- or post-norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D = config.d_model
+        self.pre_norm = config.pre_norm
+        self.attn = SelfAttention(D, config.n_heads, config.attn_dropout)
+        self.ffn = FeedForward(D, config.d_ff)
+        self.norm1, self.norm2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.drop(self.attn(self.norm1(x), mask))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, mask)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention, cross-attention, feed-forward; pre- or post-norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D = config.d_model
+        self.pre_norm = config.pre_norm
+        self.self_attn = SelfAttention(D, config.n_heads, config.attn_dropout)
+        self.cross_attn = CrossAttention(D, config.n_heads, config.attn_dropout)
+        self.ffn = FeedForward(D, config.d_ff)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, k, v, mask, cache=None):
+        """x [B,T,D]; k, v [B,H,S,Dh] of the memory; cache (cache_k, cache_v, t) for one step."""
+        if self.pre_norm:
+            x = x + self.drop(self._self_attn(self.norm1(x), cache))
+            x = x + self.drop(self.cross_attn(self.norm2(x), k, v, mask))
+            return x + self.drop(self.ffn(self.norm3(x)))
+        x = self.norm1(x + self.drop(self._self_attn(x, cache)))
+        x = self.norm2(x + self.drop(self.cross_attn(x, k, v, mask)))
+        return self.norm3(x + self.drop(self.ffn(x)))
+
+    def _self_attn(self, x, cache):
+        if cache is None:
+            # Right padding: causal masking alone keeps real positions off the pads.
+            return self.self_attn(x, is_causal=True)
+        return self.self_attn.step(x, *cache)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer with the mtkit model interface (see mtkit.models)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        D = config.d_model
+        self.pad_id, self.n_heads = config.pad_id, config.n_heads
+        self.scale = math.sqrt(D)
+        self.share = config.share_embeddings
+        # The target embedding is also the output projection (Press & Wolf, 2017).
+        self.tgt_embed = nn.Embedding(config.tgt_vocab_size, D, padding_idx=config.pad_id)
+        if not self.share:
+            self.src_embed = nn.Embedding(config.src_vocab_size, D, padding_idx=config.pad_id)
+        self.register_buffer(
+            "positions", sinusoidal_positions(config.max_positions, D), persistent=False
+        )
+        self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.dec_layers))
+        # Pre-norm leaves the residual stream unnormalised: one LayerNorm at each end.
+        self.enc_norm = nn.LayerNorm(D) if config.pre_norm else nn.Identity()
+        self.dec_norm = nn.LayerNorm(D) if config.pre_norm else nn.Identity()
+        self.drop = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform linears with zero bias; embeddings N(0, D^-0.5) as fairseq's
+        transformer does, so embeddings scaled by sqrt(D) have unit variance."""
+        D = self.config.d_model
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                # A fused projection is initialised as its separate D-row blocks would be.
+                for block in module.weight.data.split(D, dim=0):
+                    nn.init.xavier_uniform_(block)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=D**-0.5)
+                nn.init.zeros_(module.weight.data[self.pad_id])
+
+    # -- the interface -------------------------------------------------------------
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: src [B,S], tgt_in [B,T] -> logits [B,T,V]."""
+        memory, mask = self._encode(src)
+        x = self._embed(self.tgt_embed, tgt_in, 0)
+        for layer in self.decoder:
+            k, v = layer.cross_attn.memory_kv(memory)
+            x = layer(x, k, v, mask)
+        return F.linear(self.dec_norm(x), self.tgt_embed.weight)
+
+    def encode(self, src: torch.Tensor) -> dict:
+        """The decoding state of src [B,S]: memory keys/values per layer, empty caches."""
+        memory, mask = self._encode(src)
+        B, S, D = memory.shape
+        L, H = len(self.decoder), self.n_heads
+        # One matmul for every layer's memory keys and values.
+        weight = torch.cat([layer.cross_attn.kv.weight for layer in self.decoder])
+        bias = torch.cat([layer.cross_attn.kv.bias for layer in self.decoder])
+        kv = F.linear(memory, weight, bias).view(B, S, L, 2, H, D // H)
+        kv = kv.permute(3, 0, 2, 4, 1, 5).contiguous()  # [2,B,L,H,S,Dh]
+        empty = memory.new_zeros(B, L, H, INITIAL_CACHE, D // H)
+        return {
+            "src_mask": mask,
+            "cross_k": kv[0],
+            "cross_v": kv[1],
+            "self_k": empty,
+            "self_v": torch.zeros_like(empty),
+            "step": 0,
+        }
+
+    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """tokens [B] at position state["step"] -> logits [B,V]; updates state in place."""
+        t = state["step"]
+        if t >= state["self_k"].size(3):
+            _grow_cache(state)
+        x = self._embed(self.tgt_embed, tokens[:, None], t)  # [B,1,D]
+        self_k, self_v = state["self_k"], state["self_v"]
+        cross_k, cross_v, mask = state["cross_k"], state["cross_v"], state["src_mask"]
+        for i, layer in enumerate(self.decoder):
+            cache = (self_k[:, i], self_v[:, i], t)
+            x = layer(x, cross_k[:, i], cross_v[:, i], mask, cache)
+        state["step"] = t + 1
+        return F.linear(self.dec_norm(x[:, 0]), self.tgt_embed.weight), state
+
+    def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
+        """Keep/reorder the batch rows `index` [B'] of every tensor in the state."""
+        return {
+            key: value.index_select(0, index) if torch.is_tensor(value) else value
+            for key, value in state.items()
+        }
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """src [B,S] -> memory [B,S,D] and its key mask [B,1,1,S] (True = real token)."""
+        mask = (src != self.pad_id)[:, None, None, :]
+        x = self._embed(self.tgt_embed if self.share else self.src_embed, src, 0)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return self.enc_norm(x), mask
+
+    def _embed(self, table: nn.Embedding, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """ids [B,T] at positions start.. -> [B,T,D]: scaled embedding + sinusoid, dropout."""
+        end = start + ids.size(1)
+        if end > self.positions.size(0):
+            raise MtkitError(
+                f"a sequence of {end} tokens exceeds the model's max_positions "
+                f"({self.positions.size(0)}); split or truncate longer lines"
+            )
+        return self.drop(table(ids) * self.scale + self.positions[start:end])
+
+
+def _grow_cache(state: dict) -> None:
+    """Double the capacity C of the self-attention caches [B,L,H,C,Dh]."""
+    for key in ("self_k", "self_v"):
+        old = state[key]
+        state[key] = torch.cat([old, torch.zeros_like(old)], dim=3)
