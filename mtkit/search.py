@@ -1,0 +1,423 @@
+"""Search: greedy, beam and sampling over the models' incremental decoder.
+
+Owns turning a padded batch of source ids into target ids with one model or an
+ensemble. Every search encodes the source once, then calls `decode_step` once per
+target position with the cached keys/values, and moves the cache with one
+`reorder_state` (an `index_select`) per step: for beam moves and for dropping
+finished sentences, so the batch shrinks as sentences end. Nothing in the loop
+runs Python per hypothesis: beams live as [B*K] rows and are chosen by one
+`topk` over the K*V continuations of each sentence.
+
+Leaves to others: tokenization, batching, files and order (mtkit.translate), the
+cache layout (mtkit.models).
+
+Scores. A hypothesis is ranked by its log-probability (the sum over its tokens,
+eos included) divided by a length penalty lp(|Y|), |Y| counting eos:
+  - GNMT (Wu et al., 2016, eq. 14): lp = ((5 + |Y|) / 6) ** alpha. alpha = 0.6 is
+    the value of Vaswani et al. (2017, sec. 6.1) for the Transformer; 0 ranks by
+    raw log-probability (which favours short output).
+  - plain length normalisation (`len_norm=True`): lp = |Y|, the average token
+    log-probability (fairseq's default, lenpen=1).
+Beams compete on raw log-probability while they grow (as in fairseq); the
+penalty ranks finished hypotheses. A sentence is done when K hypotheses have
+finished among the top K candidates of a step (fairseq's stopping rule), or at
+its length limit, max_len = floor(max_len_a * src_len + max_len_b) target tokens
+before eos (fairseq's --max-len-a/--max-len-b; src_len counts the source eos),
+capped by the model's max_positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Defaults shared with `mtkit translate`: room for a target 20% longer than the
+# source plus 10 tokens (Multi30k and WMT targets are within 1.5x of the source).
+DEFAULT_MAX_LEN_A = 1.2
+DEFAULT_MAX_LEN_B = 10
+# Vaswani et al. (2017), sec. 6.1: alpha = 0.6 with GNMT's length penalty.
+DEFAULT_LEN_PENALTY = 0.6
+
+
+@dataclass
+class Hypothesis:
+    """One output of the search for one sentence."""
+
+    tokens: list[int]  # target ids without bos/eos
+    score: float  # log_prob / lp(len(tokens) + 1): what the n-best list is sorted by
+    log_prob: float  # sum of the token log-probabilities, eos included
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search; `mtkit translate` maps its flags onto these fields one to one."""
+
+    beam_size: int = 5  # 1: greedy
+    nbest: int = 1  # hypotheses returned per sentence (<= beam_size, or samples)
+    max_len_a: float = DEFAULT_MAX_LEN_A
+    max_len_b: int = DEFAULT_MAX_LEN_B
+    len_penalty: float = DEFAULT_LEN_PENALTY  # GNMT alpha
+    len_norm: bool = False  # divide by |Y| instead of the GNMT penalty
+    sampling: bool = False  # sample instead of searching (beam_size is ignored)
+    top_k: int = 0  # sample from the k most likely tokens (0: all)
+    top_p: float = 1.0  # sample from the smallest set with this much probability
+    temperature: float = 1.0
+    seed: int | None = None  # for reproducible sampling
+
+
+# -- public entry points -------------------------------------------------------
+
+
+def search(models, src, options: SearchOptions) -> list[list[Hypothesis]]:
+    """Translate src [B,S] (ids + eos, right-padded) with one model or a list (an ensemble).
+
+    Returns, for each sentence, `options.nbest` hypotheses sorted best first.
+    """
+    import torch
+
+    decoder = Decoder(models if isinstance(models, (list, tuple)) else [models])
+    with torch.inference_mode():
+        max_lens = decoder.max_lens(src, options.max_len_a, options.max_len_b)
+        if options.sampling:
+            return _sample(decoder, src, max_lens, options)
+        if options.beam_size == 1:
+            return _greedy(decoder, src, max_lens, options)
+        return _beam(decoder, src, max_lens, options)
+
+
+def greedy_search(
+    model,
+    src,
+    max_len_a: float = DEFAULT_MAX_LEN_A,
+    max_len_b: int = DEFAULT_MAX_LEN_B,
+) -> list[list[int]]:
+    """Greedy decoding of src [B,S]: the target ids of each sentence (no bos/eos)."""
+    options = SearchOptions(beam_size=1, max_len_a=max_len_a, max_len_b=max_len_b)
+    return [hyps[0].tokens for hyps in search(model, src, options)]
+
+
+def beam_search(
+    model,
+    src,
+    beam_size: int = 5,
+    max_len_a: float = DEFAULT_MAX_LEN_A,
+    max_len_b: int = DEFAULT_MAX_LEN_B,
+    len_penalty: float = DEFAULT_LEN_PENALTY,
+    len_norm: bool = False,
+) -> list[list[int]]:
+    """Beam search over src [B,S]: the best target ids of each sentence (no bos/eos)."""
+    options = SearchOptions(
+        beam_size=beam_size,
+        max_len_a=max_len_a,
+        max_len_b=max_len_b,
+        len_penalty=len_penalty,
+        len_norm=len_norm,
+    )
+    return [hyps[0].tokens for hyps in search(model, src, options)]
+
+
+def length_penalty(length, options: SearchOptions):
+    """lp(|Y|) for a length (int or tensor) that counts eos; see the module docstring."""
+    if options.len_norm:
+        return length
+    return ((5 + length) / 6) ** options.len_penalty
+
+
+def check_options(options: SearchOptions, vocab_size: int) -> None:
+    """Raise ConfigError for options the search cannot honour."""
+    from mtkit.errors import ConfigError
+
+    if options.beam_size < 1:
+        raise ConfigError(f"--beam must be at least 1, got {options.beam_size}")
+    if options.nbest < 1:
+        raise ConfigError(f"--nbest must be at least 1, got {options.nbest}")
+    if not options.sampling and options.nbest > options.beam_size:
+        raise ConfigError(
+            f"--nbest {options.nbest} is more than --beam {options.beam_size}; "
+            f"raise --beam to at least {options.nbest}"
+        )
+    if not options.sampling and 2 * options.beam_size > vocab_size - 2:
+        raise ConfigError(
+            f"--beam {options.beam_size} is too large for a vocabulary of {vocab_size}"
+        )
+    if options.max_len_a < 0 or options.max_len_b < 0:
+        raise ConfigError("--max-len-a and --max-len-b must not be negative")
+    if options.len_penalty < 0:
+        raise ConfigError(f"--len-penalty must not be negative, got {options.len_penalty}")
+    if options.temperature <= 0:
+        raise ConfigError(f"--temperature must be positive, got {options.temperature}")
+    if not 0.0 < options.top_p <= 1.0:
+        raise ConfigError(f"--top-p must be in (0, 1], got {options.top_p}")
+    if options.top_k < 0:
+        raise ConfigError(f"--top-k must not be negative, got {options.top_k}")
+
+
+# -- the models behind one step function ------------------------------------------
+
+
+class Decoder:
+    """One model, or an ensemble averaging probabilities, behind encode/step/reorder.
+
+    An ensemble's next-token distribution is the mean of its members' softmaxes
+    (log of mean of probabilities, as fairseq's EnsembleModel); each member keeps
+    its own state. Log-probabilities come out in float32 whatever the weights.
+    """
+
+    def __init__(self, models: Sequence) -> None:
+        assert models, "an ensemble needs at least one model"
+        self.models = list(models)
+        config = self.models[0].config
+        self.pad_id, self.bos_id, self.eos_id = config.pad_id, config.bos_id, config.eos_id
+        self.vocab_size = config.tgt_vocab_size
+        self.max_positions = min(m.config.max_positions for m in self.models)
+
+    def max_lens(self, src, max_len_a: float, max_len_b: int):
+        """Per sentence, the most target tokens before eos: [B] long, on the CPU."""
+        src_lens = (src != self.pad_id).sum(1).cpu()
+        lens = (src_lens.double() * max_len_a + max_len_b).floor().long()
+        # bos takes decoder position 0, so max_positions - 1 tokens fit (eos included).
+        return lens.clamp(max=self.max_positions - 2)
+
+    def encode(self, src) -> list:
+        return [model.encode(src) for model in self.models]
+
+    def step(self, tokens, states: list):
+        """tokens [N] -> log-probabilities [N,V] (float32) and the new states."""
+        import torch
+
+        outputs = [
+            model.decode_step(tokens, state)
+            for model, state in zip(self.models, states, strict=True)
+        ]
+        states = [state for _, state in outputs]
+        lprobs = [logits.float().log_softmax(-1) for logits, _ in outputs]
+        if len(lprobs) == 1:
+            return lprobs[0], states
+        mean = torch.stack(lprobs).logsumexp(0) - math.log(len(lprobs))
+        return mean, states
+
+    def reorder(self, states: list, index) -> list:
+        return [
+            model.reorder_state(state, index)
+            for model, state in zip(self.models, states, strict=True)
+        ]
+
+    def mask_specials(self, lprobs) -> None:
+        """pad and bos are never produced: give them no probability (in place)."""
+        lprobs[:, self.pad_id] = -math.inf
+        lprobs[:, self.bos_id] = -math.inf
+
+    def force_eos(self, lprobs, at_limit):
+        """Rows `at_limit` [N] bool can only end: every token but eos gets -inf."""
+        not_eos = lprobs.new_ones(lprobs.size(1), dtype=bool)
+        not_eos[self.eos_id] = False
+        return lprobs.masked_fill(at_limit[:, None] & not_eos, -math.inf)
+
+
+# -- greedy and sampling -----------------------------------------------------------
+
+
+def _greedy(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+    hyps = _one_path(decoder, src, max_lens, options, pick=_argmax)
+    return [[h] for h in hyps]
+
+
+def _sample(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+    """`nbest` independent samples per sentence, as rows of one batch, best first."""
+    import torch
+
+    n = options.nbest
+    generator = torch.Generator(device=src.device)
+    generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+    rows = torch.arange(src.size(0), device=src.device).repeat_interleave(n)
+    pick = _sampler(options, generator)
+    hyps = _one_path(
+        decoder, src.index_select(0, rows), max_lens.repeat_interleave(n), options, pick
+    )
+    per_sentence = [hyps[i * n : (i + 1) * n] for i in range(src.size(0))]
+    return [sorted(group, key=lambda h: -h.score) for group in per_sentence]
+
+
+def _argmax(lprobs):
+    return lprobs.argmax(-1)
+
+
+def _sampler(options: SearchOptions, generator):
+    """A pick function drawing from the (tempered, truncated) distribution."""
+    import torch
+
+    def pick(lprobs):  # [N,V] -> [N]
+        logits = lprobs / options.temperature
+        if options.top_k:
+            kth = logits.topk(min(options.top_k, logits.size(1)), dim=1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        if options.top_p < 1.0:
+            logits = _top_p(logits, options.top_p)
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return pick
+
+
+def _top_p(logits, top_p: float):
+    """Nucleus (Holtzman et al., 2020): keep the most likely tokens until their mass >= top_p."""
+    sorted_logits, order = logits.sort(dim=1, descending=True)
+    mass_before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)
+    drop_sorted = mass_before >= top_p  # the first token always stays (mass before it is 0)
+    drop = drop_sorted.scatter(1, order, drop_sorted)
+    return logits.masked_fill(drop, -math.inf)
+
+
+def _one_path(decoder: Decoder, src, max_lens, options: SearchOptions, pick) -> list[Hypothesis]:
+    """One hypothesis per row, token by token; rows leave the batch when they end."""
+    import torch
+
+    B, device = src.size(0), src.device
+    T = int(max_lens.max()) + 1  # tokens including eos
+    out = torch.full((B, T), decoder.pad_id, dtype=torch.long, device=device)
+    lengths = torch.full((B,), T, dtype=torch.long)  # on the CPU: tokens including eos
+    log_prob = torch.zeros(B, device=device)
+    alive = torch.arange(B, device=device)  # original row of each active row
+    limits, first_limit = max_lens.to(device), int(max_lens.min())
+    states = decoder.encode(src)
+    tokens = torch.full((B,), decoder.bos_id, dtype=torch.long, device=device)
+    for t in range(T):
+        lprobs, states = decoder.step(tokens, states)  # [N,V]
+        decoder.mask_specials(lprobs)
+        if t >= first_limit:
+            lprobs = decoder.force_eos(lprobs, limits <= t)
+        tokens = pick(lprobs)  # [N]
+        out[alive, t] = tokens
+        log_prob.index_add_(0, alive, lprobs.gather(1, tokens[:, None]).squeeze(1))
+        ended = tokens == decoder.eos_id
+        if not bool(ended.any()):
+            continue
+        lengths[alive[ended].cpu()] = t + 1
+        keep = (~ended).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            break
+        states = decoder.reorder(states, keep)
+        alive, tokens, limits = alive[keep], tokens[keep], limits[keep]
+        first_limit = int(limits.min())
+    return _hypotheses(out.cpu(), lengths, log_prob.cpu(), options)
+
+
+def _hypotheses(out, lengths, log_prob, options: SearchOptions) -> list[Hypothesis]:
+    """Rows of ids (eos at lengths - 1) to Hypothesis objects, once, on the CPU."""
+    scores = log_prob / length_penalty(lengths.double(), options)
+    rows = out.tolist()
+    return [
+        Hypothesis(tokens=row[: n - 1], score=float(s), log_prob=float(lp))
+        for row, n, s, lp in zip(
+            rows, lengths.tolist(), scores.tolist(), log_prob.tolist(), strict=True
+        )
+    ]
+
+
+# -- beam search -------------------------------------------------------------------
+
+
+class _Finished:
+    """The best K finished hypotheses of every sentence of the batch, as tensors."""
+
+    def __init__(self, B: int, K: int, T: int, pad_id: int, device) -> None:
+        import torch
+
+        self.K, self.pad_id = K, pad_id
+        self.scores = torch.full((B, K), -math.inf, device=device)  # penalised, sorted
+        self.log_probs = torch.full((B, K), -math.inf, device=device)
+        self.tokens = torch.full((B, K, T), pad_id, dtype=torch.long, device=device)
+        self.lengths = torch.ones((B, K), dtype=torch.long, device=device)  # with eos
+        self.count = torch.zeros(B, dtype=torch.long, device=device)  # ever finished
+
+    def add(self, sentences, log_probs, prefixes, t: int, options: SearchOptions) -> None:
+        """Merge new hypotheses ending at step t into the best K of `sentences` [n].
+
+        log_probs [n,K] (-inf where nothing ended), prefixes [n,K,t] (ids before eos).
+        """
+        import torch
+
+        n, K = log_probs.shape
+        new_scores = log_probs / length_penalty(t + 1, options)
+        new_tokens = self.tokens.new_full((n, K, self.tokens.size(2)), self.pad_id)
+        new_tokens[:, :, :t] = prefixes
+        scores = torch.cat([self.scores[sentences], new_scores], 1)  # [n,2K]
+        best, pick = scores.topk(K, dim=1)  # [n,K]
+        lengths = torch.cat([self.lengths[sentences], torch.full_like(pick, t + 1)], 1)
+        log_probs = torch.cat([self.log_probs[sentences], log_probs], 1)
+        tokens = torch.cat([self.tokens[sentences], new_tokens], 1)  # [n,2K,T]
+        self.scores[sentences] = best
+        self.lengths[sentences] = lengths.gather(1, pick)
+        self.log_probs[sentences] = log_probs.gather(1, pick)
+        self.tokens[sentences] = tokens.gather(1, pick[:, :, None].expand(-1, -1, tokens.size(2)))
+        self.count[sentences] += (new_scores > -math.inf).sum(1)
+
+    def hypotheses(self, nbest: int) -> list[list[Hypothesis]]:
+        rows = self.tokens[:, :nbest].tolist()
+        lengths = self.lengths[:, :nbest].tolist()
+        scores = self.scores[:, :nbest].tolist()
+        log_probs = self.log_probs[:, :nbest].tolist()
+        return [
+            [Hypothesis(tok[: n - 1], s, lp) for tok, n, s, lp in zip(*per, strict=True)]
+            for per in zip(rows, lengths, scores, log_probs, strict=True)
+        ]
+
+
+def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+    """Beam search with K rows per sentence; finished sentences leave the batch."""
+    import torch
+
+    B, K, V, device = src.size(0), options.beam_size, decoder.vocab_size, src.device
+    T = int(max_lens.max()) + 1
+    finished = _Finished(B, K, T, decoder.pad_id, device)
+    alive = torch.arange(B, device=device)  # original sentence of each active sentence
+    limits = max_lens.to(device)
+    first_limit = int(max_lens.min())
+    states = decoder.reorder(decoder.encode(src), alive.repeat_interleave(K))
+    prefix = torch.full((B * K, 1), decoder.bos_id, dtype=torch.long, device=device)  # [N*K,t+1]
+    # Only the first beam of a sentence is live at the start: the others would repeat it.
+    scores = torch.full((B, K), -math.inf, device=device)
+    scores[:, 0] = 0.0
+    beam_rank = torch.arange(2 * K, device=device)
+    for t in range(T):
+        n = alive.numel()
+        lprobs, states = decoder.step(prefix[:, -1], states)  # [n*K,V]
+        decoder.mask_specials(lprobs)
+        if t >= first_limit:
+            lprobs = decoder.force_eos(lprobs, (limits <= t).repeat_interleave(K))
+        cand = (scores.view(n * K, 1) + lprobs).view(n, K * V)
+        top_scores, top_index = cand.topk(2 * K, dim=1)  # [n,2K], best first
+        beam, token = top_index // V, top_index % V
+        is_eos = token == decoder.eos_id
+        # eos among the best K candidates finishes a hypothesis (fairseq's rule).
+        ends = is_eos[:, :K] & (top_scores[:, :K] > -math.inf)
+        if bool(ends.any()):
+            _finish(finished, alive, ends, top_scores, beam, prefix, t, options)
+        # The best K candidates that do not end carry on: eos ones sort behind.
+        _, carry = (is_eos.long() * 2 * K + beam_rank).topk(K, dim=1, largest=False)
+        scores = top_scores.gather(1, carry)
+        rows = beam.gather(1, carry) + (torch.arange(n, device=device) * K)[:, None]  # [n,K]
+        token = token.gather(1, carry)
+        done = (finished.count[alive] >= K) | (limits <= t)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            alive, limits, scores = alive[keep], limits[keep], scores[keep]
+            rows, token = rows[keep], token[keep]
+            first_limit = int(limits.min())
+        rows = rows.view(-1)
+        states = decoder.reorder(states, rows)
+        prefix = torch.cat([prefix.index_select(0, rows), token.view(-1, 1)], 1)
+    return finished.hypotheses(options.nbest)
+
+
+def _finish(finished, alive, ends, top_scores, beam, prefix, t, options) -> None:
+    """Hand the candidates that end at step t to `finished`, sentence by sentence (batched)."""
+    K = finished.K
+    hit = ends.any(1).nonzero().squeeze(1)  # active sentences with something ending
+    log_probs = top_scores[hit, :K].masked_fill(~ends[hit], -math.inf)  # [h,K]
+    rows = beam[hit, :K] + (hit * K)[:, None]  # [h,K] rows of the current batch
+    prefixes = prefix.index_select(0, rows.view(-1))[:, 1:]  # drop bos: [h*K,t]
+    finished.add(alive[hit], log_probs, prefixes.view(hit.numel(), K, t), t, options)
