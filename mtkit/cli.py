@@ -48,6 +48,238 @@ def _root(
 OutPath = Annotated[Path, typer.Option("--out", "-o", help="Where to write the result.")]
 
 
+@app.command("train-bpe")
+def train_bpe(
+    inputs: Annotated[
+        list[Path],
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="A text file to learn from (plain or .gz); repeat for each.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory for spm.model and spm.vocab (spm.LANG.* with --separate).",
+        ),
+    ],
+    vocab_size: Annotated[
+        int, typer.Option(help="Pieces in the vocabulary, specials included.")
+    ] = 8000,
+    model_type: Annotated[
+        str,
+        typer.Option(help="SentencePiece algorithm: bpe or unigram."),
+    ] = "bpe",
+    separate: Annotated[
+        bool,
+        typer.Option(
+            "--separate",
+            help="One model per input, named by its language suffix (train.de -> spm.de.model).",
+        ),
+    ] = False,
+    character_coverage: Annotated[
+        float,
+        typer.Option(help="Share of characters the vocabulary covers; 0.9995 for CJK."),
+    ] = 1.0,
+    input_sentence_size: Annotated[
+        int,
+        typer.Option(help="Lines sampled at random from the input for training; 0 uses all."),
+    ] = 2_000_000,
+    user_defined_symbols: Annotated[
+        list[str],
+        typer.Option(
+            metavar="PIECE", help="Pieces never split, e.g. '<sep>' (repeat, or comma-separated)."
+        ),
+    ] = [],  # noqa: B006 (typer needs a literal default)
+    threads: Annotated[
+        int, typer.Option(help="Training threads; 0 uses every core, up to 16.")
+    ] = 0,
+) -> None:
+    """Train a SentencePiece BPE or unigram model: joint by default, or one per language."""
+    from mtkit.tokenizer import SpmOptions, train_spm
+
+    symbols = tuple(s for value in user_defined_symbols for s in value.split(",") if s)
+    options = SpmOptions(
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        input_sentence_size=input_sentence_size,
+        user_defined_symbols=symbols,
+        threads=threads,
+    )
+    train_spm(inputs, out, options, separate=separate)
+
+
+@app.command("score")
+def score_command(
+    refs: Annotated[
+        list[Path],
+        typer.Option(
+            "--ref",
+            "-r",
+            metavar="FILE",
+            help="A reference file (plain or .gz); repeat for several.",
+        ),
+    ],
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="Hypotheses, one a line; standard input when absent.",
+        ),
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option("--metrics", "-m", help="Comma-separated: bleu, chrf, ter.")
+    ] = "bleu",
+    tokenize: Annotated[
+        str,
+        typer.Option(
+            "--tokenize",
+            "-tok",
+            help="BLEU's tokenizer: 13a (the WMT standard), intl, zh, char or none.",
+        ),
+    ] = "13a",
+    lowercase: Annotated[
+        bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU and chrF.")
+    ] = False,
+    chrf_word_order: Annotated[
+        int, typer.Option(help="Word n-gram order of chrF; 2 gives chrF++.")
+    ] = 0,
+    ter_case_sensitive: Annotated[
+        bool,
+        typer.Option(
+            "--ter-case-sensitive", help="Case-sensitive TER (sacreBLEU's TER ignores case)."
+        ),
+    ] = False,
+    width: Annotated[int, typer.Option("--width", "-w", help="Decimals in the scores.")] = 1,
+    score_only: Annotated[
+        bool, typer.Option("--score-only", "-b", help="Print only the numbers.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="sacreBLEU's JSON: an object, or a list for several.")
+    ] = False,
+) -> None:
+    """Score hypotheses against references with sacreBLEU (BLEU, chrF, TER) and signatures."""
+    from mtkit.score import format_json, format_text, parse_metrics, read_lines, score
+
+    names = parse_metrics(metrics)
+    references = [read_lines(path) for path in refs]
+    if input is None and sys.stdin.isatty():
+        print(
+            "reading hypotheses from standard input (pass -i FILE to read a file)", file=sys.stderr
+        )
+    hyps = read_lines(input, stdin=sys.stdin.buffer)
+    results = score(
+        hyps,
+        references,
+        metrics=names,
+        tokenize=tokenize,
+        lowercase=lowercase,
+        chrf_word_order=chrf_word_order,
+        ter_case_sensitive=ter_case_sensitive,
+        hyp_name=str(input or "standard input"),
+        ref_names=[str(path) for path in refs],
+    )
+    if as_json:
+        typer.echo(format_json(results, width=width))
+    else:
+        typer.echo(format_text(results, width=width, score_only=score_only))
+
+
+@app.command("translate")
+def translate_command(
+    models: Annotated[
+        list[Path],
+        typer.Option("--model", "-m", metavar="CKPT", help="A checkpoint; repeat for an ensemble."),
+    ] = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="Text to translate (plain or .gz); stdin if absent.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Where to write; stdout if absent."),
+    ] = None,
+    beam: Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy search.")] = 5,
+    nbest: Annotated[
+        int,
+        typer.Option(help="Write the K best as 'LINE ||| text ||| score' lines (LINE from 0)."),
+    ] = 1,
+    len_penalty: Annotated[
+        float, typer.Option(help="GNMT length penalty alpha: score / ((5+|Y|)/6)^alpha.")
+    ] = 0.6,
+    len_norm: Annotated[
+        bool, typer.Option("--len-norm", help="Rank by mean log-probability instead.")
+    ] = False,
+    max_len_a: Annotated[
+        float, typer.Option(help="Max target tokens = a * source tokens + b.")
+    ] = 1.2,
+    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 10,
+    sampling: Annotated[
+        bool, typer.Option("--sampling", help="Sample instead of beam search (--nbest samples).")
+    ] = False,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample from the top-p probability mass.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed, for reproducible sampling.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Batch budget: sentences x beam x longest source; default 6000 CPU, 60000 GPU."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="At most this many sentences a batch.")
+    ] = None,
+    chunk_lines: Annotated[
+        int, typer.Option(help="Lines read, sorted and translated together (bounds memory).")
+    ] = 10_000,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
+    ] = "auto",
+    quantize: Annotated[
+        str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
+    ] = "none",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch; default: torch's choice.")
+    ] = None,
+) -> None:
+    """Translate text with one checkpoint or an ensemble: one line out for every line in."""
+    from mtkit.search import SearchOptions
+    from mtkit.translate import BatchOptions, RuntimeOptions, translate_file
+
+    search = SearchOptions(
+        beam_size=beam,
+        nbest=nbest,
+        max_len_a=max_len_a,
+        max_len_b=max_len_b,
+        len_penalty=len_penalty,
+        len_norm=len_norm,
+        sampling=sampling,
+        top_k=top_k,
+        top_p=top_p,
+        temperature=temperature,
+        seed=seed,
+    )
+    batching = BatchOptions(max_tokens=max_tokens, batch_size=batch_size, chunk_lines=chunk_lines)
+    runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)
+    translate_file(models, input, out, search, batching, runtime)
+
+
 def _one_line(error: BaseException) -> str | None:
     """The one-line message for an error a user can cause, or None for a bug."""
     if isinstance(error, MtkitError):

@@ -1,0 +1,308 @@
+"""SentencePiece for mtkit: training subword models and turning text into ids and back.
+
+This module owns `mtkit train-bpe` (`train_spm`) and the `Tokenizer` that every
+later stage uses to encode and decode. Every model trained here has the same
+special ids, which the models and checkpoints rely on:
+
+    pad = 0 ("<pad>"), unk = 1 ("<unk>"), bos = 2 ("<s>"), eos = 3 ("</s>")
+
+`Tokenizer.encode` returns the bare subword ids; the caller adds the specials:
+the source is `ids + [eos]`, the decoder input `[bos] + ids` and its output
+`ids + [eos]` (teacher forcing). Reading corpora and cleaning them is `mtkit.data`'s job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtkit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MODEL_TYPES = ("bpe", "unigram")
+# Marian samples 2 M lines by default (--sentencepiece-max-lines): enough for a
+# good vocabulary, and a WMT corpus of 4.5 M pairs then trains in a few GB.
+DEFAULT_INPUT_SENTENCE_SIZE = 2_000_000
+# How many lines are read between two updates of the progress bar.
+_PROGRESS_EVERY = 20_000
+
+
+@dataclass
+class SpmOptions:
+    """The SentencePiece training options mtkit exposes (see `mtkit train-bpe --help`)."""
+
+    vocab_size: int = 8000
+    model_type: str = "bpe"
+    # 1.0 keeps every character, right for alphabetic scripts (fairseq, Marian);
+    # 0.9995 is SentencePiece's advice for CJK, where rare characters become <unk>.
+    character_coverage: float = 1.0
+    # Lines sampled (shuffled reservoir) from the input; 0 uses every line.
+    input_sentence_size: int = DEFAULT_INPUT_SENTENCE_SIZE
+    user_defined_symbols: tuple[str, ...] = ()
+    threads: int = 0  # 0: every core, at most 16 (SentencePiece's default)
+
+    def check(self) -> None:
+        """Raise ConfigError for values SentencePiece would reject less clearly."""
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"unknown model type {self.model_type!r}; choose one of {', '.join(MODEL_TYPES)}"
+            )
+        if self.vocab_size < 8:
+            raise ConfigError(f"vocab size {self.vocab_size} is too small; pass 8 or more")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(
+                f"character coverage {self.character_coverage} is out of range; "
+                "pass a value in (0, 1], e.g. 1.0 or 0.9995 for CJK"
+            )
+        if self.input_sentence_size < 0:
+            raise ConfigError(
+                f"input sentence size {self.input_sentence_size} is negative; "
+                "pass 0 to use every line, or a positive number of lines to sample"
+            )
+
+
+def spm_model_path(spm_dir: Path, lang: str | None = None) -> Path:
+    """Where train-bpe puts a model: SPM/spm.model (joint) or SPM/spm.LANG.model (separate)."""
+    return Path(spm_dir) / ("spm.model" if lang is None else f"spm.{lang}.model")
+
+
+def input_lang(path: Path) -> str:
+    """The language a corpus file is named for: its last suffix (train.de, train.de.gz -> de)."""
+    name = Path(path).name
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix.lstrip(".")
+    if not suffix:
+        raise ConfigError(
+            f"cannot tell the language of {path} from its name; with --separate each "
+            "input must end in its language code, e.g. train.de and train.en"
+        )
+    return suffix
+
+
+def train_spm(
+    inputs: Sequence[Path], out_dir: Path, options: SpmOptions, separate: bool = False
+) -> list[Path]:
+    """Train one joint SentencePiece model on all `inputs`, or one per input file.
+
+    Writes spm.model and spm.vocab into `out_dir` (or spm.LANG.model and
+    spm.LANG.vocab per input with `separate`, LANG from the file name) and
+    returns the model paths. Files appear only once complete.
+    """
+    options.check()
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise ConfigError("no input files; pass --input FILE at least once")
+    for path in inputs:
+        if not path.is_file():
+            raise DataError(f"input file not found: {path} (check the path)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not separate:
+        return [_train_one(inputs, out_dir, "spm", options)]
+    langs = [input_lang(p) for p in inputs]
+    if len(set(langs)) != len(langs):
+        raise ConfigError(
+            f"--separate needs one input per language, but the inputs' languages are "
+            f"{', '.join(langs)}; give each language one file (train.de, train.en)"
+        )
+    return [
+        _train_one([p], out_dir, f"spm.{lang}", options)
+        for p, lang in zip(inputs, langs, strict=True)
+    ]
+
+
+def _train_one(inputs: list[Path], out_dir: Path, name: str, options: SpmOptions) -> Path:
+    """Train one model in a temporary directory beside the output, then move it into place."""
+    from mtkit.console import progress
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
+    try:
+        with progress() as bar:
+            reading = bar.add_task(f"reading {name} input", total=_total_bytes(inputs))
+            reader = _LineReader(inputs, on_bytes=lambda n: bar.update(reading, completed=n))
+            # SentencePiece reads every line before it trains, so training starts
+            # when the reader is exhausted; it has no progress of its own to show.
+            training = []
+            reader.on_done = lambda: training.append(
+                bar.add_task(f"training {name} ({options.model_type})", total=None)
+            )
+            _sentencepiece_train(reader, tmp / name, options)
+            bar.update(training[0], total=1, completed=1)
+        # The .model is what other stages look for, so it arrives last.
+        os.replace(tmp / f"{name}.vocab", out_dir / f"{name}.vocab")
+        os.replace(tmp / f"{name}.model", out_dir / f"{name}.model")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "wrote %s (%s, vocab %d)", out_dir / f"{name}.model", options.model_type, options.vocab_size
+    )
+    return out_dir / f"{name}.model"
+
+
+def _total_bytes(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def _sentencepiece_train(reader: _LineReader, prefix: Path, options: SpmOptions) -> None:
+    """Call SentencePiece's trainer, turning its errors into ours."""
+    import sentencepiece as spm
+
+    threads = options.threads or min(16, os.cpu_count() or 1)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(reader),
+            model_prefix=str(prefix),
+            vocab_size=options.vocab_size,
+            model_type=options.model_type,
+            character_coverage=options.character_coverage,
+            input_sentence_size=options.input_sentence_size,
+            shuffle_input_sentence=True,
+            user_defined_symbols=list(options.user_defined_symbols),
+            num_threads=threads,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece="<pad>",
+            # Errors only: they come back as exceptions; the INFO log is hundreds of lines.
+            minloglevel=2,
+        )
+    except RuntimeError as error:
+        # An error in our reader reaches us wrapped in SentencePiece's RuntimeError.
+        raise reader.error or _spm_error(str(error)) from None
+
+
+def _spm_error(message: str) -> Exception:
+    """Our one-line error for a SentencePiece training failure."""
+    too_high = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", message)
+    if too_high:
+        size, most = too_high.groups()
+        return DataError(
+            f"vocab size {size} is too large for this data; the most it allows is {most}; "
+            f"pass --vocab-size {most} or less"
+        )
+    too_low = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
+    if too_low:
+        size, need = too_low.groups()
+        return DataError(
+            f"vocab size {size} is too small for this data, which needs {need} pieces for its "
+            f"characters alone; pass --vocab-size {need} or more, or lower --character-coverage"
+        )
+    if "sentences_.empty()" in message:
+        return DataError("the input files have no text to train on; check the --input files")
+    first = message.strip().splitlines()[0] if message.strip() else "no message"
+    return DataError(f"SentencePiece training failed: {first}")
+
+
+class _LineReader:
+    """The lines of plain or gzipped UTF-8 files, for SentencePiece's sentence_iterator.
+
+    Reports bytes read (progress) and keeps the first error it meets, since
+    SentencePiece turns an exception from the iterator into a RuntimeError.
+    """
+
+    def __init__(self, paths: list[Path], on_bytes):
+        self.paths = paths
+        self.on_bytes = on_bytes
+        self.on_done = lambda: None
+        self.error: DataError | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        done = 0
+        for path in self.paths:
+            try:
+                yield from self._lines(path, done)
+            except UnicodeDecodeError as error:
+                self.error = DataError(
+                    f"{path} is not valid UTF-8 ({error.reason}); convert it, e.g. with iconv"
+                )
+            except (OSError, EOFError) as error:
+                self.error = DataError(f"cannot read {path}: {error}")
+            if self.error:
+                raise self.error
+            done += path.stat().st_size
+            self.on_bytes(done)
+        self.on_done()
+
+    def _lines(self, path: Path, done: int) -> Iterator[str]:
+        with open(path, "rb") as raw:
+            binary = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
+            text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
+            for number, line in enumerate(text, 1):
+                yield line.rstrip("\r\n")
+                if number % _PROGRESS_EVERY == 0:
+                    self.on_bytes(done + raw.tell())
+
+
+class Tokenizer:
+    """A loaded SentencePiece model: lines of text to lists of ids and back, in batches."""
+
+    def __init__(self, processor, name: str = "<bytes>"):
+        self.sp = processor
+        self.name = name
+        ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
+        if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise ConfigError(
+                f"SentencePiece model {name} has pad/unk/bos/eos ids {ids}, but mtkit needs "
+                f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}; train it with `mtkit train-bpe`"
+            )
+
+    @classmethod
+    def from_file(cls, path: Path) -> Tokenizer:
+        """Load a .model file written by train-bpe."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"SentencePiece model not found: {path} (check the path)")
+        return cls.from_bytes(path.read_bytes(), name=str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> Tokenizer:
+        """Load a model from its serialized bytes (as checkpoints store it)."""
+        import sentencepiece as spm
+
+        processor = spm.SentencePieceProcessor()
+        try:
+            processor.LoadFromSerializedProto(data)
+        except (RuntimeError, OSError, TypeError):
+            raise DataError(
+                f"{name} is not a SentencePiece model; pass the .model file from train-bpe"
+            ) from None
+        return cls(processor, name=name)
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The serialized model, to store in a checkpoint."""
+        return self.sp.serialized_model_proto()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def encode(
+        self, lines: Sequence[str], add_bos: bool = False, add_eos: bool = False
+    ) -> list[list[int]]:
+        """Ids of each line; bos/eos only when asked (the source wants `add_eos=True`)."""
+        # One batched call: SentencePiece encodes a list in C++ threads, many times
+        # faster than a Python loop over lines.
+        return self.sp.encode(list(lines), add_bos=add_bos, add_eos=add_eos)
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Text of each id list; pad, bos and eos decode to nothing."""
+        return self.sp.decode([list(x) for x in ids])
+
+    def pieces(self, line: str) -> list[str]:
+        """The subword pieces of one line, for inspection."""
+        return self.sp.encode(line, out_type=str)
