@@ -166,9 +166,17 @@ def score_command(
     ] = False,
 ) -> None:
     """Score hypotheses against references with sacreBLEU (BLEU, chrF, TER) and signatures."""
-    from mtkit.score import format_json, format_text, parse_metrics, read_lines, score
+    from mtkit.score import (
+        check_options,
+        format_json,
+        format_text,
+        parse_metrics,
+        read_lines,
+        score,
+    )
 
     names = parse_metrics(metrics)
+    check_options(names, tokenize=tokenize, chrf_word_order=chrf_word_order)
     references = [read_lines(path) for path in refs]
     if input is None and sys.stdin.isatty():
         print(

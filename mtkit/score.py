@@ -64,14 +64,8 @@ def score(
     """
     from sacrebleu.metrics import BLEU, CHRF, TER
 
+    check_options(metrics, tokenize=tokenize, chrf_word_order=chrf_word_order)
     _check_counts(hyps, refs, hyp_name, ref_names)
-    if tokenize not in TOKENIZERS:
-        raise ConfigError(f"unknown tokenizer {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
-    if chrf_word_order < 0:
-        raise ConfigError(f"chrF word order {chrf_word_order} is negative; pass 0 (chrF) or 2")
-    unknown = [name for name in metrics if name not in METRICS]
-    if unknown:
-        raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
     built = {
         "bleu": lambda: BLEU(tokenize=tokenize, lowercase=lowercase),
         "chrf": lambda: CHRF(word_order=chrf_word_order, lowercase=lowercase),
@@ -91,6 +85,17 @@ def score(
             )
         )
     return results
+
+
+def check_options(metrics: Sequence[str], tokenize: str, chrf_word_order: int) -> None:
+    """Raise ConfigError for an option sacreBLEU would reject (before any text is read)."""
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    if tokenize not in TOKENIZERS:
+        raise ConfigError(f"unknown tokenizer {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
+    if chrf_word_order < 0:
+        raise ConfigError(f"chrF word order {chrf_word_order} is negative; pass 0 (chrF) or 2")
 
 
 def _check_counts(
