@@ -106,16 +106,18 @@ def train_spm(
     for path in inputs:
         if not path.is_file():
             raise DataError(f"input file not found: {path} (check the path)")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not separate:
-        return [_train_one(inputs, out_dir, "spm", options)]
-    langs = [input_lang(p) for p in inputs]
+    langs = [input_lang(p) for p in inputs] if separate else []
     if len(set(langs)) != len(langs):
         raise ConfigError(
             f"--separate needs one input per language, but the inputs' languages are "
             f"{', '.join(langs)}; give each language one file (train.de, train.en)"
         )
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; pass a directory for the model files")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not separate:
+        return [_train_one(inputs, out_dir, "spm", options)]
     return [
         _train_one([p], out_dir, f"spm.{lang}", options)
         for p, lang in zip(inputs, langs, strict=True)

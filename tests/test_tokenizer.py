@@ -105,7 +105,10 @@ def test_vocab_too_small_and_bad_options(corpus, tmp_path):
     with pytest.raises(ConfigError, match="bpe, unigram"):
         train_spm([corpus["de"]], tmp_path, SpmOptions(model_type="wordpiece"))
     with pytest.raises(ConfigError, match="one input per language"):
-        train_spm([corpus["de"], corpus["de"]], tmp_path, SpmOptions(), separate=True)
+        train_spm([corpus["de"], corpus["de"]], tmp_path / "x", SpmOptions(), separate=True)
+    with pytest.raises(ConfigError, match="is a file; pass a directory"):
+        train_spm([corpus["de"]], corpus["de"], SpmOptions())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_and_bad_input_files(tmp_path, cli):
