@@ -288,6 +288,172 @@ def translate_command(
     translate_file(models, input, out, search, batching, runtime)
 
 
+@app.command("train")
+def train_command(
+    data: Annotated[
+        Path, typer.Option(help="Prepared data: DATA/{train,valid}.{src,tgt} (+ manifest.json).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.")
+    ],
+    spm: Annotated[
+        Path | None, typer.Option(help="Joint SentencePiece model (train-bpe's spm.model).")
+    ] = None,
+    src_spm: Annotated[Path | None, typer.Option(help="Source model, with --tgt-spm.")] = None,
+    tgt_spm: Annotated[Path | None, typer.Option(help="Target model, with --src-spm.")] = None,
+    arch: Annotated[
+        str,
+        typer.Option(help="Preset: transformer-small, transformer-base, transformer-big, rnn."),
+    ] = "transformer-small",
+    src: Annotated[
+        str | None, typer.Option(help="Source language; default from manifest.json.")
+    ] = None,
+    tgt: Annotated[
+        str | None, typer.Option(help="Target language; default from manifest.json.")
+    ] = None,
+    set_: Annotated[
+        list[str],
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a model setting (repeat)."),
+    ] = [],  # noqa: B006 (typer needs a literal default)
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of model settings (or a run's config.json)."),
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option(help="Batch budget: padded source or target tokens, the larger.")
+    ] = 4096,
+    update_freq: Annotated[
+        int, typer.Option(help="Batches per update (gradient accumulation).")
+    ] = 1,
+    max_updates: Annotated[int, typer.Option(help="Stop after N updates; 0: no limit.")] = 0,
+    max_epochs: Annotated[int, typer.Option(help="Stop after N epochs; 0: no limit.")] = 0,
+    max_time: Annotated[
+        str, typer.Option(help="Stop after this much training: 90s, 20m, 1h30m; 0: no limit.")
+    ] = "0",
+    patience: Annotated[
+        int, typer.Option(help="Stop after N validations without improvement; 0: never.")
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from checkpoint_last.pt.")
+    ] = False,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (after warm-up).")] = 5e-4,
+    warmup: Annotated[int, typer.Option(help="Warm-up updates (linear).")] = 4000,
+    schedule: Annotated[
+        str, typer.Option(help="After warm-up: inverse_sqrt, cosine or constant.")
+    ] = "inverse_sqrt",
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon.")] = 0.1,
+    clip_norm: Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")] = 1.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay; 0: Adam.")] = 0.0,
+    valid_every: Annotated[
+        int, typer.Option(help="Validate every N updates (and at each epoch end); 0: epochs only.")
+    ] = 1000,
+    valid_bleu_sentences: Annotated[
+        int, typer.Option(help="Validation lines translated for BLEU; 0: all.")
+    ] = 1000,
+    best_metric: Annotated[
+        str, typer.Option(help="What checkpoint_best.pt and --patience track: bleu or loss.")
+    ] = "bleu",
+    keep_last: Annotated[int, typer.Option(help="Numbered checkpoints to keep; 0: all.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
+    ] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: weights, batches, dropout.")] = 1,
+    log_every: Annotated[int, typer.Option(help="Log (metrics.jsonl) every N updates.")] = 50,
+) -> None:
+    """Train a Transformer or RNN; exits 128+signal after Ctrl-C/SIGTERM (checkpoint saved)."""
+    from mtkit.train import TrainConfig, parse_duration, train
+    from mtkit.train.config import model_overrides
+
+    settings = TrainConfig(
+        data=str(data),
+        out=str(out),
+        spm=_str(spm),
+        src_spm=_str(src_spm),
+        tgt_spm=_str(tgt_spm),
+        src=src,
+        tgt=tgt,
+        arch=arch,
+        model_overrides=model_overrides(_str(config), set_),
+        max_tokens=max_tokens,
+        update_freq=update_freq,
+        max_updates=max_updates,
+        max_epochs=max_epochs,
+        max_time=parse_duration(max_time),
+        patience=patience,
+        resume=resume,
+        lr=lr,
+        warmup=warmup,
+        schedule=schedule,
+        label_smoothing=label_smoothing,
+        clip_norm=clip_norm,
+        weight_decay=weight_decay,
+        valid_every=valid_every,
+        valid_bleu_sentences=valid_bleu_sentences,
+        best_metric=best_metric,
+        keep_last=keep_last,
+        device=device,
+        precision=precision,
+        compile=compile,
+        threads=threads,
+        seed=seed,
+        log_every=log_every,
+    )
+    result = train(settings)
+    if result.signal:
+        print(
+            f"stopped by signal {result.signal} at update {result.step}; "
+            f"{out}/checkpoint_last.pt saved, --resume continues",
+            file=sys.stderr,
+        )
+        raise typer.Exit(128 + result.signal)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+@app.command("average")
+def average_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN_OR_CKPTS", help="A run directory, or checkpoint files."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The averaged checkpoint to write.")],
+    last: Annotated[
+        int, typer.Option(help="With a run directory: average its last N numbered checkpoints.")
+    ] = 5,
+) -> None:
+    """Average checkpoints' weights (for translating; the result cannot be resumed)."""
+    from mtkit.checkpoint import average_checkpoints, average_inputs, save_checkpoint
+
+    paths = average_inputs(inputs, last)
+    save_checkpoint(out, average_checkpoints(paths))
+    print(f"averaged {len(paths)} checkpoints into {out}", file=sys.stderr)
+
+
+@app.command("inspect")
+def inspect_command(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="A checkpoint file.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print a checkpoint's languages, step, metrics and configuration."""
+    import json
+
+    from mtkit.checkpoint import load_checkpoint, summary
+
+    info = summary(load_checkpoint(checkpoint))
+    if json_:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        typer.echo(f"{key}: {value}")
+
+
 def _one_line(error: BaseException) -> str | None:
     """The one-line message for an error a user can cause, or None for a bug."""
     if isinstance(error, MtkitError):

@@ -1,0 +1,173 @@
+"""Training options: one dataclass with the defaults, checks, and what a resume may change.
+
+The model's own settings live in `mtkit.models.config`; this is everything
+else `mtkit train` takes. Both are saved in every checkpoint and in RUN/config.json.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from mtkit.errors import ConfigError
+
+SCHEDULES = ("inverse_sqrt", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+BEST_METRICS = ("bleu", "loss")
+# Options that shape the loss curve: a resumed run must use the same values.
+MUST_MATCH_ON_RESUME = (
+    "arch",
+    "src",
+    "tgt",
+    "max_tokens",
+    "update_freq",
+    "seed",
+    "lr",
+    "warmup",
+    "schedule",
+    "label_smoothing",
+    "weight_decay",
+    "clip_norm",
+    "world_size",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `mtkit train` except the model's settings."""
+
+    data: str = ""
+    out: str = ""
+    spm: str | None = None  # joint model; or src_spm and tgt_spm
+    src_spm: str | None = None
+    tgt_spm: str | None = None
+    src: str | None = None  # default: DATA/manifest.json
+    tgt: str | None = None
+    arch: str = "transformer-small"
+    model_overrides: dict = field(default_factory=dict)
+    # Batches and updates (fairseq's defaults for Transformers on one GPU).
+    max_tokens: int = 4096
+    update_freq: int = 1
+    # When to stop: 0 means no limit; whichever limit comes first wins.
+    max_updates: int = 0
+    max_epochs: int = 0
+    max_time: float = 0.0  # seconds of training, summed over resumes
+    patience: int = 0  # validations without improvement; 0: no early stopping
+    # Optimiser: Adam with betas (0.9, 0.98) and eps 1e-9 (Vaswani et al., 2017, sec. 5.3).
+    lr: float = 5e-4  # the peak, reached at the end of warm-up
+    warmup: int = 4000
+    schedule: str = "inverse_sqrt"
+    min_lr: float = 0.0  # cosine decays to this
+    label_smoothing: float = 0.1  # Szegedy et al. (2016); Vaswani et al. use 0.1
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0  # 0: no clipping
+    # Validation and checkpoints.
+    valid_every: int = 1000  # updates; validation also runs at every epoch end
+    valid_bleu_sentences: int = 1000  # 0: the whole validation set
+    best_metric: str = "bleu"
+    keep_last: int = 5  # numbered checkpoints kept; 0 keeps all
+    # Hardware.
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    threads: int = 0  # 0: torch's default
+    seed: int = 1
+    log_every: int = 50
+    resume: bool = False
+    world_size: int = 1  # set from the environment under torchrun
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check(config: TrainConfig) -> TrainConfig:
+    """Check option values; the error names the option and the valid range or choices."""
+    _choice("schedule", config.schedule, SCHEDULES)
+    _choice("precision", config.precision, PRECISIONS)
+    _choice("device", config.device, DEVICES)
+    _choice("best_metric", config.best_metric, BEST_METRICS)
+    for name in ("max_tokens", "update_freq", "log_every"):
+        if getattr(config, name) < 1:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
+            )
+    for name in (
+        "max_updates",
+        "max_epochs",
+        "max_time",
+        "patience",
+        "warmup",
+        "valid_every",
+        "valid_bleu_sentences",
+        "keep_last",
+        "threads",
+        "clip_norm",
+        "weight_decay",
+    ):
+        if getattr(config, name) < 0:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must not be negative, got {getattr(config, name)}"
+            )
+    if config.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {config.lr}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.schedule == "cosine" and not config.max_updates:
+        raise ConfigError("--schedule cosine decays over --max-updates; pass --max-updates N")
+    if config.spm and (config.src_spm or config.tgt_spm):
+        raise ConfigError("pass either --spm (joint) or --src-spm and --tgt-spm, not both")
+    if not config.spm and not (config.src_spm and config.tgt_spm):
+        raise ConfigError(
+            "no SentencePiece model: pass --spm SPM/spm.model, or --src-spm and --tgt-spm"
+        )
+    return config
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in "90", "90s", "20m", "1h30m", "2h", "1.5h"; ConfigError otherwise."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    value = text.strip().lower()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", value)
+    if not value or parts is None:
+        raise ConfigError(
+            f"cannot read the duration {text!r}; write e.g. 90s, 20m, 1h30m or a number of seconds"
+        )
+    hours, minutes, seconds = (float(p) if p else 0.0 for p in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def resume_mismatches(saved: dict, config: TrainConfig) -> list[str]:
+    """The options that differ from the run being resumed, as "name: saved -> now"."""
+    now = config.to_dict()
+    names = MUST_MATCH_ON_RESUME + (("max_updates",) if config.schedule == "cosine" else ())
+    return [
+        f"{name}: {saved.get(name)!r} -> {now[name]!r}"
+        for name in names
+        if name in saved and saved[name] != now[name]
+    ]
+
+
+def model_overrides(config_file: str | None, assignments: list[str]) -> dict:
+    """Model settings from a JSON file (flat, or RUN/config.json's "model"), then --set."""
+    from mtkit.models.config import load_config_file, parse_assignments
+
+    values: dict = {}
+    if config_file:
+        loaded = load_config_file(config_file)
+        model = loaded.get("model")
+        values = dict(model) if isinstance(model, dict) else loaded
+        # A run's config.json carries its vocabulary; this run takes its own SentencePiece sizes.
+        for key in ("src_vocab_size", "tgt_vocab_size"):
+            values.pop(key, None)
+    return values | parse_assignments(assignments)

@@ -1,0 +1,145 @@
+"""The training data of a run: languages, SentencePiece models, text files, encoded pairs.
+
+Owns finding DATA/{train,valid}.{src,tgt}, checking that the SentencePiece
+model(s) fit the pair (unknown-piece rate) and encoding the text once. Cutting
+batches is `mtkit.batching`'s job; reading raw corpora is `mtkit.data`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# More unknown pieces than this in a sample means the vocabulary was trained on
+# other languages or other text: training would learn to produce <unk>.
+MAX_UNK_RATE = 0.05
+UNK_SAMPLE_LINES = 2000
+
+
+@dataclass
+class RunData:
+    """Everything the trainer needs from DATA and SPM."""
+
+    langs: dict  # {"src": "de", "tgt": "en"}
+    src_tok: object  # mtkit.tokenizer.Tokenizer
+    tgt_tok: object
+    train: object  # mtkit.batching.Pairs
+    valid: object
+    valid_src_lines: list  # the raw text, for BLEU references
+    valid_tgt_lines: list
+
+    @property
+    def spm_bytes(self) -> dict:
+        return {"src": self.src_tok.model_bytes, "tgt": self.tgt_tok.model_bytes}
+
+
+def pair_langs(data_dir: Path, src: str | None, tgt: str | None) -> dict:
+    """The source and target languages: the options, else DATA/manifest.json."""
+    if src and tgt:
+        return {"src": src, "tgt": tgt}
+    manifest = Path(data_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise DataError(
+            f"no {manifest} to read the languages from; pass --src and --tgt "
+            "(or prepare the data with `mtkit prepare`)"
+        )
+    try:
+        values = json.loads(manifest.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{manifest} is not valid JSON ({error}); pass --src and --tgt") from None
+    found = _manifest_langs(values)
+    if found is None:
+        raise DataError(f"{manifest} names no src/tgt languages; pass --src and --tgt")
+    return {"src": src or found[0], "tgt": tgt or found[1]}
+
+
+def _manifest_langs(values: dict) -> tuple[str, str] | None:
+    """("de", "en") from {"src": "de", "tgt": "en"}, or the same under "langs" or "pair"."""
+    for holder in (values, values.get("langs"), values.get("pair")):
+        if isinstance(holder, dict) and all(isinstance(holder.get(k), str) for k in ("src", "tgt")):
+            return holder["src"], holder["tgt"]
+    return None
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a prepared text file (UTF-8, one sentence a line)."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}; run `mtkit prepare` or check --data")
+    with open(path, encoding="utf-8", newline="\n") as file:
+        return [line.rstrip("\r\n") for line in file]
+
+
+def load_tokenizers(spm: str | None, src_spm: str | None, tgt_spm: str | None):
+    """The source and target Tokenizers (the same one twice for a joint model)."""
+    from mtkit.tokenizer import Tokenizer
+
+    if spm:
+        tok = Tokenizer.from_file(Path(spm))
+        return tok, tok
+    return Tokenizer.from_file(Path(src_spm)), Tokenizer.from_file(Path(tgt_spm))
+
+
+def check_unk_rate(tok, lines: list[str], lang: str, path: Path) -> float:
+    """Fail when the model leaves too many pieces of `lines` unknown; return the rate."""
+    sample = [line for line in lines[:UNK_SAMPLE_LINES] if line]
+    pieces = [i for ids in tok.encode(sample) for i in ids]
+    rate = sum(i == tok.unk_id for i in pieces) / max(1, len(pieces))
+    if rate > MAX_UNK_RATE:
+        raise DataError(
+            f"SentencePiece model {tok.name} leaves {rate:.1%} of the pieces of {path} unknown "
+            f"(limit {MAX_UNK_RATE:.0%}): it was not trained on {lang!r} text; train one on "
+            "this data with `mtkit train-bpe` or pass the matching --spm/--src-spm/--tgt-spm"
+        )
+    return rate
+
+
+def load_run_data(config) -> RunData:
+    """Read, check and encode the training and validation pairs for `config` (a TrainConfig)."""
+    from mtkit.batching import encode_pairs
+
+    data_dir = Path(config.data)
+    if not data_dir.is_dir():
+        raise DataError(
+            f"data directory not found: {data_dir}; run `mtkit prepare` or check --data"
+        )
+    langs = pair_langs(data_dir, config.src, config.tgt)
+    if langs["src"] == langs["tgt"]:
+        raise DataError(f"source and target are both {langs['src']!r}; pass --src and --tgt")
+    src_tok, tgt_tok = load_tokenizers(config.spm, config.src_spm, config.tgt_spm)
+    text = {}
+    for split in ("train", "valid"):
+        for side in ("src", "tgt"):
+            text[split, side] = read_lines(data_dir / f"{split}.{langs[side]}")
+        _check_parallel(data_dir, split, langs, text[split, "src"], text[split, "tgt"])
+    for side, tok in (("src", src_tok), ("tgt", tgt_tok)):
+        path = data_dir / f"train.{langs[side]}"
+        check_unk_rate(tok, text["train", side], langs[side], path)
+    return RunData(
+        langs=langs,
+        src_tok=src_tok,
+        tgt_tok=tgt_tok,
+        train=encode_pairs(
+            text["train", "src"], text["train", "tgt"], src_tok.encode, tgt_tok.encode
+        ),
+        valid=encode_pairs(
+            text["valid", "src"], text["valid", "tgt"], src_tok.encode, tgt_tok.encode
+        ),
+        valid_src_lines=text["valid", "src"],
+        valid_tgt_lines=text["valid", "tgt"],
+    )
+
+
+def _check_parallel(data_dir: Path, split: str, langs: dict, src: list, tgt: list) -> None:
+    if len(src) != len(tgt):
+        raise DataError(
+            f"{data_dir}/{split}.{langs['src']} has {len(src)} lines but "
+            f"{split}.{langs['tgt']} has {len(tgt)}; the sides of a split must be parallel"
+        )
+    if not src:
+        raise DataError(f"{data_dir}/{split}.{langs['src']} is empty; nothing to train on")

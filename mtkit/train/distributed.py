@@ -1,0 +1,103 @@
+"""Several processes under torchrun: process group, ranks, and the few collective calls we need.
+
+With RANK and WORLD_SIZE in the environment (torchrun sets them), `mtkit train`
+joins a process group (nccl on CUDA, gloo on the CPU) and wraps the model in
+DistributedDataParallel. Without them every function here is a no-op for one
+process, so the loop reads the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dist:
+    """This process's place: rank, world size, and the device it trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: object = None  # torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def from_environment() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's variables; (0, 1, 0) without them."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return rank, world, local
+
+
+def setup(device_choice: str) -> Dist:
+    """Pick the device and, under torchrun, join the process group."""
+    import torch
+
+    from mtkit.errors import ConfigError
+
+    rank, world, local = from_environment()
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but torch sees no CUDA GPU; use --device cpu or auto")
+    device = (
+        torch.device("cuda", local % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+    )
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if use_cuda else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
+        log.info("rank %d of %d joined the %s process group", rank, world, backend)
+    return Dist(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def teardown(dist: Dist) -> None:
+    import torch
+
+    if dist.enabled and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def any_true(dist: Dist, flag: bool) -> bool:
+    """True on every rank when it is true on any: all ranks stop at the same update."""
+    if not dist.enabled:
+        return flag
+    import torch
+
+    value = torch.tensor([1.0 if flag else 0.0], device=dist.device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def sum_all(dist: Dist, values: list[float]) -> list[float]:
+    """The element-wise sum of `values` over all ranks."""
+    if not dist.enabled:
+        return values
+    import torch
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=dist.device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather_all(dist: Dist, item: object) -> list:
+    """Every rank's `item` (any picklable object), in rank order, on every rank."""
+    if not dist.enabled:
+        return [item]
+    import torch
+
+    items = [None] * dist.world_size
+    torch.distributed.all_gather_object(items, item)
+    return items

@@ -1,0 +1,461 @@
+"""The training loop: updates, logging, validation, checkpoints, stopping and resuming.
+
+`Trainer` is built by `mtkit.train.setup.build_trainer` (data, model, optimiser,
+resume) and runs until a limit, early stopping or a signal. Everything it needs
+to continue exactly (step, epoch, position in the epoch's batch order, optimiser,
+RNG states) goes into train_state at every save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtkit.batching import collate, epoch_order, rank_share, target_tokens
+from mtkit.checkpoint import prune_checkpoints, save_checkpoint
+from mtkit.errors import MtkitError
+from mtkit.train import distributed
+from mtkit.train.optim import label_smoothed_loss, lr_at, set_lr
+from mtkit.train.state import publish, rng_state
+from mtkit.train.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    out: Path
+    step: int
+    epoch: int
+    stopped_by: str  # max_updates, max_epochs, max_time, patience, signal
+    signal: int | None = None
+    best: dict = field(default_factory=dict)
+    last_valid: dict = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """The counters saved in train_state."""
+
+    step: int = 0
+    epoch: int = 0  # the epoch in progress (1-based); 0 before the first
+    pos: int = 0  # this rank's next batch in the epoch's order
+    elapsed: float = 0.0  # seconds of training over all resumes
+    best_value: float | None = None
+    best_step: int = 0
+    bad_validations: int = 0
+    last_valid_step: int = -1
+
+
+class Trainer:
+    """One run. Attributes are filled in by setup.build_trainer."""
+
+    config = None  # TrainConfig
+    model_config = None  # ModelConfig
+    dist = None  # distributed.Dist
+    data = None  # RunData
+    pairs = None  # the filtered training Pairs
+    batches: list = None  # list of index lists, fixed for the run
+    raw = None  # the plain module: saved, validated
+    model = None  # what forward goes through (DDP and/or compiled)
+    ddp = None  # the DDP wrapper, for no_sync, or None
+    optimizer = None
+    scaler = None  # GradScaler for fp16, else None
+    autocast = None  # a callable returning a context manager
+    out: Path = None
+    metrics = None  # MetricsLog on rank 0
+    bar = None  # (rich Progress, task) on rank 0
+
+    def __init__(self) -> None:
+        self.progress = Progress()
+        self.share: list = []
+        self.tgt_lengths: list = []
+        self.signal: int | None = None
+        self.interval = _Interval()
+        self.last_valid: dict = {}
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train until a stop condition; always leaves checkpoint_last.pt behind."""
+        self.started = time.monotonic() - self.progress.elapsed
+        self.interval.reset(time.monotonic())
+        if self.progress.epoch:
+            self.share = self._epoch_share(self.progress.epoch)
+        with _signals(self._on_signal), self._progress_bar():
+            reason = None
+            while not reason:
+                reason = self._one_update()
+        return TrainResult(
+            out=self.out,
+            step=self.progress.step,
+            epoch=self.progress.epoch,
+            stopped_by=reason,
+            signal=self.signal,
+            best={
+                "metric": self.config.best_metric,
+                "value": self.progress.best_value,
+                "step": self.progress.best_step,
+            },
+            last_valid=self.last_valid,
+        )
+
+    def _one_update(self) -> str | None:
+        """Take the next update; validate and save when due; return why to stop, if so."""
+        p, cfg = self.progress, self.config
+        if p.pos >= len(self.share):
+            p.epoch, p.pos = p.epoch + 1, 0
+            self.share = self._epoch_share(p.epoch)
+        micro = self.share[p.pos : p.pos + cfg.update_freq]
+        self._update(micro, self._global_tokens(p.pos, len(micro)))
+        p.pos, p.step = p.pos + len(micro), p.step + 1
+        p.elapsed = time.monotonic() - self.started
+        epoch_done = p.pos >= len(self.share)
+        reason = self._stop_reason(epoch_done)
+        if p.step % cfg.log_every == 0 or reason:
+            self._log_train()
+        if reason == "signal":
+            self._save(numbered=False)
+            return reason
+        if epoch_done or reason or (cfg.valid_every and p.step % cfg.valid_every == 0):
+            reason = self._validate_and_save() or reason
+        return reason
+
+    @contextlib.contextmanager
+    def _progress_bar(self):
+        """A rich bar on stderr (rank 0) with loss, learning rate and tokens/s."""
+        if not self.dist.is_main:
+            yield
+            return
+        from rich.progress import TextColumn
+
+        from mtkit.console import progress
+
+        cfg = self.config
+        per_epoch = math.ceil(len(self.batches) / self.dist.world_size / cfg.update_freq)
+        total = cfg.max_updates or (cfg.max_epochs * per_epoch) or None
+        with progress(TextColumn("{task.fields[status]}")) as bar:
+            task = bar.add_task("training", total=total, completed=self.progress.step, status="")
+            self.bar = (bar, task)
+            try:
+                yield
+            finally:
+                self.bar = None
+
+    def _epoch_share(self, epoch: int) -> list:
+        order = epoch_order(len(self.batches), seed=self.config.seed, epoch=epoch)
+        shares = [
+            rank_share(order, rank=r, world_size=self.dist.world_size)
+            for r in range(self.dist.world_size)
+        ]
+        self.all_shares = shares  # every rank's batches, to count the update's tokens
+        return shares[self.dist.rank]
+
+    def _global_tokens(self, pos: int, n: int) -> int:
+        """Target tokens of this update over all ranks: the loss is normalised by it."""
+        return sum(
+            target_tokens(self.tgt_lengths, self.batches[b])
+            for share in self.all_shares
+            for b in share[pos : pos + n]
+        )
+
+    # -- one update ---------------------------------------------------------------
+
+    def _update(self, micro: list[int], global_tokens: int) -> None:
+        """Forward and backward over the micro-batches, then one optimiser step."""
+        try:
+            for i, b in enumerate(micro):
+                sync = i == len(micro) - 1
+                no_sync = self.ddp.no_sync() if self.ddp and not sync else contextlib.nullcontext()
+                with no_sync:
+                    self._forward_backward(self.batches[b], global_tokens)
+            self._step()
+        except Exception as error:
+            if _is_oom(error):
+                raise MtkitError(_oom_message(self.config.max_tokens)) from None
+            raise
+
+    def _forward_backward(self, index: list[int], global_tokens: int) -> None:
+        cfg = self.model_config
+        batch = collate(self.pairs, index, pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
+        batch = batch.to(self.dist.device)
+        with self.autocast():
+            logits = self.model(batch.src, batch.tgt_in)  # [B,T,V]
+        loss, nll = label_smoothed_loss(
+            logits, batch.tgt_out, pad_id=cfg.pad_id, smoothing=self.config.label_smoothing
+        )
+        # DDP averages gradients over ranks, so scale by world_size to get sum / tokens.
+        scaled = loss * (self.dist.world_size / global_tokens)
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        self.interval.add(loss.detach(), nll.detach(), batch.n_tgt_tokens)
+
+    def _step(self) -> None:
+        import torch
+
+        cfg = self.config
+        lr = lr_at(
+            self.progress.step + 1,
+            schedule=cfg.schedule,
+            lr=cfg.lr,
+            warmup=cfg.warmup,
+            max_updates=cfg.max_updates,
+            min_lr=cfg.min_lr,
+        )
+        set_lr(self.optimizer, lr)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        limit = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), limit)
+        if self.scaler:
+            self.scaler.step(self.optimizer)  # skips the step itself on inf/nan
+            self.scaler.update()
+        elif torch.isfinite(norm):
+            self.optimizer.step()
+        else:
+            log.warning(
+                "step %d: gradient norm is %s; update skipped", self.progress.step + 1, norm
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.interval.lr, self.interval.grad_norm = lr, norm
+
+    # -- stopping -----------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        self.signal = signum
+
+    def _stop_reason(self, epoch_done: bool) -> str | None:
+        cfg, p = self.config, self.progress
+        out_of_time = bool(cfg.max_time) and p.elapsed >= cfg.max_time
+        # Ranks must agree, or one would wait forever for the others' gradients.
+        signalled, out_of_time = distributed.sum_all(
+            self.dist, [float(self.signal is not None), float(out_of_time)]
+        )
+        if signalled:
+            self.signal = self.signal or signal.SIGTERM
+            return "signal"
+        if cfg.max_updates and p.step >= cfg.max_updates:
+            return "max_updates"
+        if cfg.max_epochs and epoch_done and p.epoch >= cfg.max_epochs:
+            return "max_epochs"
+        if out_of_time:
+            return "max_time"
+        return None
+
+    # -- validation and checkpoints ---------------------------------------------------
+
+    def _validate_and_save(self) -> str | None:
+        """Validate, save last/numbered/best; return "patience" when it runs out."""
+        cfg, p = self.config, self.progress
+        if p.last_valid_step == p.step:
+            return None
+        began = time.monotonic()
+        metrics = validate(
+            self.raw,
+            self.model_config,
+            self.data,
+            dist=self.dist,
+            max_tokens=cfg.max_tokens,
+            bleu_sentences=cfg.valid_bleu_sentences,
+            autocast=self.autocast,
+        )
+        p.last_valid_step = p.step
+        p.elapsed = time.monotonic() - self.started
+        self.interval.since += time.monotonic() - began  # tokens/s counts training time only
+        improved = self._track_best(metrics)
+        self.last_valid = metrics
+        self._log_valid(metrics, improved)
+        self._save(numbered=True, best=improved)
+        if cfg.patience and p.bad_validations >= cfg.patience:
+            log.info(
+                "no improvement of valid %s in %d validations: stopping early",
+                cfg.best_metric,
+                cfg.patience,
+            )
+            return "patience"
+        return None
+
+    def _track_best(self, metrics: dict) -> bool:
+        p = self.progress
+        if self.config.best_metric == "bleu":
+            value, better = metrics["valid_bleu"], lambda a, b: a > b
+        else:
+            value, better = metrics["valid_nll_loss"], lambda a, b: a < b
+        if p.best_value is None or better(value, p.best_value):
+            p.best_value, p.best_step, p.bad_validations = value, p.step, 0
+            return True
+        p.bad_validations += 1
+        return False
+
+    def _save(self, numbered: bool, best: bool = False) -> None:
+        """Write checkpoint_last.pt (and checkpoint_{step}.pt, checkpoint_best.pt) on rank 0."""
+        # Every rank's RNG state, so a multi-process resume is exact too (a collective call).
+        rngs = distributed.gather_all(self.dist, rng_state(self.dist.device))
+        if not self.dist.is_main:
+            return
+        p = self.progress
+        first = self.out / (f"checkpoint_{p.step}.pt" if numbered else "checkpoint_last.pt")
+        save_checkpoint(first, self._payload(rngs))
+        if numbered:
+            publish(first, self.out / "checkpoint_last.pt")
+        if best:
+            publish(first, self.out / "checkpoint_best.pt")
+        if numbered:
+            prune_checkpoints(self.out, self.config.keep_last)
+
+    def _payload(self, rngs: list) -> dict:
+        from dataclasses import asdict
+
+        p = self.progress
+        return {
+            "model_config": asdict(self.model_config),
+            "model": self.raw.state_dict(),
+            "spm": self.data.spm_bytes,
+            "langs": self.data.langs,
+            "train_config": self.config.to_dict(),
+            "train_state": {
+                "progress": asdict(p),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "rng": rngs,
+            },
+            "step": p.step,
+            "epoch": p.epoch,
+            "metrics": {**self.last_valid, "best_" + self.config.best_metric: p.best_value},
+        }
+
+    # -- reporting ----------------------------------------------------------------
+
+    def _log_train(self) -> None:
+        stats = self.interval.take(self.dist, time.monotonic())
+        if not self.dist.is_main or stats is None:
+            return
+        p = self.progress
+        record = {
+            "kind": "train",
+            "step": p.step,
+            "epoch": p.epoch,
+            **stats,
+            "elapsed": round(p.elapsed, 2),
+        }
+        self.metrics.write(record)
+        if self.bar:
+            bar, task = self.bar
+            bar.update(
+                task,
+                completed=p.step,
+                status=(
+                    f"epoch {p.epoch} loss {stats['loss']:.3f} lr {stats['lr']:.2e} "
+                    f"{stats['tokens_per_s']:,.0f} tok/s"
+                ),
+            )
+
+    def _log_valid(self, metrics: dict, improved: bool) -> None:
+        if not self.dist.is_main:
+            return
+        p = self.progress
+        best = "best_" + self.config.best_metric
+        record = {
+            "kind": "valid",
+            "step": p.step,
+            "epoch": p.epoch,
+            **metrics,
+            best: p.best_value,
+            "elapsed": round(p.elapsed, 2),
+        }
+        self.metrics.write(record)
+        log.info(
+            "step %d epoch %d: valid loss %.3f ppl %.2f bleu %.2f%s",
+            p.step,
+            p.epoch,
+            metrics["valid_loss"],
+            metrics["valid_ppl"],
+            metrics["valid_bleu"],
+            " (best)" if improved else "",
+        )
+
+
+class _Interval:
+    """Sums since the last log line: loss, NLL, target tokens, time."""
+
+    def __init__(self) -> None:
+        self.lr, self.grad_norm = 0.0, 0.0
+        self.reset(time.monotonic())
+
+    def reset(self, now: float) -> None:
+        self.loss, self.nll, self.tokens, self.since = 0.0, 0.0, 0, now
+
+    def add(self, loss, nll, tokens: int) -> None:
+        self.loss += loss  # tensors: summed on the device, read once per log line
+        self.nll += nll
+        self.tokens += tokens
+
+    def take(self, dist, now: float) -> dict | None:
+        loss, nll, tokens = distributed.sum_all(
+            dist, [float(self.loss), float(self.nll), float(self.tokens)]
+        )
+        seconds = max(now - self.since, 1e-9)
+        self.reset(now)
+        if not tokens:
+            return None
+        return {
+            "loss": loss / tokens,
+            "nll_loss": nll / tokens,
+            "ppl": math.exp(min(nll / tokens, 100.0)),
+            "lr": self.lr,
+            "grad_norm": float(self.grad_norm),
+            "tokens_per_s": tokens / seconds,
+            "tokens": int(tokens),
+        }
+
+
+@contextlib.contextmanager
+def _signals(handler):
+    """Route SIGINT and SIGTERM to `handler` (finish the update, then save); a second
+    Ctrl-C aborts at once."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, frame):
+        handler(signum)
+        log.warning(
+            "%s: saving checkpoint_last.pt after this update (Ctrl-C again to abort)",
+            signal.Signals(signum).name,
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for s in previous:
+        signal.signal(s, on_signal)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _is_oom(error: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(error, oom) or "can't allocate memory" in str(error)
+
+
+def _oom_message(max_tokens: int) -> str:
+    return (
+        f"out of memory with --max-tokens {max_tokens}; lower --max-tokens "
+        f"(e.g. {max_tokens // 2}) or raise --update-freq to keep the batch size"
+    )

@@ -1,0 +1,84 @@
+"""Validation during training: loss and perplexity of the validation set, BLEU of greedy output.
+
+Each rank takes every world_size-th batch and the results are shared, so all
+ranks end with the same numbers (and the same early-stopping decision).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mtkit.batching import Pairs, collate, filter_pairs, make_batches, subset
+from mtkit.train import distributed
+
+# Validation loss uses the usual smoothing, so it is comparable with the training loss.
+VALID_SMOOTHING = 0.1
+
+
+def validate(model, config, data, *, dist, max_tokens: int, bleu_sentences: int, autocast) -> dict:
+    """Validation metrics of `model` (the unwrapped module) with model config `config`."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast():
+            loss, nll, tokens = _loss_sums(model, config, data.valid, dist, max_tokens)
+            bleu = _greedy_bleu(model, config, data, dist, max_tokens, bleu_sentences)
+    finally:
+        model.train(was_training)
+    return {
+        "valid_loss": loss / max(tokens, 1),
+        "valid_nll_loss": nll / max(tokens, 1),
+        "valid_ppl": math.exp(min(nll / max(tokens, 1), 100.0)),
+        "valid_bleu": bleu,
+    }
+
+
+def _loss_sums(model, cfg, pairs: Pairs, dist, max_tokens: int) -> tuple[float, float, int]:
+    """Summed smoothed loss, NLL and target tokens over the validation pairs the model takes."""
+    from mtkit.train.optim import label_smoothed_loss
+
+    pairs, _ = filter_pairs(pairs, max_len=cfg.max_positions, max_tokens=1 << 30)
+    loss = nll = tokens = 0.0
+    for index in make_batches(pairs, max_tokens=max_tokens, seed=0)[dist.rank :: dist.world_size]:
+        batch = collate(pairs, index, pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
+        batch = batch.to(dist.device)
+        logits = model(batch.src, batch.tgt_in)
+        b_loss, b_nll = label_smoothed_loss(
+            logits, batch.tgt_out, pad_id=cfg.pad_id, smoothing=VALID_SMOOTHING
+        )
+        loss, nll, tokens = loss + b_loss.item(), nll + b_nll.item(), tokens + batch.n_tgt_tokens
+    loss, nll, tokens = distributed.sum_all(dist, [loss, nll, tokens])
+    return loss, nll, int(tokens)
+
+
+def _greedy_bleu(model, cfg, data, dist, max_tokens: int, n_sentences: int) -> float:
+    """Corpus BLEU (sacreBLEU on detokenized text) of greedy translations of the first lines."""
+    import sacrebleu
+    import torch
+
+    from mtkit.search import greedy_search
+
+    n = min(n_sentences, len(data.valid)) if n_sentences else len(data.valid)
+    index = torch.arange(n)
+    sample = Pairs(src=subset(data.valid.src, index), tgt=subset(data.valid.tgt, index))
+    hyps = {}
+    for rows in make_batches(sample, max_tokens=max_tokens, seed=0)[dist.rank :: dist.world_size]:
+        batch = collate(sample, rows, pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
+        src = _clip(batch.src, cfg)
+        out = greedy_search(model, src.to(dist.device))
+        hyps.update(zip(rows, data.tgt_tok.decode(out), strict=True))
+    for part in distributed.gather_all(dist, hyps):
+        hyps.update(part)
+    refs = data.valid_tgt_lines[:n]
+    return sacrebleu.corpus_bleu([hyps[i] for i in range(n)], [refs]).score
+
+
+def _clip(src, cfg):
+    """src [B,S] cut to the model's max_positions, keeping eos last (rare over-long lines)."""
+    if src.size(1) <= cfg.max_positions:
+        return src
+    src = src[:, : cfg.max_positions].clone()
+    src[src[:, -1] != cfg.pad_id, -1] = cfg.eos_id
+    return src
