@@ -10,8 +10,6 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_INDEX ?=
 MULTI30K ?= ../shared/data/multi30k
 
-export HF_HUB_OFFLINE ?= 1
-
 .PHONY: all install test lint check demo bench clean
 
 all: test
@@ -35,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check mtkit tests bench
 
 test: lint
-	$(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 check: test
 
