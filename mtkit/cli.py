@@ -454,6 +454,195 @@ def inspect_command(
         typer.echo(f"{key}: {value}")
 
 
+_SRC = "Source (one of: --dataset, text files, TSV)"
+_CLEAN = "Cleaning (train split only)"
+
+
+def _opt_path(help_text: str, panel: str = _SRC):
+    return typer.Option(metavar="FILE", help=help_text, rich_help_panel=panel)
+
+
+@app.command("prepare")
+def prepare_command(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory for {train,valid,test}.{src,tgt language} and manifest.json.",
+        ),
+    ],
+    src: Annotated[
+        str | None,
+        typer.Option(help="Source language code (default: the first of --pair)."),
+    ] = None,
+    tgt: Annotated[
+        str | None,
+        typer.Option(help="Target language code (default: the second of --pair)."),
+    ] = None,
+    pair: Annotated[
+        str | None,
+        typer.Option(
+            help="Language pair like de-en: picks the hub config in either order (en-de finds "
+            "de-en) and, without --src/--tgt, the direction as written.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="A short name (wmt14..wmt19, multi30k), a hub id (owner/name), or a local "
+            "directory laid out like a hub dataset (parquet/arrow/json) or from save_to_disk.",
+            rich_help_panel=_SRC,
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="The dataset's config (subset), when --pair does not pick it.",
+            rich_help_panel=_SRC,
+        ),
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=_SRC)
+    ] = None,
+    local_hub: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MTKIT_LOCAL_HUB",
+            help="A directory of local hub copies, DIR/OWNER/NAME, looked in before the hub.",
+            rich_help_panel=_SRC,
+        ),
+    ] = None,
+    streaming: Annotated[
+        bool,
+        typer.Option(
+            help="Stream hub data (bounded memory, no cache); --no-streaming downloads it.",
+            rich_help_panel=_SRC,
+        ),
+    ] = True,
+    train_split: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset split for train (default: train; '-' skips).", rich_help_panel=_SRC
+        ),
+    ] = None,
+    valid_split: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset split for valid (default: validation, valid, dev or val; '-' skips).",
+            rich_help_panel=_SRC,
+        ),
+    ] = None,
+    test_split: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset split for test (default: test; '-' skips).", rich_help_panel=_SRC
+        ),
+    ] = None,
+    src_file: Annotated[Path | None, _opt_path("Training text in --src (plain or .gz).")] = None,
+    tgt_file: Annotated[Path | None, _opt_path("Training text in --tgt, line for line.")] = None,
+    valid_src_file: Annotated[Path | None, _opt_path("Validation text in --src.")] = None,
+    valid_tgt_file: Annotated[Path | None, _opt_path("Validation text in --tgt.")] = None,
+    test_src_file: Annotated[Path | None, _opt_path("Test text in --src.")] = None,
+    test_tgt_file: Annotated[Path | None, _opt_path("Test text in --tgt.")] = None,
+    tsv: Annotated[
+        Path | None,
+        _opt_path("Training pairs as TSV, src<TAB>tgt (columns in --pair order if given)."),
+    ] = None,
+    valid_tsv: Annotated[Path | None, _opt_path("Validation pairs as TSV.")] = None,
+    test_tsv: Annotated[Path | None, _opt_path("Test pairs as TSV.")] = None,
+    max_len: Annotated[
+        int,
+        typer.Option(
+            help="Drop pairs with a side longer than this (in --len-unit); 0: no limit.",
+            rich_help_panel=_CLEAN,
+        ),
+    ] = 250,
+    len_unit: Annotated[
+        str,
+        typer.Option(
+            help="Unit of --max-len and --max-ratio: words (split on spaces) or chars.",
+            rich_help_panel=_CLEAN,
+        ),
+    ] = "words",
+    max_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Drop pairs whose longer side is more than this many times the shorter; 0: off.",
+            rich_help_panel=_CLEAN,
+        ),
+    ] = 3.0,
+    dedup: Annotated[
+        bool,
+        typer.Option(help="Drop exact duplicate pairs, keeping the first.", rich_help_panel=_CLEAN),
+    ] = True,
+    limit: Annotated[
+        int,
+        typer.Option(help="Read only the first N pairs of each split (quick subsets); 0: all."),
+    ] = 0,
+) -> None:
+    """Get a parallel corpus and write it as clean text, one file per split and language.
+
+    Every split is normalised (whitespace, control characters); only train is
+    filtered (empty sides, --max-len, --max-ratio, duplicates), so valid and
+    test stay line for line. Files are named by language code (train.de, train.en).
+    """
+    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    from mtkit import sources
+    from mtkit.cleaning import CleanOptions
+    from mtkit.data import prepare
+    from mtkit.errors import ConfigError
+
+    clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
+    clean.validate()
+    if limit < 0:
+        raise ConfigError(f"--limit {limit} is negative; give a number of pairs, or 0 for all")
+    src, tgt = sources.resolve_langs(src, tgt, pair)
+    files = _split_files(
+        train=(src_file, tgt_file),
+        valid=(valid_src_file, valid_tgt_file),
+        test=(test_src_file, test_tgt_file),
+    )
+    tsvs = {k: v for k, v in {"train": tsv, "valid": valid_tsv, "test": test_tsv}.items() if v}
+    if dataset is not None:
+        if files or tsvs:
+            raise ConfigError(
+                "give either --dataset or text files (--src-file/--tsv ...), not both"
+            )
+        splits = {"train": train_split, "valid": valid_split, "test": test_split}
+        source = sources.from_dataset(
+            dataset,
+            src=src,
+            tgt=tgt,
+            pair=pair,
+            config=config,
+            revision=revision,
+            local_hub=local_hub,
+            streaming=streaming,
+            split_names={k: v for k, v in splits.items() if v is not None},
+        )
+    else:
+        order = sources.parse_pair(pair)
+        source = sources.from_text_files(src=src, tgt=tgt, files=files, tsv=tsvs, tsv_order=order)
+    prepare(source, out, clean=clean, limit=limit or None, options=given)
+
+
+def _split_files(**splits: tuple[Path | None, Path | None]) -> dict[str, tuple[Path, Path]]:
+    """The text-file pairs given per split; one side without the other is an error."""
+    from mtkit.errors import ConfigError
+
+    chosen = {}
+    for split, (src_path, tgt_path) in splits.items():
+        if (src_path is None) != (tgt_path is None):
+            flag = "" if split == "train" else f"{split}-"
+            raise ConfigError(
+                f"give both --{flag}src-file and --{flag}tgt-file for the {split} split"
+            )
+        if src_path is not None:
+            chosen[split] = (src_path, tgt_path)
+    return chosen
+
+
 def _one_line(error: BaseException) -> str | None:
     """The one-line message for an error a user can cause, or None for a bug."""
     if isinstance(error, MtkitError):

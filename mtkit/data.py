@@ -1,0 +1,220 @@
+"""`mtkit prepare`: a `Source` through normalisation and filters into text files and a manifest.
+
+Owns the pipeline and what lands on disk: OUT/{train,valid,test}.{lang} (the
+language codes are the suffixes, e.g. train.de and train.en) and
+OUT/manifest.json. Every split is normalised (whitespace, control characters);
+only train is filtered, so valid and test keep their lines one for one. Reading
+is `mtkit.sources`, the filters are `mtkit.cleaning`.
+
+Everything streams a batch at a time, so memory does not grow with the corpus
+(apart from the duplicate filter's 8 bytes a pair). Files are written under a
+temporary name and renamed only when every split has been read without error,
+so an interrupted or failed run leaves the previous files (or none), never a
+half-written one that looks finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from mtkit import __version__
+from mtkit.cleaning import Cleaner, CleanOptions, normalize
+from mtkit.errors import ConfigError, DataError
+from mtkit.sources import Batch, Source, SplitStream
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+class AtomicWriter:
+    """A file written under a temporary name, counted and hashed as it goes, renamed on commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self.temp = Path(temp)
+        self.file = os.fdopen(handle, "wb")
+        self.sha256 = hashlib.sha256()
+        self.lines = 0
+        self.bytes = 0
+
+    def write_lines(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode("utf-8")
+        self.file.write(data)
+        self.sha256.update(data)
+        self.lines += len(lines)
+        self.bytes += len(data)
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+    def commit(self) -> dict[str, Any]:
+        self.close()
+        os.chmod(
+            self.temp, 0o666 & ~_umask()
+        )  # mkstemp makes 0600; finished files get the usual mode
+        os.replace(self.temp, self.path)
+        return {
+            "name": self.path.name,
+            "lines": self.lines,
+            "bytes": self.bytes,
+            "sha256": self.sha256.hexdigest(),
+        }
+
+    def discard(self) -> None:
+        self.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def prepare(
+    source: Source,
+    out: Path,
+    *,
+    clean: CleanOptions = CleanOptions(),
+    limit: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the source's splits to OUT and return the manifest (also written to OUT)."""
+    from mtkit.console import progress
+
+    clean.validate()
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit {limit} is negative; give a number of pairs, or 0 for all")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack, progress(_kept_column()) as bar:
+        writers = []
+        for split, stream in source.splits.items():
+            pair = (
+                AtomicWriter(out / f"{split}.{source.src}"),
+                AtomicWriter(out / f"{split}.{source.tgt}"),
+            )
+            for writer in pair:
+                stack.callback(writer.discard)  # removes the temp file unless committed first
+            writers.append(pair)
+            reports[split] = _write_split(split, stream, pair, clean, limit or None, bar)
+        # Every split read without error: now, and only now, the files take their names.
+        for report, (src_writer, tgt_writer) in zip(reports.values(), writers, strict=True):
+            report["files"] = {source.src: src_writer.commit(), source.tgt: tgt_writer.commit()}
+    manifest = _manifest(source, clean, limit, options or {}, reports)
+    _write_json(out / MANIFEST, manifest)
+    for split, report in reports.items():
+        log.info("%s: %s", split, _summary(report))
+    return manifest
+
+
+def _kept_column():
+    from rich.progress import TextColumn
+
+    return TextColumn("{task.fields[kept]:,} written")
+
+
+def _write_split(split, stream: SplitStream, writers, clean, limit, bar) -> dict[str, Any]:
+    """Normalise (and for train, filter) one split into its two writers."""
+    src_writer, tgt_writer = writers
+    total = min(stream.total, limit) if stream.total and limit else (stream.total or limit)
+    task = bar.add_task(f"{split} (read, clean, write)", total=total, kept=0)
+    cleaner = Cleaner(clean) if split == "train" else None
+    read = 0
+    for src_lines, tgt_lines in _guarded(_limited(stream.batches, limit)):
+        src_lines = [normalize(text) for text in src_lines]
+        tgt_lines = [normalize(text) for text in tgt_lines]
+        read += len(src_lines)
+        if cleaner is not None:
+            pairs = cleaner(src_lines, tgt_lines)
+            src_lines = [s for s, _ in pairs]
+            tgt_lines = [t for _, t in pairs]
+        src_writer.write_lines(src_lines)
+        tgt_writer.write_lines(tgt_lines)
+        bar.update(task, completed=read, kept=src_writer.lines)
+    bar.update(task, total=read, completed=read)
+    report = {"source_split": stream.source_split, "read": read, "cleaned": cleaner is not None}
+    if cleaner is not None:
+        report["filters"] = cleaner.counts()
+    report["pairs"] = src_writer.lines
+    return report
+
+
+def _limited(batches: Iterator[Batch], limit: int | None) -> Iterator[Batch]:
+    if limit is None:
+        yield from batches
+        return
+    left = limit
+    for src_lines, tgt_lines in batches:
+        if left <= 0:
+            return
+        yield src_lines[:left], tgt_lines[:left]
+        left -= len(src_lines)
+
+
+def _guarded(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """A hub stream that breaks off mid-way becomes one clear line, not a traceback."""
+    try:
+        yield from batches
+    except (ConnectionError, TimeoutError) as error:
+        raise DataError(
+            f"lost the connection while streaming the dataset ({error}); run again, "
+            "or download a local copy and use --dataset PATH"
+        ) from None
+
+
+def _manifest(source: Source, clean: CleanOptions, limit, options, reports) -> dict[str, Any]:
+    return {
+        "format": "mtkit-prepare-manifest",
+        "format_version": 1,
+        "mtkit_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source.description,
+        "langs": {"src": source.src, "tgt": source.tgt},
+        "file_names": "{split}.{lang}: split is train, valid or test; lang is the language code",
+        "normalization": "all splits: control characters out, whitespace runs to one space",
+        "cleaning": {
+            "splits": ["train"],
+            "max_len": clean.max_len,
+            "len_unit": clean.len_unit,
+            "max_ratio": clean.max_ratio,
+            "dedup": clean.dedup,
+            "limit": limit,
+        },
+        "options": options,
+        "splits": reports,
+    }
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    writer = AtomicWriter(path)
+    try:
+        writer.file.write((json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
+        writer.commit()
+    finally:
+        writer.discard()
+
+
+def _summary(report: dict[str, Any]) -> str:
+    text = f"read {report['read']:,}, wrote {report['pairs']:,} pairs"
+    drops = [
+        f"{row['filter']} {row['dropped']:,}" for row in report.get("filters", []) if row["dropped"]
+    ]
+    return text + (f" (dropped: {', '.join(drops)})" if drops else "")

@@ -1,0 +1,463 @@
+"""Where a parallel corpus comes from: the hub, a local copy of a hub dataset, or text files.
+
+Owns turning the user's source options into a `Source`: for each output split
+(train, valid, test) an iterator of batches `(src_lines, tgt_lines)` in the
+direction the user chose, plus a description for the manifest. Every
+`datasets` source (hub, local hub-shaped directory, `save_to_disk`) goes through
+`dataset_batches`, which reads Arrow batches and takes either WMT's
+`translation` dict column or one column per language. Plain text and TSV files
+are read line by line into the same batches (datasets' Python-generator path
+costs 3-140 µs a pair, 10-100 times the reading itself). Cleaning is
+`mtkit.cleaning`; writing is `mtkit.data`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+from mtkit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[list[str], list[str]]
+SPLITS = ("train", "valid", "test")
+BATCH_SIZE = 1000
+
+_WMT_EN = ("cs-en", "de-en", "fi-en", "fr-en", "hi-en", "ro-en", "ru-en", "tr-en")
+# Short names -> (hub id, the configs it offers). Configs are named "xx-en"
+# whichever way one translates; --pair en-de finds de-en.
+SHORT_NAMES: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "wmt14": ("wmt/wmt14", ("cs-en", "de-en", "fr-en", "hi-en", "ru-en")),
+    "wmt15": ("wmt/wmt15", ("cs-en", "de-en", "fi-en", "fr-en", "ru-en")),
+    "wmt16": ("wmt/wmt16", ("cs-en", "de-en", "fi-en", "ro-en", "ru-en", "tr-en")),
+    "wmt17": ("wmt/wmt17", ("cs-en", "de-en", "fi-en", "lv-en", "ru-en", "tr-en", "zh-en")),
+    "wmt18": (
+        "wmt/wmt18",
+        ("cs-en", "de-en", "et-en", "fi-en", "kk-en", "ru-en", "tr-en", "zh-en"),
+    ),
+    "wmt19": (
+        "wmt/wmt19",
+        ("cs-en", "de-en", "fi-en", "gu-en", "kk-en", "lt-en", "ru-en", "zh-en", "fr-de"),
+    ),
+    "multi30k": ("bentrevett/multi30k", None),  # columns "en" and "de"
+}
+# Source split names that become valid and test on disk unless --valid-split/--test-split say.
+SPLIT_ALIASES = {
+    "train": ("train",),
+    "valid": ("validation", "valid", "dev", "val", "development"),
+    "test": ("test",),
+}
+_PAIR_DIR = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z]+)?-[A-Za-z]{2,3}(?:[_-][A-Za-z]+)?$")
+
+
+@dataclass
+class SplitStream:
+    """One split ready to read: batches of (src, tgt) lines, and how many pairs if known."""
+
+    source_split: str
+    batches: Iterator[Batch]
+    total: int | None = None
+
+
+@dataclass
+class Source:
+    """A corpus opened for reading, in the user's direction (src -> tgt)."""
+
+    src: str
+    tgt: str
+    description: dict[str, Any]
+    splits: dict[str, SplitStream] = field(default_factory=dict)
+
+
+def parse_pair(pair: str | None) -> tuple[str, str] | None:
+    """'de-en' -> ('de', 'en'); a clear error for anything else."""
+    if pair is None:
+        return None
+    parts = pair.split("-")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--pair {pair!r} is not a language pair; write it like de-en")
+    return parts[0], parts[1]
+
+
+def resolve_langs(src: str | None, tgt: str | None, pair: str | None) -> tuple[str, str]:
+    """The direction: --src/--tgt, or else --pair read in the order written."""
+    langs = parse_pair(pair)
+    if langs is not None:
+        src = src or langs[0]
+        tgt = tgt or langs[1]
+    if not src or not tgt:
+        raise ConfigError("give the languages with --src and --tgt (e.g. --src de --tgt en)")
+    if src == tgt:
+        raise ConfigError(f"--src and --tgt are both {src!r}; give two different languages")
+    if langs is not None and {src, tgt} != set(langs):
+        raise ConfigError(f"--src {src} --tgt {tgt} do not match --pair {pair}; use the same two")
+    return src, tgt
+
+
+# ---------------------------------------------------------------- datasets sources
+
+
+def from_dataset(
+    dataset: str,
+    *,
+    src: str,
+    tgt: str,
+    pair: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
+    local_hub: Path | None = None,
+    streaming: bool = True,
+    split_names: dict[str, str | None] | None = None,
+) -> Source:
+    """Open a hub dataset (short name or id) or a local hub-shaped / save_to_disk directory."""
+    hub_id, known_configs = SHORT_NAMES.get(dataset, (dataset, None))
+    path = _local_path(dataset, hub_id, local_hub)
+    if path is None and hub_id == dataset and "/" not in dataset:
+        raise DataError(
+            f"unknown dataset {dataset!r}: give a short name ({', '.join(SHORT_NAMES)}), "
+            "a hub id like owner/name, or a local directory"
+        )
+    where = str(path) if path else hub_id
+    if path is None and known_configs is not None:  # fail fast, before the hub is asked
+        _choose_config(where, known_configs, config, pair)
+    _quiet_datasets()
+    description: dict[str, Any] = {"kind": "local" if path else "hub", "dataset": where}
+    if dataset in SHORT_NAMES:
+        description["short_name"] = dataset
+        description["hub_id"] = hub_id
+    if path is not None and _is_saved(path, config):
+        splits, chosen = _load_saved(path, config), config
+    else:
+        splits, chosen = _load(where, path, known_configs, config, pair, revision, streaming)
+    description.update(
+        config=chosen, revision=revision, streaming=streaming and not _is_saved(path, config)
+    )
+    mapping = _map_splits(where, list(splits), split_names or {})
+    description["splits"] = mapping
+    streams = {
+        out: SplitStream(
+            name, dataset_batches(splits[name], src, tgt, where), _size(splits[name], name)
+        )
+        for out, name in mapping.items()
+    }
+    return Source(src=src, tgt=tgt, description=description, splits=streams)
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    # mtkit draws its own progress bars; datasets' tqdm bars would interleave with them.
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def _local_path(dataset: str, hub_id: str, local_hub: Path | None) -> Path | None:
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return path
+    if dataset.startswith((".", "/", "~")) or path.suffix:
+        raise DataError(f"no such dataset directory: {dataset} (check the path)")
+    if local_hub is not None and (local_hub / hub_id).is_dir():
+        log.info("using the local copy %s of %s", local_hub / hub_id, hub_id)
+        return local_hub / hub_id
+    return None
+
+
+def _is_saved(path: Path | None, config: str | None) -> bool:
+    if path is None:
+        return False
+    roots = [path] + ([path / config] if config else [])
+    return any(
+        (root / "dataset_dict.json").exists() or (root / "state.json").exists() for root in roots
+    )
+
+
+def _load_saved(path: Path, config: str | None) -> dict[str, Any]:
+    """A `save_to_disk` directory: a DatasetDict, or one Dataset taken as its split."""
+    import datasets
+
+    if config and (path / config).is_dir():
+        path = path / config
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        return dict(loaded)
+    return {str(loaded.split or "train"): loaded}
+
+
+def _load(where, path, known_configs, config, pair, revision, streaming) -> tuple[dict, str | None]:
+    """load_dataset on a hub id or local directory, turning hub failures into one line."""
+    import datasets
+
+    try:
+        target, configs = _configs(where, path, known_configs, revision)
+        chosen = _choose_config(where, configs, config, pair)
+        if chosen in configs and isinstance(configs, dict):
+            target, name = configs[chosen]
+        else:
+            name = chosen
+        loaded = datasets.load_dataset(target, name, revision=revision, streaming=streaming)
+    except (ConnectionError, TimeoutError) as error:
+        raise DataError(
+            f"could not reach the Hugging Face hub for {where!r} ({error}); on an offline "
+            "machine use a local copy with --dataset PATH (or --local-hub DIR), "
+            "or text files with --src-file/--tgt-file"
+        ) from None
+    except datasets.exceptions.DatasetNotFoundError:
+        raise DataError(
+            f"dataset {where!r} was not found on the hub (check the id, or give a local directory)"
+        ) from None
+    except datasets.data_files.EmptyDatasetError:
+        raise DataError(f"{where} holds no data files (parquet, arrow, json, csv)") from None
+    return dict(loaded), chosen
+
+
+def _configs(where, path, known_configs, revision) -> tuple[str, Any]:
+    """The configs on offer: the short-name table, the dataset card, or pair subdirectories."""
+    import datasets
+
+    if known_configs is not None and path is None:
+        return where, list(known_configs)
+    configs = datasets.get_dataset_config_names(where, revision=revision)
+    if path is not None and configs == ["default"]:
+        subdirs = sorted(d.name for d in path.iterdir() if d.is_dir() and _PAIR_DIR.match(d.name))
+        if subdirs:  # no dataset card: de-en/, fr-en/ ... are the configs
+            return where, {name: (str(path / name), None) for name in subdirs}
+    return where, configs
+
+
+def _choose_config(where, configs, config, pair) -> str | None:
+    names = list(configs)
+    if config is not None:
+        if config not in names and names != ["default"]:
+            raise DataError(f"{where} has no config {config!r}; it has: {', '.join(names)}")
+        return config
+    if len(names) == 1:
+        return None if names == ["default"] else names[0]
+    langs = parse_pair(pair)
+    if langs is not None:
+        for candidate in (f"{langs[0]}-{langs[1]}", f"{langs[1]}-{langs[0]}"):
+            if candidate in names:
+                return candidate
+        raise DataError(f"{where} has no pair {pair}; it has: {', '.join(names)}")
+    raise DataError(
+        f"{where} has several configs ({', '.join(names)}); choose one with --pair or --config"
+    )
+
+
+def _map_splits(
+    where: str, available: list[str], explicit: dict[str, str | None]
+) -> dict[str, str]:
+    """Output split name -> source split name."""
+    mapping: dict[str, str] = {}
+    for out in SPLITS:
+        if out in explicit:
+            name = explicit[out]
+            if name in (None, "", "-"):
+                continue
+            if name not in available:
+                raise DataError(
+                    f"{where} has no split {name!r} (--{out}-split); it has: {', '.join(available)}"
+                )
+            mapping[out] = name
+            continue
+        found = [name for name in SPLIT_ALIASES[out] if name in available]
+        if found:
+            mapping[out] = found[0]
+    unused = sorted(set(available) - set(mapping.values()))
+    if unused:
+        log.info(
+            "not used from %s: split(s) %s (pick them with --valid-split/--test-split)",
+            where,
+            ", ".join(unused),
+        )
+    if not mapping:
+        raise DataError(
+            f"{where} has no train, validation or test split (it has: {', '.join(available)}); "
+            "choose them with --train-split/--valid-split/--test-split"
+        )
+    return mapping
+
+
+def _size(dataset: Any, split: str) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an IterableDataset: the card may know
+        splits = getattr(dataset.info, "splits", None) or {}
+        info = splits.get(split) if hasattr(splits, "get") else None
+        return getattr(info, "num_examples", None) or None
+
+
+def dataset_batches(dataset: Any, src: str, tgt: str, where: str) -> Iterator[Batch]:
+    """The one reader for every datasets source: Arrow batches -> (src, tgt) line lists.
+
+    The first batch is read now, so a dataset without the languages fails
+    before anything is written.
+    """
+    tables = iter(dataset.with_format("arrow").iter(batch_size=BATCH_SIZE))
+    first = next(tables, None)
+    if first is None:
+        return iter(())
+    extract = _extractor(first.schema, src, tgt, where)
+    return (extract(table) for table in chain([first], tables))
+
+
+def _extractor(schema, src: str, tgt: str, where: str):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "translation" in schema.names and pa.types.is_struct(schema.field("translation").type):
+        kind = schema.field("translation").type
+        langs = [kind.field(i).name for i in range(kind.num_fields)]
+
+        def column(table, lang):
+            return pc.struct_field(table.column("translation"), lang).to_pylist()
+    else:
+        langs = [
+            f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        ]
+
+        def column(table, lang):
+            return table.column(lang).to_pylist()
+
+    for side, lang in (("--src", src), ("--tgt", tgt)):
+        if lang not in langs:
+            raise DataError(
+                f"{where} has languages {', '.join(langs) or '(none)'}; {side} {lang} is not "
+                "one of them (choose --src/--tgt among them, or another --pair/--config)"
+            )
+    return lambda table: (column(table, src), column(table, tgt))
+
+
+# ---------------------------------------------------------------- text files
+
+
+def from_text_files(
+    *,
+    src: str,
+    tgt: str,
+    files: dict[str, tuple[Path, Path]],
+    tsv: dict[str, Path],
+    tsv_order: tuple[str, str] | None = None,
+) -> Source:
+    """Parallel text files (one per language) or TSV files, per output split; gzip allowed."""
+    both = sorted(set(files) & set(tsv))
+    if both:
+        raise ConfigError(f"the {both[0]} split is given both as text files and as TSV; give one")
+    splits: dict[str, SplitStream] = {}
+    description: dict[str, Any] = {"kind": "text", "splits": {}}
+    for out in SPLITS:
+        if out in files:
+            src_path, tgt_path = files[out]
+            splits[out] = SplitStream(out, _pair_batches(src_path, tgt_path))
+            description["splits"][out] = {"src": str(src_path), "tgt": str(tgt_path)}
+        elif out in tsv:
+            order = tsv_order or (src, tgt)
+            splits[out] = SplitStream(out, _tsv_batches(tsv[out], order, src, tgt))
+            description["splits"][out] = {"tsv": str(tsv[out]), "columns": list(order)}
+    if not splits:
+        raise ConfigError("no input: give --dataset, or --src-file/--tgt-file, or --tsv")
+    return Source(src=src, tgt=tgt, description=description, splits=splits)
+
+
+def open_text(path: Path):
+    """A text file for reading as UTF-8, gunzipped when it is gzip; checked now, not later."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no such file: {path} (check the path)")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; expected a text file")
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    if magic == b"\x1f\x8b":
+        handle = gzip.open(path, "rt", encoding="utf-8", newline="\n")  # noqa: SIM115
+        try:
+            handle.read(1)  # a broken header or first block fails here, before any work
+            handle.seek(0)
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+            handle.close()
+            raise DataError(
+                f"cannot read {path} as gzip ({error}); is the file complete?"
+            ) from None
+        return handle
+    if path.suffix == ".gz":
+        raise DataError(
+            f"{path} ends in .gz but is not gzip-compressed; rename it or recompress it"
+        )
+    # newline="\n": only LF ends a line, as for wc -l and SentencePiece; a stray CR is whitespace.
+    return open(path, encoding="utf-8", newline="\n")
+
+
+def _reading(path: Path, lines: Iterator[str]) -> Iterator[str]:
+    """Lines from `lines`, with read errors turned into one clear line naming the file."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, 1):  # noqa: B007 - number is used below
+            yield line
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 near line {number + 1} ({error.reason})") from None
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"cannot read {path} after line {number} ({error}); is it complete?"
+        ) from None
+
+
+def _pair_batches(src_path: Path, tgt_path: Path) -> Iterator[Batch]:
+    src_file, tgt_file = open_text(src_path), open_text(tgt_path)
+    return _zip_files(src_path, src_file, tgt_path, tgt_file)
+
+
+def _zip_files(src_path, src_file, tgt_path, tgt_file) -> Iterator[Batch]:
+    with src_file, tgt_file:
+        src_lines, tgt_lines = _reading(src_path, src_file), _reading(tgt_path, tgt_file)
+        done = 0
+        while True:
+            src_batch = list(islice(src_lines, BATCH_SIZE))
+            tgt_batch = list(islice(tgt_lines, BATCH_SIZE))
+            if len(src_batch) != len(tgt_batch):
+                n_src = done + len(src_batch) + sum(1 for _ in src_lines)
+                n_tgt = done + len(tgt_batch) + sum(1 for _ in tgt_lines)
+                raise DataError(
+                    f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt}; "
+                    "parallel files need one line per sentence in both"
+                )
+            if not src_batch:
+                return
+            done += len(src_batch)
+            yield src_batch, tgt_batch
+
+
+def _tsv_batches(path: Path, order: tuple[str, str], src: str, tgt: str) -> Iterator[Batch]:
+    if {src, tgt} != set(order):
+        raise ConfigError(
+            f"TSV columns are {order[0]}, {order[1]} but --src/--tgt are {src}, {tgt}"
+        )
+    handle = open_text(path)
+    swap = order != (src, tgt)
+    return _read_tsv(path, handle, swap)
+
+
+def _read_tsv(path: Path, handle, swap: bool) -> Iterator[Batch]:
+    with handle:
+        lines = _reading(path, handle)
+        number = 0
+        while batch := list(islice(lines, BATCH_SIZE)):
+            first, second = [], []
+            for line in batch:
+                number += 1
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) != 2:
+                    raise DataError(
+                        f"line {number} of {path} has {len(fields)} tab-separated fields; "
+                        "TSV input needs exactly two (src<TAB>tgt)"
+                    )
+                first.append(fields[0])
+                second.append(fields[1])
+            yield (second, first) if swap else (first, second)
