@@ -1,0 +1,423 @@
+"""`mtkit translate`: text in, text out, one line for every line, in bounded memory.
+
+Owns the stream around the search: loading checkpoints for inference (device,
+precision, int8 quantization), reading UTF-8 lines in chunks, encoding them with
+the checkpoint's own SentencePiece model, sorting each chunk by length into
+token-budget batches, calling mtkit.search, restoring input order and writing
+lines as each chunk completes (to a temporary file renamed at the end with -o).
+The search itself lives in mtkit.search, the checkpoint format in mtkit.checkpoint.
+
+Line rules: an empty (or blank) line gives an empty line without being decoded;
+a line longer than the model's max_positions is cut to fit, with a warning;
+`--nbest K` writes K lines `LINE ||| hypothesis ||| score` per input line (LINE
+counts from 0, as Moses and Marian do; an empty input line gives one line with an
+empty hypothesis and score 0).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from mtkit.errors import CheckpointError, ConfigError, DataError
+from mtkit.search import SearchOptions, check_options, search
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+QUANTIZE = ("none", "int8")
+# Lines read, sorted and translated together: big enough to sort into well-filled
+# batches, small enough that memory does not grow with the input.
+DEFAULT_CHUNK_LINES = 10_000
+# Rows (sentences x beam) x longest source of a batch; measured in bench/translate_speed.py.
+DEFAULT_MAX_TOKENS = {"cpu": 6_000, "cuda": 60_000}
+# Truncation warnings printed per run before they are only counted.
+_WARN_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how the models run."""
+
+    device: str = "auto"  # auto: cuda when there is one, else cpu
+    precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU
+    quantize: str = "none"  # int8: dynamic quantization of nn.Linear (CPU only)
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How lines are grouped for the search."""
+
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS for the device
+    batch_size: int | None = None  # at most this many sentences a batch
+    chunk_lines: int = DEFAULT_CHUNK_LINES
+
+
+@dataclass
+class Translator:
+    """Checkpoints ready to translate: models on their device, tokenizers, limits."""
+
+    models: list
+    src_tokenizer: object  # mtkit.tokenizer.Tokenizer
+    tgt_tokenizer: object
+    device: str
+    dtype: object  # torch.dtype
+    max_src_len: int  # source pieces including eos the models accept
+
+    @property
+    def vocab_size(self) -> int:
+        return self.models[0].config.tgt_vocab_size
+
+
+# -- loading -------------------------------------------------------------------
+
+
+def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions()) -> Translator:
+    """Load one checkpoint, or several as an ensemble, for translation."""
+    import torch
+
+    from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
+    from mtkit.tokenizer import Tokenizer
+
+    if not paths:
+        raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
+    _check_runtime(runtime)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    device = _pick_device(runtime.device)
+    dtype = _pick_dtype(runtime.precision, device)
+    if runtime.quantize == "int8" and (device != "cpu" or dtype != torch.float32):
+        raise ConfigError(
+            "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
+        )
+    ckpts = [load_checkpoint(path) for path in paths]
+    _check_same_vocab(ckpts, paths)
+    models = []
+    for ckpt in ckpts:
+        model = model_from_checkpoint(ckpt, device="cpu")
+        if runtime.quantize == "int8":
+            model = _quantize_int8(model)
+        models.append(model.to(device=device, dtype=dtype).eval())
+        del ckpt["model"]  # the weights now live in the model; free the copy
+    spm = ckpts[0]["spm"]
+    return Translator(
+        models=models,
+        src_tokenizer=Tokenizer.from_bytes(spm["src"], name=f"{paths[0]} (source)"),
+        tgt_tokenizer=Tokenizer.from_bytes(spm["tgt"], name=f"{paths[0]} (target)"),
+        device=device,
+        dtype=dtype,
+        max_src_len=min(m.config.max_positions for m in models),
+    )
+
+
+def _check_runtime(runtime: RuntimeOptions) -> None:
+    for name, value, valid in (
+        ("--device", runtime.device, DEVICES),
+        ("--precision", runtime.precision, PRECISIONS),
+        ("--quantize", runtime.quantize, QUANTIZE),
+    ):
+        if value not in valid:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+    if runtime.threads is not None and runtime.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {runtime.threads}")
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def _pick_dtype(precision: str, device: str):
+    import torch
+
+    if precision == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _check_same_vocab(ckpts: list[dict], paths: list[Path]) -> None:
+    """An ensemble averages distributions over one target vocabulary: insist on it."""
+    first = ckpts[0]["spm"]
+    for ckpt, path in zip(ckpts[1:], paths[1:], strict=True):
+        if ckpt["spm"]["src"] != first["src"] or ckpt["spm"]["tgt"] != first["tgt"]:
+            raise CheckpointError(
+                f"{path} uses other SentencePiece models than {paths[0]}; an ensemble needs "
+                "checkpoints trained with the same vocabulary"
+            )
+
+
+def _quantize_int8(model):
+    """Dynamic int8 quantization of the linear layers (weights int8, activations per batch)."""
+    import torch
+    from torch import nn
+
+    # Layers whose weights the model reads directly (fused projections) must stay float.
+    direct = {name for name, module in model.named_modules() if name.endswith("cross_attn.kv")}
+    names = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name not in direct
+    }
+    qconfig = torch.ao.quantization.default_dynamic_qconfig
+    return torch.ao.quantization.quantize_dynamic(
+        model, {name: qconfig for name in names}, dtype=torch.qint8
+    )
+
+
+# -- reading and writing -------------------------------------------------------
+
+
+def read_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    """The lines of a binary stream as text without the line end; DataError on bad UTF-8."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{name} line {number} is not valid UTF-8 ({error.reason} at byte "
+                f"{error.start}); convert the input to UTF-8, e.g. with iconv"
+            ) from None
+        yield line.rstrip("\r\n")
+
+
+@contextmanager
+def open_input(path: Path | None):
+    """A binary stream over `path` (gzip when it ends in .gz) or stdin."""
+    if path is None:
+        yield sys.stdin.buffer
+        return
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"input file not found: {path} (check the path)")
+    if path.is_dir():
+        raise DataError(f"input {path} is a directory; pass a text file")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        yield stream
+
+
+@contextmanager
+def open_output(path: Path | None):
+    """A binary stream to stdout, or to a temporary file renamed to `path` on success."""
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise DataError(f"output directory {directory} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def count_lines(path: Path) -> int | None:
+    """Lines in a plain file, counted in 1 MiB blocks (for the progress bar); None for gzip."""
+    if path.name.endswith(".gz"):
+        return None
+    count, last = 0, b"\n"
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def format_nbest(line_no: int, hyps: list[tuple[str, float]]) -> str:
+    """Moses-style n-best lines: `LINE ||| hypothesis ||| score`, best first."""
+    return "".join(f"{line_no} ||| {text} ||| {score:.4f}\n" for text, score in hyps)
+
+
+# -- translating ---------------------------------------------------------------
+
+
+def translate_lines(
+    translator: Translator,
+    lines: Iterable[str],
+    search_options: SearchOptions = SearchOptions(),
+    batching: BatchOptions = BatchOptions(),
+) -> Iterator[list[tuple[str, float]]]:
+    """For every input line, in order, its `nbest` (text, score) pairs, best first.
+
+    An empty or blank line yields [("", 0.0)]. Reads `batching.chunk_lines` lines
+    at a time, so memory does not depend on the length of `lines`.
+    """
+    check_options(search_options, translator.vocab_size)
+    if batching.chunk_lines < 1:
+        raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
+    warned = [0]
+    for first, chunk in _chunks(lines, batching.chunk_lines):
+        yield from _translate_chunk(translator, chunk, first, search_options, batching, warned)
+    if warned[0] > _WARN_LIMIT:
+        log.warning("%d lines in all were truncated to fit the model", warned[0])
+
+
+def _chunks(lines: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
+    chunk, first = [], 0
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield first, chunk
+            first, chunk = first + size, []
+    if chunk:
+        yield first, chunk
+
+
+def _translate_chunk(translator, lines, first, options, batching, warned):
+    """Encode, sort by length, batch, search, decode: results in input order."""
+    ids = translator.src_tokenizer.encode(lines)
+    ids = [
+        _fit(piece_ids, translator.max_src_len, first + i, warned)
+        for i, piece_ids in enumerate(ids)
+    ]
+    results: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
+    todo = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
+    rows_per_sentence = options.nbest if options.sampling else options.beam_size
+    max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
+    for batch in _batches(todo, ids, rows_per_sentence, max_tokens, batching.batch_size):
+        hyps = search(translator.models, _pad(batch, ids, translator), options)
+        texts = translator.tgt_tokenizer.decode([h.tokens for per in hyps for h in per])
+        scores = [h.score for per in hyps for h in per]
+        n = options.nbest
+        for j, i in enumerate(batch):
+            results[i] = [
+                (_one_line(text), score)
+                for text, score in zip(
+                    texts[j * n : (j + 1) * n], scores[j * n : (j + 1) * n], strict=True
+                )
+            ]
+    return results
+
+
+def _fit(piece_ids: list[int], max_src_len: int, line_no: int, warned: list[int]) -> list[int]:
+    """Source ids + eos, cut to the model's max_positions (with a warning); [] for a blank line."""
+    from mtkit.tokenizer import EOS_ID
+
+    if not piece_ids:
+        return []
+    if len(piece_ids) + 1 > max_src_len:
+        warned[0] += 1
+        if warned[0] <= _WARN_LIMIT:
+            log.warning(
+                "line %d has %d pieces; only the first %d are translated (the model's "
+                "max_positions)",
+                line_no + 1,
+                len(piece_ids),
+                max_src_len - 1,
+            )
+        piece_ids = piece_ids[: max_src_len - 1]
+    return [*piece_ids, EOS_ID]
+
+
+def _batches(order: list[int], ids, rows_per_sentence: int, max_tokens: int, batch_size):
+    """Cut longest-first `order` into batches of rows x longest source <= max_tokens."""
+    batch: list[int] = []
+    longest = 0
+    for i in order:
+        longest_if = max(longest, len(ids[i]))
+        too_many = batch_size is not None and len(batch) >= batch_size
+        if batch and (too_many or (len(batch) + 1) * rows_per_sentence * longest_if > max_tokens):
+            yield batch
+            batch, longest_if = [], len(ids[i])
+        batch.append(i)
+        longest = longest_if
+    if batch:
+        yield batch
+
+
+def _pad(batch: list[int], ids, translator: Translator):
+    """[B,S] long on the translator's device, right-padded."""
+    import torch
+
+    from mtkit.tokenizer import PAD_ID
+
+    width = max(len(ids[i]) for i in batch)
+    rows = [ids[i] + [PAD_ID] * (width - len(ids[i])) for i in batch]
+    return torch.tensor(rows, dtype=torch.long).to(translator.device, non_blocking=True)
+
+
+def _one_line(text: str) -> str:
+    """A translation never spans lines, whatever the pieces decode to."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
+
+
+# -- the command ---------------------------------------------------------------
+
+
+def translate_file(
+    model_paths: list[Path],
+    input_path: Path | None = None,
+    output_path: Path | None = None,
+    search_options: SearchOptions = SearchOptions(),
+    batching: BatchOptions = BatchOptions(),
+    runtime: RuntimeOptions = RuntimeOptions(),
+) -> int:
+    """Translate `input_path` (stdin when None) to `output_path` (stdout when None).
+
+    Returns the number of input lines translated. Shows a progress bar on stderr
+    when writing to a file.
+    """
+    translator = load_translator(model_paths, runtime)
+    check_options(search_options, translator.vocab_size)
+    log.info(
+        "translating with %d model(s) on %s (%s), %s",
+        len(translator.models),
+        translator.device,
+        str(translator.dtype).removeprefix("torch."),
+        "sampling" if search_options.sampling else f"beam {search_options.beam_size}",
+    )
+    total = count_lines(Path(input_path)) if input_path and Path(input_path).is_file() else None
+    name = str(input_path) if input_path else "stdin"
+    with open_input(input_path) as source, open_output(output_path) as sink:
+        lines = read_lines(source, name)
+        results = translate_lines(translator, lines, search_options, batching)
+        with _progress(output_path is not None, total) as advance:
+            return _write(results, sink, search_options.nbest > 1, advance)
+
+
+def _write(results, sink: BinaryIO, nbest: bool, advance) -> int:
+    count = 0
+    for line_no, hyps in enumerate(results):
+        text = format_nbest(line_no, hyps) if nbest else hyps[0][0] + "\n"
+        sink.write(text.encode("utf-8"))
+        count += 1
+        if count % 1000 == 0:
+            advance(1000)
+            sink.flush()
+    advance(count % 1000)
+    return count
+
+
+@contextmanager
+def _progress(show: bool, total: int | None):
+    if not show:
+        yield lambda n: None
+        return
+    from mtkit.console import progress
+
+    with progress() as bar:
+        task = bar.add_task("translating", total=total)
+        yield lambda n: bar.advance(task, n)
