@@ -84,14 +84,14 @@ class Translator:
 
 def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions()) -> Translator:
     """Load one checkpoint, or several as an ensemble, for translation."""
+    if not paths:
+        raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
+    _check_runtime(runtime)
     import torch
 
     from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
     from mtkit.tokenizer import Tokenizer
 
-    if not paths:
-        raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
-    _check_runtime(runtime)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     device = _pick_device(runtime.device)
@@ -380,6 +380,9 @@ def translate_file(
     Returns the number of input lines translated. Shows a progress bar on stderr
     when writing to a file.
     """
+    if input_path is not None and not Path(input_path).is_file():
+        what = "is a directory" if Path(input_path).is_dir() else "not found"
+        raise DataError(f"input file {what}: {input_path} (pass a text file, or use stdin)")
     translator = load_translator(model_paths, runtime)
     check_options(search_options, translator.vocab_size)
     log.info(
@@ -389,7 +392,7 @@ def translate_file(
         str(translator.dtype).removeprefix("torch."),
         "sampling" if search_options.sampling else f"beam {search_options.beam_size}",
     )
-    total = count_lines(Path(input_path)) if input_path and Path(input_path).is_file() else None
+    total = count_lines(Path(input_path)) if input_path is not None else None
     name = str(input_path) if input_path else "stdin"
     with open_input(input_path) as source, open_output(output_path) as sink:
         lines = read_lines(source, name)
