@@ -345,7 +345,7 @@ def train_command(
     clip_norm: Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")] = 1.0,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay; 0: Adam.")] = 0.0,
     valid_every: Annotated[
-        int, typer.Option(help="Validate every N updates (and at each epoch end); 0: epochs only.")
+        int, typer.Option(help="Validate (and save) every N updates; 0: at each epoch end.")
     ] = 1000,
     valid_bleu_sentences: Annotated[
         int, typer.Option(help="Validation lines translated for BLEU; 0: all.")

@@ -63,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0  # 0: no clipping
     # Validation and checkpoints.
-    valid_every: int = 1000  # updates; validation also runs at every epoch end
+    valid_every: int = 1000  # updates; 0: at the end of every epoch (and always at the end)
     valid_bleu_sentences: int = 1000  # 0: the whole validation set
     best_metric: str = "bleu"
     keep_last: int = 5  # numbered checkpoints kept; 0 keeps all

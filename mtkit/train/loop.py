@@ -124,7 +124,8 @@ class Trainer:
         if reason == "signal":
             self._save(numbered=False)
             return reason
-        if epoch_done or reason or (cfg.valid_every and p.step % cfg.valid_every == 0):
+        every = cfg.valid_every
+        if reason or (p.step % every == 0 if every else epoch_done):
             reason = self._validate_and_save() or reason
         return reason
 
