@@ -9,6 +9,7 @@ dropped. Reading sources is `mtkit.sources`; writing files is `mtkit.data`.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,28 +17,38 @@ from dataclasses import dataclass
 from mtkit.errors import ConfigError
 
 Pairs = list[tuple[str, str]]
+Rows = list[tuple[str, str, int, int]]
 
 LEN_UNITS = ("words", "chars")
 
-# Control characters (Unicode category Cc) that are not whitespace are deleted;
-# whitespace ones (tab, CR, LF, VT, FF, U+001C-U+001F, U+0085) are left for
-# str.split() to turn into single spaces. A stray newline inside a hub string
-# would otherwise break the one-sentence-a-line alignment of the files.
-_DELETE = {
-    code: None
-    for code in [*range(0x00, 0x20), *range(0x7F, 0xA0)]
-    if unicodedata.category(chr(code)) == "Cc" and not chr(code).isspace()
-}
-_DELETE[0xFEFF] = None  # a byte-order mark inside a line is never text
+# Control characters (Unicode category Cc) that are not whitespace are deleted,
+# and so is a byte-order mark; whitespace ones (tab, CR, LF, VT, FF,
+# U+001C-U+001F, U+0085, U+2028 ...) are left for str.split() to turn into single
+# spaces. A stray newline inside a hub string would otherwise break the
+# one-sentence-a-line alignment of the files. (A regex is ~10x faster than
+# str.translate with a table.)
+_DELETE = re.compile(
+    "["
+    + "".join(
+        re.escape(chr(code))
+        for code in [*range(0x00, 0x20), *range(0x7F, 0xA0)]
+        if unicodedata.category(chr(code)) == "Cc" and not chr(code).isspace()
+    )
+    + "\ufeff]"
+)
 
 
 def normalize(text: str | None) -> str:
     """One line of clean text: control characters out, whitespace runs to one space, trimmed."""
     if not text:
         return ""
-    if not text.isprintable():  # fast path: most lines have nothing to delete
-        text = text.translate(_DELETE)
-    return " ".join(text.split())
+    return " ".join(_DELETE.sub("", text).split())
+
+
+def normalize_lines(lines: list[str | None]) -> list[str]:
+    """`normalize` over a batch (inlined: a function call a line costs ~10% of the run)."""
+    delete = _DELETE.sub
+    return [" ".join(delete("", text).split()) if text else "" for text in lines]
 
 
 @dataclass(frozen=True)
@@ -76,56 +87,52 @@ class Cleaner:
     def __init__(self, options: CleanOptions) -> None:
         options.validate()
         self.options = options
-        self.steps: list[tuple[str, Callable[[Pairs], Pairs]]] = [("empty", _drop_empty)]
-        length = _length(options.len_unit)
+        # A row is (src, tgt, src_len, tgt_len): lengths are counted once, used by two filters.
+        self.steps: list[tuple[str, Callable[[Rows], Rows]]] = []
         if options.max_len:
-            self.steps.append(("max_len", _max_len_filter(length, options.max_len)))
+            self.steps.append(("max_len", _max_len_filter(options.max_len)))
         if options.max_ratio:
-            self.steps.append(("max_ratio", _ratio_filter(length, options.max_ratio)))
+            self.steps.append(("max_ratio", _ratio_filter(options.max_ratio)))
         if options.dedup:
             self.steps.append(("duplicates", Deduplicator()))
+        self.length = _length(options.len_unit)
         self.read = 0
-        self.dropped = {name: 0 for name, _ in self.steps}
+        self.dropped = {name: 0 for name in ["empty", *(name for name, _ in self.steps)]}
 
     def __call__(self, src: list[str], tgt: list[str]) -> Pairs:
-        pairs = list(zip(src, tgt, strict=True))
-        self.read += len(pairs)
+        """The pairs of one batch that pass every filter, in their order."""
+        self.read += len(src)
+        length = self.length
+        rows = [(s, t, length(s), length(t)) for s, t in zip(src, tgt, strict=True) if s and t]
+        self.dropped["empty"] += len(src) - len(rows)
         for name, step in self.steps:
-            before = len(pairs)
-            pairs = step(pairs)
-            self.dropped[name] += before - len(pairs)
-        return pairs
+            before = len(rows)
+            rows = step(rows)
+            self.dropped[name] += before - len(rows)
+        return [(row[0], row[1]) for row in rows]
 
     def counts(self) -> list[dict]:
         """Pairs before and after each filter, in the order they ran."""
         rows, left = [], self.read
-        for name, _ in self.steps:
-            after = left - self.dropped[name]
-            rows.append({"filter": name, "before": left, "after": after, "dropped": left - after})
-            left = after
+        for name, dropped in self.dropped.items():
+            rows.append(
+                {"filter": name, "before": left, "after": left - dropped, "dropped": dropped}
+            )
+            left -= dropped
         return rows
 
 
-def _drop_empty(pairs: Pairs) -> Pairs:
-    return [pair for pair in pairs if pair[0] and pair[1]]
-
-
-def _max_len_filter(length: Callable[[str], int], limit: int) -> Callable[[Pairs], Pairs]:
-    def keep_short(pairs: Pairs) -> Pairs:
-        return [(s, t) for s, t in pairs if length(s) <= limit and length(t) <= limit]
+def _max_len_filter(limit: int) -> Callable[[Rows], Rows]:
+    def keep_short(rows: Rows) -> Rows:
+        return [row for row in rows if row[2] <= limit and row[3] <= limit]
 
     return keep_short
 
 
-def _ratio_filter(length: Callable[[str], int], ratio: float) -> Callable[[Pairs], Pairs]:
+def _ratio_filter(ratio: float) -> Callable[[Rows], Rows]:
     # The Moses clean-corpus-n.perl rule: longer side / shorter side <= ratio.
-    def keep_balanced(pairs: Pairs) -> Pairs:
-        kept = []
-        for s, t in pairs:
-            ls, lt = length(s), length(t)
-            if max(ls, lt) <= ratio * min(ls, lt):
-                kept.append((s, t))
-        return kept
+    def keep_balanced(rows: Rows) -> Rows:
+        return [row for row in rows if row[2] <= ratio * row[3] and row[3] <= ratio * row[2]]
 
     return keep_balanced
 
@@ -150,21 +157,22 @@ class Deduplicator:
         self.recent: set[int] = set()
         self.seen = np.empty(0, dtype=np.int64)
 
-    def __call__(self, pairs: Pairs) -> Pairs:
+    def __call__(self, rows: Rows) -> Rows:
+        """The rows whose (src, tgt) was not seen before (rows may carry more fields)."""
         np = self._np
         fresh, hashes, in_batch = [], [], set()
-        for pair in pairs:
-            digest = hash(pair)
+        for row in rows:
+            digest = hash((row[0], row[1]))
             if digest in self.recent or digest in in_batch:
                 continue
             in_batch.add(digest)
-            fresh.append(pair)
+            fresh.append(row)
             hashes.append(digest)
         if len(self.seen) and hashes:
             keys = np.array(hashes, dtype=np.int64)
             where = np.searchsorted(self.seen, keys).clip(max=len(self.seen) - 1)
             old = self.seen[where] == keys
-            fresh = [pair for pair, dup in zip(fresh, old.tolist(), strict=True) if not dup]
+            fresh = [row for row, dup in zip(fresh, old.tolist(), strict=True) if not dup]
             hashes = [h for h, dup in zip(hashes, old.tolist(), strict=True) if not dup]
         self.recent.update(hashes)
         if len(self.recent) >= self.recent_cap:

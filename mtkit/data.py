@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mtkit import __version__
-from mtkit.cleaning import Cleaner, CleanOptions, normalize
+from mtkit.cleaning import Cleaner, CleanOptions, normalize_lines
 from mtkit.errors import ConfigError, DataError
 from mtkit.sources import Batch, Source, SplitStream
 
@@ -139,8 +139,8 @@ def _write_split(split, stream: SplitStream, writers, clean, limit, bar) -> dict
     cleaner = Cleaner(clean) if split == "train" else None
     read = 0
     for src_lines, tgt_lines in _guarded(_limited(stream.batches, limit)):
-        src_lines = [normalize(text) for text in src_lines]
-        tgt_lines = [normalize(text) for text in tgt_lines]
+        src_lines = normalize_lines(src_lines)
+        tgt_lines = normalize_lines(tgt_lines)
         read += len(src_lines)
         if cleaner is not None:
             pairs = cleaner(src_lines, tgt_lines)

@@ -244,8 +244,8 @@ def test_deduplicator_across_merges():
     kept = []
     data = [(f"s{i % 13}", f"t{i % 13}") for i in range(100)] + [("new", "pair")]
     for start in range(0, len(data), 7):
-        kept += dedup(data[start : start + 7])
-    assert kept == list(dict.fromkeys(data))
+        kept += dedup([(s, t, 1, 1) for s, t in data[start : start + 7]])
+    assert [(s, t) for s, t, _, _ in kept] == list(dict.fromkeys(data))
     assert len(dedup.seen) > 0
 
 
