@@ -7,8 +7,10 @@ tests depend on the model interface only, not on mtkit.train.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gzip
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -96,7 +98,9 @@ def tiny_checkpoint(arch: str, multi30k: Path) -> Path:
             _train(model, ids, steps=40, lr=1e-2)
     import dataclasses
 
-    path = Path(tempfile.mkdtemp(prefix="mtkit-test-")) / f"{arch}.pt"
+    directory = tempfile.mkdtemp(prefix="mtkit-test-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = Path(directory) / f"{arch}.pt"
     payload = {
         "model_config": dataclasses.asdict(config),
         "model": model.state_dict(),
