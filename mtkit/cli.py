@@ -234,6 +234,9 @@ def translate_command(
         float, typer.Option(help="Max target tokens = a * source tokens + b.")
     ] = 1.2,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 10,
+    min_len: Annotated[
+        int, typer.Option(help="Target tokens before the end may come (0: no minimum).")
+    ] = 0,
     sampling: Annotated[
         bool, typer.Option("--sampling", help="Sample instead of beam search (--nbest samples).")
     ] = False,
@@ -275,6 +278,7 @@ def translate_command(
         nbest=nbest,
         max_len_a=max_len_a,
         max_len_b=max_len_b,
+        min_len=min_len,
         len_penalty=len_penalty,
         len_norm=len_norm,
         sampling=sampling,

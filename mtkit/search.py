@@ -57,6 +57,7 @@ class SearchOptions:
     nbest: int = 1  # hypotheses returned per sentence (<= beam_size, or samples)
     max_len_a: float = DEFAULT_MAX_LEN_A
     max_len_b: int = DEFAULT_MAX_LEN_B
+    min_len: int = 0  # target tokens before eos is allowed (the length limit wins)
     len_penalty: float = DEFAULT_LEN_PENALTY  # GNMT alpha
     len_norm: bool = False  # divide by |Y| instead of the GNMT penalty
     sampling: bool = False  # sample instead of searching (beam_size is ignored)
@@ -141,8 +142,8 @@ def check_options(options: SearchOptions, vocab_size: int) -> None:
         raise ConfigError(
             f"--beam {options.beam_size} is too large for a vocabulary of {vocab_size}"
         )
-    if options.max_len_a < 0 or options.max_len_b < 0:
-        raise ConfigError("--max-len-a and --max-len-b must not be negative")
+    if options.max_len_a < 0 or options.max_len_b < 0 or options.min_len < 0:
+        raise ConfigError("--max-len-a, --max-len-b and --min-len must not be negative")
     if options.len_penalty < 0:
         raise ConfigError(f"--len-penalty must not be negative, got {options.len_penalty}")
     if options.temperature <= 0:
@@ -203,10 +204,12 @@ class Decoder:
             for model, state in zip(self.models, states, strict=True)
         ]
 
-    def mask_specials(self, lprobs) -> None:
-        """pad and bos are never produced: give them no probability (in place)."""
+    def mask_specials(self, lprobs, t: int, min_len: int) -> None:
+        """pad and bos are never produced, nor eos before min_len tokens (in place)."""
         lprobs[:, self.pad_id] = -math.inf
         lprobs[:, self.bos_id] = -math.inf
+        if t < min_len:
+            lprobs[:, self.eos_id] = -math.inf
 
     def force_eos(self, lprobs, at_limit):
         """Rows `at_limit` [N] bool can only end: every token but eos gets -inf."""
@@ -284,7 +287,7 @@ def _one_path(decoder: Decoder, src, max_lens, options: SearchOptions, pick) -> 
     tokens = torch.full((B,), decoder.bos_id, dtype=torch.long, device=device)
     for t in range(T):
         lprobs, states = decoder.step(tokens, states)  # [N,V]
-        decoder.mask_specials(lprobs)
+        decoder.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
             lprobs = decoder.force_eos(lprobs, limits <= t)
         tokens = pick(lprobs)  # [N]
@@ -383,7 +386,7 @@ def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[
     for t in range(T):
         n = alive.numel()
         lprobs, states = decoder.step(prefix[:, -1], states)  # [n*K,V]
-        decoder.mask_specials(lprobs)
+        decoder.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
             lprobs = decoder.force_eos(lprobs, (limits <= t).repeat_interleave(K))
         cand = (scores.view(n * K, 1) + lprobs).view(n, K * V)

@@ -255,3 +255,10 @@ def test_sampling_top_k_one_is_greedy(trained):
     src = _pad(ids[:10])
     sampled = search(model, src, SearchOptions(sampling=True, top_k=1, seed=0))
     assert [h[0].tokens for h in sampled] == greedy_search(model, src)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_min_len_and_max_len_together_fix_the_length(trained, beam_size):
+    model, _, ids = trained
+    options = SearchOptions(beam_size=beam_size, min_len=6, max_len_a=0.0, max_len_b=6)
+    assert {len(h[0].tokens) for h in search(model, _pad(ids[:8]), options)} == {6}
