@@ -55,6 +55,10 @@ SPLIT_ALIASES = {
     "valid": ("validation", "valid", "dev", "val", "development"),
     "test": ("test",),
 }
+_OFFLINE_HINT = (
+    "on an offline machine use a local copy with --dataset PATH (or --local-hub DIR), "
+    "or text files with --src-file/--tgt-file"
+)
 _PAIR_DIR = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z]+)?-[A-Za-z]{2,3}(?:[_-][A-Za-z]+)?$")
 
 
@@ -142,12 +146,17 @@ def from_dataset(
     )
     mapping = _map_splits(where, list(splits), split_names or {})
     description["splits"] = mapping
-    streams = {
-        out: SplitStream(
-            name, dataset_batches(splits[name], src, tgt, where), _size(splits[name], name)
-        )
-        for out, name in mapping.items()
-    }
+    try:  # each split's first batch is read now: the hub may fail here too
+        streams = {
+            out: SplitStream(
+                name, dataset_batches(splits[name], src, tgt, where), _size(splits[name], name)
+            )
+            for out, name in mapping.items()
+        }
+    except (ConnectionError, TimeoutError) as error:
+        raise DataError(
+            f"could not read {where!r} from the hub ({error}); {_OFFLINE_HINT}"
+        ) from None
     return Source(src=src, tgt=tgt, description=description, splits=streams)
 
 
@@ -163,7 +172,7 @@ def _local_path(dataset: str, hub_id: str, local_hub: Path | None) -> Path | Non
     path = Path(dataset).expanduser()
     if path.is_dir():
         return path
-    if dataset.startswith((".", "/", "~")) or path.suffix:
+    if dataset.startswith((".", "/", "~")):
         raise DataError(f"no such dataset directory: {dataset} (check the path)")
     if local_hub is not None and (local_hub / hub_id).is_dir():
         log.info("using the local copy %s of %s", local_hub / hub_id, hub_id)
@@ -206,9 +215,7 @@ def _load(where, path, known_configs, config, pair, revision, streaming) -> tupl
         loaded = datasets.load_dataset(target, name, revision=revision, streaming=streaming)
     except (ConnectionError, TimeoutError) as error:
         raise DataError(
-            f"could not reach the Hugging Face hub for {where!r} ({error}); on an offline "
-            "machine use a local copy with --dataset PATH (or --local-hub DIR), "
-            "or text files with --src-file/--tgt-file"
+            f"could not reach the Hugging Face hub for {where!r} ({error}); {_OFFLINE_HINT}"
         ) from None
     except datasets.exceptions.DatasetNotFoundError:
         raise DataError(
