@@ -1,20 +1,35 @@
 # The pipeline every recipe shares: prepare -> train-bpe -> train -> average ->
 # translate -> score. Each stage writes a file the next one reads, so `make`
-# resumes where it stopped and reruns only what changed.
+# resumes where it stopped, reruns only what changed, and a second `make` does
+# nothing.
 #
-# A pair's recipe sets the variables below (those marked "required") and includes
-# this file. Every variable can be overridden on the command line:
-#   make -f recipes/wmt14-en-de.mk DATA=/big/disk/wmt14 GPUS=8 ARCH=transformer-big
+#   DATA/manifest.json, train.SRC ...    prepare
+#   DATA/spm/spm.model                   train-bpe (joint)
+#   RUN/train.done, checkpoint_*.pt      train (train.done: the run finished)
+#   RUN/checkpoint_avg.pt                average of the last AVERAGE_LAST checkpoints
+#   RUN/test.hyp                         translate DATA/test.SRC
+#   RUN/bleu.txt                         score against DATA/test.TGT: BLEU, chrF, signatures
+#
+# A pair's recipe sets SRC, TGT, NAME and PREPARE_CMD (and its published
+# settings), then includes this file. Every variable can be set on the command
+# line:  make -f recipes/wmt14-en-de.mk DATA=/big/disk/wmt14 GPUS=8 ARCH=transformer-big
+#
+# Settings are remembered too: each stage's options are kept in DATA/.settings/
+# and RUN/.settings/, and a file there is rewritten only when its options
+# change, so `make VOCAB=16000` redoes train-bpe and everything after it.
 
 # --- tools -------------------------------------------------------------------
 BIN ?= .venv/bin
 MTKIT ?= $(BIN)/mtkit
 TORCHRUN ?= $(BIN)/torchrun
+# One machine by default; for several, e.g. --nnodes 2 --node-rank 0 --rdzv-endpoint HOST:29500
+TORCHRUN_ARGS ?= --standalone
 
-# --- what to train (required: SRC, TGT, NAME and a prepare command) -----------
+# --- what to train -------------------------------------------------------------
 ARCH ?= transformer-small
 VOCAB ?= 8000
 SPM_TYPE ?= bpe
+BPE_ARGS ?=
 DATA ?= data/$(NAME)
 RUN ?= runs/$(NAME)-$(ARCH)
 LIMIT ?=
@@ -22,23 +37,43 @@ DEVICE ?= auto
 GPUS ?= 1
 MAX_TOKENS ?= 4096
 UPDATE_FREQ ?= 1
+# Model settings beyond the preset (--set KEY=VALUE ...), then the rest of train's options.
+MODEL_ARGS ?=
 TRAIN_ARGS ?=
 AVERAGE_LAST ?= 5
 BEAM ?= 5
 TRANSLATE_ARGS ?=
-SCORE_ARGS ?=
+# BLEU's tokenizer follows the target language, as sacreBLEU's own test sets do.
+SCORE_TOKENIZE ?= $(if $(filter zh,$(TGT)),zh,13a)
+SCORE_ARGS ?= --metrics bleu,chrf --tokenize $(SCORE_TOKENIZE)
 
 ifeq ($(GPUS),1)
 TRAIN_CMD = $(MTKIT) train
 else
-TRAIN_CMD = $(TORCHRUN) --nproc_per_node $(GPUS) -m mtkit train
+TRAIN_CMD = $(TORCHRUN) $(TORCHRUN_ARGS) --nproc_per_node $(GPUS) -m mtkit train
 endif
 
-.PHONY: all prepare bpe train average translate score clean-run
+# --- remembered settings -----------------------------------------------------------
+# $(call remember,FILE,TEXT): FILE holds TEXT; it is rewritten (and so turns newer than
+# what was made from the old settings) only when TEXT changed. Tool paths are left out.
+same = $(and $(findstring x$1,x$2),$(findstring x$2,x$1))
+settings_text = $(notdir $1): $(strip $(subst $(BIN)/,,$2))
+remember = $(if $(call same,$(strip $(file <$1)),$(settings_text)),,$(shell mkdir -p $(dir $1))$(file >$1,$(settings_text)))
+
+$(call remember,$(DATA)/.settings/prepare,$(PREPARE_CMD))
+$(call remember,$(DATA)/.settings/bpe,$(SRC) $(TGT) $(VOCAB) $(SPM_TYPE) $(BPE_ARGS))
+$(call remember,$(RUN)/.settings/train,$(abspath $(DATA)) $(SRC) $(TGT) $(ARCH) \
+	$(MAX_TOKENS) $(UPDATE_FREQ) $(MODEL_ARGS) $(TRAIN_ARGS))
+$(call remember,$(RUN)/.settings/average,$(AVERAGE_LAST))
+$(call remember,$(RUN)/.settings/translate,$(BEAM) $(TRANSLATE_ARGS))
+$(call remember,$(RUN)/.settings/score,$(SCORE_ARGS))
+
+# --- the stages ------------------------------------------------------------------
+.PHONY: all prepare bpe train average translate score show clean-run
 .DELETE_ON_ERROR:
+.SUFFIXES:
 
 all: score
-	@cat $(RUN)/bleu.txt
 
 prepare: $(DATA)/manifest.json
 bpe: $(DATA)/spm/spm.model
@@ -47,32 +82,47 @@ average: $(RUN)/checkpoint_avg.pt
 translate: $(RUN)/test.hyp
 score: $(RUN)/bleu.txt
 
-$(DATA)/manifest.json:
+show:
+	@cat $(RUN)/bleu.txt
+
+$(DATA)/manifest.json: $(DATA)/.settings/prepare
 	$(PREPARE_CMD)
 
-$(DATA)/spm/spm.model: $(DATA)/manifest.json
+$(DATA)/spm/spm.model: $(DATA)/manifest.json $(DATA)/.settings/bpe
 	$(MTKIT) train-bpe --input $(DATA)/train.$(SRC) --input $(DATA)/train.$(TGT) \
-		--vocab-size $(VOCAB) --model-type $(SPM_TYPE) --out $(DATA)/spm
+		--vocab-size $(VOCAB) --model-type $(SPM_TYPE) --out $(DATA)/spm $(BPE_ARGS)
 
-# train.done marks a finished run: an interrupted one has a checkpoint_last.pt but
-# no train.done, so the next `make` resumes it instead of starting over.
-$(RUN)/train.done: $(DATA)/spm/spm.model
+# train.done marks a finished run. An interrupted run has checkpoint_last.pt but no
+# train.done, and `make` continues it (--resume). A run older than its data, vocabulary
+# or settings is moved to RUN/replaced-DATE/ first, and training starts over.
+$(RUN)/train.done: $(DATA)/manifest.json $(DATA)/spm/spm.model $(RUN)/.settings/train
+	@last=$(RUN)/checkpoint_last.pt; \
+	if [ -e $$last ] && [ -n "$$(find $^ -newer $$last)" ]; then \
+		old=$(RUN)/replaced-$$(date +%Y%m%d-%H%M%S); mkdir -p $$old; \
+		echo "$(RUN): data, vocabulary or settings changed since $$last; moving the old run to $$old" >&2; \
+		find $(RUN) -maxdepth 1 -type f ! -name '.*' -exec mv {} $$old/ \; ; \
+	fi
 	$(TRAIN_CMD) --data $(DATA) --spm $(DATA)/spm/spm.model --src $(SRC) --tgt $(TGT) \
 		--arch $(ARCH) --out $(RUN) --device $(DEVICE) --max-tokens $(MAX_TOKENS) \
-		--update-freq $(UPDATE_FREQ) $(if $(wildcard $(RUN)/checkpoint_last.pt),--resume) \
-		$(TRAIN_ARGS)
+		--update-freq $(UPDATE_FREQ) --resume $(MODEL_ARGS) $(TRAIN_ARGS)
 	touch $@
 
-$(RUN)/checkpoint_avg.pt: $(RUN)/train.done
+$(RUN)/checkpoint_avg.pt: $(RUN)/train.done $(RUN)/.settings/average
 	$(MTKIT) average $(RUN) --last $(AVERAGE_LAST) -o $@
 
-$(RUN)/test.hyp: $(RUN)/checkpoint_avg.pt $(DATA)/manifest.json
+$(RUN)/test.hyp: $(RUN)/checkpoint_avg.pt $(RUN)/.settings/translate
 	$(MTKIT) translate -m $< -i $(DATA)/test.$(SRC) -o $@ --beam $(BEAM) \
 		--device $(DEVICE) $(TRANSLATE_ARGS)
 
-$(RUN)/bleu.txt: $(RUN)/test.hyp
-	$(MTKIT) score -r $(DATA)/test.$(TGT) -i $< --metrics bleu,chrf $(SCORE_ARGS) > $@.tmp
-	mv $@.tmp $@
+$(RUN)/bleu.txt: $(RUN)/test.hyp $(RUN)/.settings/score
+	$(MTKIT) score -r $(DATA)/test.$(TGT) -i $< $(SCORE_ARGS) > $@.tmp || { rm -f $@.tmp; exit 1; }
+	@mv $@.tmp $@
+	@echo "$(RUN)/bleu.txt:" && cat $@
+
+# Settings files are written when the recipe is read; this rule only covers one removed
+# by hand while make runs.
+%/.settings/prepare %/.settings/bpe %/.settings/train %/.settings/average \
+%/.settings/translate %/.settings/score: ;
 
 clean-run:
 	rm -rf $(RUN)

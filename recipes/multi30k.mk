@@ -1,22 +1,59 @@
 # Multi30k (Elliott et al., 2016), task 1: 29k image captions, transformer-small.
 #   make -f recipes/multi30k.mk                  # de -> en
 #   make -f recipes/multi30k.mk SRC=en TGT=de    # en -> de
-# Reads Multi30k from the Hugging Face hub (bentrevett/multi30k) when it can be
-# reached, else from MULTI30K, a directory of {train,val,test_2016_flickr}.{de,en}.gz.
+# Reads Multi30k from the Hugging Face hub (bentrevett/multi30k) when it answers,
+# else from MULTI30K, a directory of {train,val,test_2016_flickr}.{de,en}.gz.
+# HUB=no skips the hub (as does HF_HUB_OFFLINE=1); HUB=yes insists on it.
+#
+# Training stops after MAX_EPOCHS or MAX_TIME of training, whichever comes first:
+# on a GPU the epochs (a few minutes), on a CPU the time. A CPU trains
+# transformer-small too slowly to learn much in that time, so without a GPU
+# (DEVICE=cpu, or DEVICE=auto and no nvidia-smi) the recipe narrows the model
+# (CPU_MODEL=yes, run directory ...-cpu), and the whole recipe fits in about 20 minutes.
 
 SRC ?= de
 TGT ?= en
 NAME ?= multi30k-$(SRC)-$(TGT)
 MULTI30K ?= ../shared/data/multi30k
 HUB_ID ?= bentrevett/multi30k
+HUB ?= auto
 PY ?= $(BIN)/python
 
+ARCH ?= transformer-small
+MAX_TOKENS ?= 4096
+MAX_EPOCHS ?= 40
+MAX_TIME ?= 15m
+AVERAGE_LAST ?= 5
+CPU_MODEL ?= $(if $(filter cpu,$(DEVICE)),yes,$(if $(filter cuda,$(DEVICE)),no,$(if \
+	$(shell command -v nvidia-smi 2>/dev/null),no,yes)))
+ifeq ($(CPU_MODEL),yes)
+# 2+2 layers of width 128: about 5 times less compute an update than transformer-small.
+VOCAB ?= 6000
+MODEL_ARGS ?= --set d_model=128 --set n_heads=4 --set d_ff=512 --set enc_layers=2 --set dec_layers=2
+LR ?= 2e-3
+WARMUP ?= 400
+VALID_SENTENCES ?= 200
+RUN ?= runs/$(NAME)-$(ARCH)-cpu
+else
+VOCAB ?= 8000
+LR ?= 1e-3
+WARMUP ?= 1000
+VALID_SENTENCES ?= 500
+endif
+TRAIN_ARGS ?= --max-epochs $(MAX_EPOCHS) --max-time $(MAX_TIME) --lr $(LR) --warmup $(WARMUP) \
+	--valid-bleu-sentences $(VALID_SENTENCES) --keep-last $(AVERAGE_LAST)
+BEAM ?= 5
+
+HUB_PROBE = $(PY) -c "from huggingface_hub import HfApi; HfApi().dataset_info('$(HUB_ID)', timeout=10)"
+LIMIT_ARG = $(if $(LIMIT),--limit $(LIMIT))
+
 define PREPARE_CMD
-if HF_HUB_OFFLINE=0 $(PY) -c "from huggingface_hub import HfApi; HfApi().dataset_info('$(HUB_ID)', timeout=10)" 2>/dev/null; then \
-	$(MTKIT) prepare --dataset $(HUB_ID) --src $(SRC) --tgt $(TGT) --out $(DATA) $(if $(LIMIT),--limit $(LIMIT)); \
+@if [ "$(HUB)" = yes ] || { [ "$(HUB)" = auto ] && $(HUB_PROBE) >/dev/null 2>&1; }; then \
+	echo "reading Multi30k from the hub ($(HUB_ID))" >&2; set -x; \
+	$(MTKIT) prepare --dataset $(HUB_ID) --src $(SRC) --tgt $(TGT) --out $(DATA) $(LIMIT_ARG); \
 else \
-	echo "hub not reachable: reading Multi30k from $(MULTI30K)" >&2; \
-	$(MTKIT) prepare --src $(SRC) --tgt $(TGT) --out $(DATA) $(if $(LIMIT),--limit $(LIMIT)) \
+	echo "reading Multi30k from $(MULTI30K) (the hub was not used)" >&2; set -x; \
+	$(MTKIT) prepare --src $(SRC) --tgt $(TGT) --out $(DATA) $(LIMIT_ARG) \
 		--src-file $(MULTI30K)/train.$(SRC).gz --tgt-file $(MULTI30K)/train.$(TGT).gz \
 		--valid-src-file $(MULTI30K)/val.$(SRC).gz --valid-tgt-file $(MULTI30K)/val.$(TGT).gz \
 		--test-src-file $(MULTI30K)/test_2016_flickr.$(SRC).gz \
