@@ -172,12 +172,35 @@ class Batch:
 
 
 def collate(pairs: Pairs, index: Sequence[int], *, pad_id: int, bos_id: int, eos_id: int) -> Batch:
-    """Pad the pairs at `index` into one batch."""
-    src = pad_rows([pairs.src.sentence(i) + [eos_id] for i in index], pad_id)
-    tgt = [pairs.tgt.sentence(i) for i in index]
-    tgt_in = pad_rows([[bos_id, *t] for t in tgt], pad_id)
-    tgt_out = pad_rows([[*t, eos_id] for t in tgt], pad_id)
-    return Batch(src=src, tgt_in=tgt_in, tgt_out=tgt_out, n_tgt_tokens=sum(len(t) + 1 for t in tgt))
+    """Pad the pairs at `index` into one batch (vectorised: no Python loop over sentences)."""
+    import torch
+
+    rows = torch.as_tensor(index, dtype=torch.long)
+    src, _ = _padded(pairs.src, rows, pad_id, eos_id, before=None)
+    tgt_in, _ = _padded(pairs.tgt, rows, pad_id, eos_id=None, before=bos_id)
+    tgt_out, n_tgt = _padded(pairs.tgt, rows, pad_id, eos_id, before=None)
+    return Batch(src=src, tgt_in=tgt_in, tgt_out=tgt_out, n_tgt_tokens=n_tgt)
+
+
+def _padded(side: Side, rows, pad_id: int, eos_id: int | None, before: int | None):
+    """[B, longest + 1] long: each sentence with `before` prepended or `eos_id` appended,
+    right-padded; and the number of non-padding tokens."""
+    import torch
+
+    lengths = side.lengths()[rows]  # [B]
+    width = int(lengths.max()) + 1
+    pos = torch.arange(width)[None, :]  # [1, W]
+    shift = 1 if before is not None else 0
+    within = pos - shift  # index into the sentence
+    inside = (within >= 0) & (within < lengths[:, None])  # [B, W]
+    ids = side.ids if len(side.ids) else torch.zeros(1, dtype=side.ids.dtype)
+    flat = (side.offsets[rows][:, None] + within).clamp(0, len(ids) - 1)
+    out = torch.where(inside, ids[flat].long(), pad_id)
+    if before is not None:
+        out[:, 0] = before
+    else:
+        out[torch.arange(len(rows)), lengths] = eos_id
+    return out, int(lengths.sum()) + len(rows)
 
 
 def pad_rows(rows: list[list[int]], pad_id: int):

@@ -106,6 +106,10 @@ def test_collate_adds_specials_and_pads():
     assert batch.tgt_out.tolist() == [[5, EOS, PAD, PAD], [6, 7, 5, EOS]]
     assert batch.n_tgt_tokens == 2 + 4
     assert batch.src.dtype == torch.long
+    empty = encode_pairs(["", "a"], ["", ""], fake_encode, fake_encode)
+    batch = collate(empty, [0, 1], pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    assert batch.src.tolist() == [[EOS, PAD], [5, EOS]]
+    assert batch.tgt_in.tolist() == [[BOS], [BOS]] and batch.tgt_out.tolist() == [[EOS], [EOS]]
 
 
 def test_filter_drops_empty_and_overlong_pairs():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 
 import pytest
 import torch
@@ -116,13 +117,19 @@ def test_missing_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_cli_reports_bad_checkpoint_in_one_line(cli, tmp_path):
+def test_cli_reports_bad_checkpoint_in_one_line(tmp_path, capsys, monkeypatch):
+    """Through mtkit's real entry point (in this process, to skip torch's start-up)."""
+    from mtkit.cli import main
+
     path = tmp_path / "bad.pt"
     path.write_text("not a checkpoint")
-    result = cli("inspect", path)
-    assert result.returncode == 1
-    assert "error:" in result.stderr and "not a readable mtkit checkpoint" in result.stderr
-    assert "Traceback" not in result.stderr
+    monkeypatch.setattr(sys, "argv", ["mtkit", "inspect", str(path)])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    err = capsys.readouterr().err
+    assert exit.value.code == 1
+    assert err.startswith("error: ") and "not a readable mtkit checkpoint" in err
+    assert "Traceback" not in err
 
 
 def test_average_of_identical_checkpoints_is_the_same(tmp_path):

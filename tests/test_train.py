@@ -83,13 +83,19 @@ def records(run: Path, kind: str) -> list[dict]:
 # -- the objective and the schedule -------------------------------------------------------
 
 
-def test_label_smoothed_loss_matches_torch():
-    logits, target = torch.randn(2, 5, 11), torch.randint(1, 11, (2, 5))
+def test_label_smoothed_loss_and_gradient_match_torch():
+    logits = torch.randn(2, 5, 11, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(1, 11, (2, 5))
     target[1, 3:] = 0  # padding
     loss, nll = label_smoothed_loss(logits, target, pad_id=0, smoothing=0.1)
     flat = dict(input=logits.view(-1, 11), target=target.view(-1), ignore_index=0, reduction="sum")
-    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(**flat, label_smoothing=0.1))
-    torch.testing.assert_close(nll, torch.nn.functional.cross_entropy(**flat))
+    expected = torch.nn.functional.cross_entropy(**flat, label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected.float())
+    torch.testing.assert_close(nll, torch.nn.functional.cross_entropy(**flat).float())
+    (grad,) = torch.autograd.grad(loss, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+    assert grad[1, 3:].abs().sum() == 0  # padding gets no gradient
 
 
 def test_learning_rate_schedules():

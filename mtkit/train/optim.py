@@ -16,16 +16,60 @@ def label_smoothed_loss(logits, target, *, pad_id: int, smoothing: float):
     """Summed label-smoothed loss and summed NLL over the non-padding targets.
 
     logits [B,T,V], target [B,T]. The smoothing mass is spread uniformly over the
-    vocabulary (Szegedy et al., 2016), as torch's cross_entropy does. Padding rows
-    are dropped before the softmax, so they cost nothing. Computed in float32.
+    vocabulary (Szegedy et al., 2016), as torch's cross_entropy does. One fused
+    function (below) so the [B*T,V] softmax is made once forward and once backward.
     """
     import torch
 
-    keep = target != pad_id  # [B,T]
-    lprobs = torch.log_softmax(logits[keep].float(), dim=-1)  # [N,V]
-    nll = -lprobs.gather(-1, target[keep].unsqueeze(-1)).sum()
-    smooth = -lprobs.sum() / lprobs.size(-1)
-    return (1.0 - smoothing) * nll + smoothing * smooth, nll
+    V = logits.size(-1)
+    weight = (target != pad_id).to(torch.float32).view(-1)  # [B*T]: 0 for padding
+    return _smoothed_cross_entropy().apply(
+        logits.reshape(-1, V), target.reshape(-1), weight, smoothing
+    )
+
+
+_FUNCTION = None
+
+
+def _smoothed_cross_entropy():
+    """The autograd Function, defined on first use so importing mtkit stays free of torch.
+
+    Per row, with lse = logsumexp(x): nll = lse - x[target] and the smoothing term
+    -mean(log_softmax(x)) = lse - mean(x), so the forward needs no [N,V] log-probs;
+    the gradient is softmax(x) - (1 - eps) * onehot(target) - eps / V.
+    """
+    global _FUNCTION
+    if _FUNCTION is not None:
+        return _FUNCTION
+    import torch
+
+    class SmoothedCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, target, weight, smoothing):  # [N,V], [N], [N], float
+            x = logits.float()
+            lse = torch.logsumexp(x, dim=-1)  # [N]
+            nll_rows = lse - x.gather(-1, target[:, None]).squeeze(-1)
+            smooth_rows = lse - x.mean(dim=-1)
+            loss = (weight * ((1.0 - smoothing) * nll_rows + smoothing * smooth_rows)).sum()
+            nll = (weight * nll_rows).sum()
+            ctx.save_for_backward(logits, target, weight, lse)
+            ctx.smoothing = smoothing
+            ctx.mark_non_differentiable(nll)
+            return loss, nll
+
+        @staticmethod
+        def backward(ctx, grad_loss, grad_nll):
+            logits, target, weight, lse = ctx.saved_tensors
+            eps, V = ctx.smoothing, logits.size(-1)
+            grad = torch.softmax(logits.float(), dim=-1)  # [N,V]
+            grad.scatter_add_(-1, target[:, None], grad.new_full((len(target), 1), eps - 1.0))
+            scale = (weight * grad_loss)[:, None]  # [N,1]
+            # grad * scale - scale * eps / V in one pass over [N,V].
+            torch.addcmul(scale * (-eps / V), grad, scale, out=grad)
+            return grad.to(logits.dtype), None, None, None
+
+    _FUNCTION = SmoothedCrossEntropy
+    return _FUNCTION
 
 
 def build_optimizer(model, *, lr: float, weight_decay: float, device_type: str):
