@@ -184,3 +184,16 @@ def test_too_long_input_is_a_clear_error():
     src = torch.randint(4, V, (1, TINY.max_positions + 1))
     with pytest.raises(MtkitError, match="exceeds the model's max_positions"):
         model.encode(src)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "rnn"])
+def test_decoding_under_bf16_autocast_matches_forward(arch):
+    """The GPU path (bf16 autocast), here on the CPU: caches take the autocast dtype,
+    also when they grow, and cached decoding stays close to the full pass."""
+    model = build_model(dataclasses.replace(TINY, arch=arch)).eval()
+    src, tgt = random_batch(model.config, [7, 5], [70, 40])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(src, tgt)
+        stepped = decode_teacher_forced(model, src, tgt)
+    assert stepped.dtype == torch.bfloat16
+    torch.testing.assert_close(stepped.float(), full.float(), atol=0.1, rtol=0.05)

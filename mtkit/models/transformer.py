@@ -220,7 +220,8 @@ class Transformer(nn.Module):
         bias = torch.cat([layer.cross_attn.kv.bias for layer in self.decoder])
         kv = F.linear(memory, weight, bias).view(B, S, L, 2, H, D // H)
         kv = kv.permute(3, 0, 2, 4, 1, 5).contiguous()  # [2,B,L,H,S,Dh]
-        empty = memory.new_zeros(B, L, H, INITIAL_CACHE, D // H)
+        # The cache takes the projections' dtype: bf16 under autocast, not the memory's fp32.
+        empty = kv.new_zeros(B, L, H, INITIAL_CACHE, D // H)
         return {
             "src_mask": mask,
             "cross_k": kv[0],
