@@ -38,7 +38,7 @@ test: lint
 check: test
 
 demo: install
-	$(MAKE) -f recipes/multi30k.mk BIN=$(abspath $(BIN)) MULTI30K=$(MULTI30K) all
+	$(MAKE) -f recipes/multi30k.mk BIN=$(abspath $(BIN)) MULTI30K=$(MULTI30K) show
 
 bench: install
 	$(BIN)/python -m bench

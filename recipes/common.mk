@@ -82,7 +82,8 @@ average: $(RUN)/checkpoint_avg.pt
 translate: $(RUN)/test.hyp
 score: $(RUN)/bleu.txt
 
-show:
+# `make show`: bleu.txt, made first if need be (make demo uses it).
+show: score
 	@cat $(RUN)/bleu.txt
 
 $(DATA)/manifest.json: $(DATA)/.settings/prepare
@@ -117,7 +118,7 @@ $(RUN)/test.hyp: $(RUN)/checkpoint_avg.pt $(RUN)/.settings/translate
 $(RUN)/bleu.txt: $(RUN)/test.hyp $(RUN)/.settings/score
 	$(MTKIT) score -r $(DATA)/test.$(TGT) -i $< $(SCORE_ARGS) > $@.tmp || { rm -f $@.tmp; exit 1; }
 	@mv $@.tmp $@
-	@echo "$(RUN)/bleu.txt:" && cat $@
+	$(if $(filter show,$(MAKECMDGOALS)),,@echo "$@:" && cat $@)
 
 # Settings files are written when the recipe is read; this rule only covers one removed
 # by hand while make runs.

@@ -94,6 +94,8 @@ def test_multi30k_end_to_end_then_nothing_to_do(tmp_path, multi30k):
     assert mtimes(tmp_path) == before
     up_to_date = make("multi30k", tmp_path, "-q", MULTI30K=str(multi30k), LIMIT=str(LINES), **TINY)
     assert up_to_date.returncode == 0
+    shown = make("multi30k", tmp_path, "show", MULTI30K=str(multi30k), LIMIT=str(LINES), **TINY)
+    assert shown.stdout.strip() == bleu.strip()  # what `make demo` prints, however often it runs
 
     # A changed setting redoes the stages after it, and only those (-n: show, do not run).
     beam = make(
