@@ -138,7 +138,7 @@ def check_options(options: SearchOptions, vocab_size: int) -> None:
             f"--nbest {options.nbest} is more than --beam {options.beam_size}; "
             f"raise --beam to at least {options.nbest}"
         )
-    if not options.sampling and 2 * options.beam_size > vocab_size - 2:
+    if not options.sampling and 2 * options.beam_size > vocab_size - 3:
         raise ConfigError(
             f"--beam {options.beam_size} is too large for a vocabulary of {vocab_size}"
         )
@@ -371,7 +371,7 @@ def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[
     """Beam search with K rows per sentence; finished sentences leave the batch."""
     import torch
 
-    B, K, V, device = src.size(0), options.beam_size, decoder.vocab_size, src.device
+    B, K, device = src.size(0), options.beam_size, src.device
     T = int(max_lens.max()) + 1
     finished = _Finished(B, K, T, decoder.pad_id, device)
     alive = torch.arange(B, device=device)  # original sentence of each active sentence
@@ -384,36 +384,52 @@ def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[
     scores[:, 0] = 0.0
     beam_rank = torch.arange(2 * K, device=device)
     for t in range(T):
-        n = alive.numel()
         lprobs, states = decoder.step(prefix[:, -1], states)  # [n*K,V]
         decoder.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
             lprobs = decoder.force_eos(lprobs, (limits <= t).repeat_interleave(K))
-        cand = (scores.view(n * K, 1) + lprobs).view(n, K * V)
-        top_scores, top_index = cand.topk(2 * K, dim=1)  # [n,2K], best first
-        beam, token = top_index // V, top_index % V
+        top_scores, beam, token = _top_candidates(lprobs, scores, K)  # [n,2K] each
         is_eos = token == decoder.eos_id
         # eos among the best K candidates finishes a hypothesis (fairseq's rule).
         ends = is_eos[:, :K] & (top_scores[:, :K] > -math.inf)
-        if bool(ends.any()):
+        ended = bool(ends.any())
+        if ended:
             _finish(finished, alive, ends, top_scores, beam, prefix, t, options)
-        # The best K candidates that do not end carry on: eos ones sort behind.
-        _, carry = (is_eos.long() * 2 * K + beam_rank).topk(K, dim=1, largest=False)
-        scores = top_scores.gather(1, carry)
-        rows = beam.gather(1, carry) + (torch.arange(n, device=device) * K)[:, None]  # [n,K]
-        token = token.gather(1, carry)
-        done = (finished.count[alive] >= K) | (limits <= t)
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
+        scores, rows, token = _carry_on(top_scores, beam, token, is_eos, beam_rank)
+        if ended or t >= first_limit:  # only then can a sentence be done
+            keep = ((finished.count[alive] < K) & (limits > t)).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
-            alive, limits, scores = alive[keep], limits[keep], scores[keep]
-            rows, token = rows[keep], token[keep]
-            first_limit = int(limits.min())
+            if keep.numel() < alive.numel():
+                alive, limits, scores = alive[keep], limits[keep], scores[keep]
+                rows, token = rows[keep], token[keep]
+                first_limit = int(limits.min())
         rows = rows.view(-1)
         states = decoder.reorder(states, rows)
         prefix = torch.cat([prefix.index_select(0, rows), token.view(-1, 1)], 1)
     return finished.hypotheses(options.nbest)
+
+
+def _top_candidates(lprobs, scores, K: int):
+    """The best 2K of each sentence's K*V continuations: scores, source beam, token [n,2K]."""
+    NK, V = lprobs.shape
+    # In place: lprobs is this step's own tensor, and [N,V] is the biggest one of the step.
+    cand = lprobs.add_(scores.view(NK, 1)).view(NK // K, K * V)
+    top_scores, top_index = cand.topk(2 * K, dim=1)  # best first
+    return top_scores, top_index // V, top_index % V
+
+
+def _carry_on(top_scores, beam, token, is_eos, beam_rank):
+    """The best K candidates that do not end: scores, rows of the batch, tokens [n,K].
+
+    At most K of the 2K candidates end in eos (one per beam), so K always remain.
+    """
+    import torch
+
+    n, K = top_scores.size(0), top_scores.size(1) // 2
+    _, carry = (is_eos.long() * 2 * K + beam_rank).topk(K, dim=1, largest=False)  # eos last
+    first_row = (torch.arange(n, device=beam.device) * K)[:, None]
+    return top_scores.gather(1, carry), beam.gather(1, carry) + first_row, token.gather(1, carry)
 
 
 def _finish(finished, alive, ends, top_scores, beam, prefix, t, options) -> None:
