@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         "--sizes", default="1000000,4000000", help="pairs per corpus, comma-separated"
     )
     parser.add_argument("--gzip", action="store_true", help="write the corpora gzip-compressed")
+    parser.add_argument("--dedup", default="on,off", help="runs with the duplicate filter on, off")
     parser.add_argument("--keep", type=Path, help="generate under this directory and keep it")
     args = parser.parse_args(argv if argv is not None else [])
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -108,12 +109,12 @@ def main(argv: list[str] | None = None) -> None:
             corpus = base / f"corpus-{size}"
             corpus.mkdir(parents=True, exist_ok=True)
             src, tgt = generate(corpus, size, pool, compress=args.gzip)
-            for dedup in ("--dedup", "--no-dedup"):
+            for state in args.dedup.split(","):
+                dedup = "--dedup" if state == "on" else "--no-dedup"
                 out = corpus / f"out{dedup}"
                 figures = run_prepare(src, tgt, out, dedup)
                 manifest = json.loads((out / "manifest.json").read_text())
                 kept = manifest["splits"]["train"]["pairs"]
-                state = "on" if dedup == "--dedup" else "off"
                 print(
                     f"{size:>10,} {state:>6} {figures['peak_mb']:>7.0f}MB "
                     f"{figures['seconds']:>8.1f} {size / figures['seconds']:>9,.0f}  {kept:,}",

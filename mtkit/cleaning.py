@@ -142,11 +142,12 @@ class Deduplicator:
 
     Each pair is reduced to Python's 64-bit hash of the (src, tgt) tuple. Recent
     hashes sit in a small set; every `recent_cap` of them are merged into one
-    sorted int64 array that is searched a batch at a time (np.searchsorted), so
-    memory is 8 MB per million unique pairs (16 MB for a moment while merging)
-    plus a fixed ~20 MB for the set, instead of ~100 bytes a pair for a set of
-    all hashes. Two different pairs share a hash with probability about
-    n^2 / 2^65 (1e-6 for 4.5 M pairs); such a pair would be dropped as a duplicate.
+    sorted int64 table that is searched a batch at a time (np.searchsorted). The
+    table grows in place (realloc) and merges by sorting in place, so memory is
+    8 MB per million unique pairs (up to 12 with the room to grow) plus a fixed
+    ~20 MB for the set, instead of ~100 bytes a pair for a set of all hashes.
+    Two different pairs share a hash with probability about n^2 / 2^65 (1e-6 for
+    4.5 M pairs); such a pair would be dropped as a duplicate.
     """
 
     def __init__(self, recent_cap: int = 1 << 18) -> None:
@@ -155,11 +156,16 @@ class Deduplicator:
         self._np = np
         self.recent_cap = recent_cap
         self.recent: set[int] = set()
-        self.seen = np.empty(0, dtype=np.int64)
+        self.table = np.empty(0, dtype=np.int64)  # sorted in [:size]; the rest is room to grow
+        self.size = 0
+
+    @property
+    def seen(self):
+        """The merged hashes, sorted (a view: do not keep it across calls)."""
+        return self.table[: self.size]
 
     def __call__(self, rows: Rows) -> Rows:
         """The rows whose (src, tgt) was not seen before (rows may carry more fields)."""
-        np = self._np
         fresh, hashes, in_batch = [], [], set()
         for row in rows:
             digest = hash((row[0], row[1]))
@@ -168,21 +174,32 @@ class Deduplicator:
             in_batch.add(digest)
             fresh.append(row)
             hashes.append(digest)
-        if len(self.seen) and hashes:
-            keys = np.array(hashes, dtype=np.int64)
-            where = np.searchsorted(self.seen, keys).clip(max=len(self.seen) - 1)
-            old = self.seen[where] == keys
-            fresh = [row for row, dup in zip(fresh, old.tolist(), strict=True) if not dup]
-            hashes = [h for h, dup in zip(hashes, old.tolist(), strict=True) if not dup]
+        if self.size and hashes:
+            old = self._in_table(hashes)
+            fresh = [row for row, dup in zip(fresh, old, strict=True) if not dup]
+            hashes = [h for h, dup in zip(hashes, old, strict=True) if not dup]
         self.recent.update(hashes)
         if len(self.recent) >= self.recent_cap:
             self._merge()
         return fresh
 
+    def _in_table(self, hashes: list[int]) -> list[bool]:
+        np = self._np
+        keys = np.array(hashes, dtype=np.int64)
+        seen = self.table[: self.size]
+        where = np.searchsorted(seen, keys).clip(max=self.size - 1)
+        return (seen[where] == keys).tolist()
+
     def _merge(self) -> None:
         np = self._np
         new = np.fromiter(self.recent, dtype=np.int64, count=len(self.recent))
         new.sort()
-        # Two sorted runs: the stable sort (timsort) merges them in linear time.
-        self.seen = np.sort(np.concatenate([self.seen, new]), kind="stable")
+        end = self.size + len(new)
+        if end > len(self.table):
+            # realloc (mremap for big blocks): no second copy of the table; no views are alive
+            self.table.resize(max(end, len(self.table) * 3 // 2), refcheck=False)
+        self.table[self.size : end] = new
+        # Two sorted runs: timsort merges them with a buffer the size of the smaller one.
+        self.table[:end].sort(kind="stable")
+        self.size = end
         self.recent.clear()
