@@ -8,6 +8,7 @@ local hub-shaped copies built from Multi30k (this machine reaches no hub).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from hubcopy import build_hub_copy, read_split
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the environment running the tests has mtkit installed
 LINES = 100  # pairs in each split
+PAIRS = {"wmt14-en-de": "de-en", "wmt16-ro-en": "ro-en", "wmt17-zh-en": "zh-en"}  # hub configs
 # A model of a few thousand parameters, a few updates: the pipeline is tested, not BLEU.
 TINY = {
     "VOCAB": "150",
@@ -220,5 +222,10 @@ def test_wmt_recipe_reaches_score(tmp_path, multi30k, recipe):
     assert BLEU_LINE.search((tmp_path / "run" / "bleu.txt").read_text())
     data = tmp_path / "data"
     assert (data / f"test.{src}").read_text() and (data / f"test.{tgt}").read_text()
-    source = (data / "manifest.json").read_text()
-    assert "hub" in source or "local" in source
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "local"  # the copy, found as the hub's would be
+    assert manifest["source"]["config"] == PAIRS[recipe]
+    assert manifest["langs"] == {"src": src, "tgt": tgt}
+    assert manifest["cleaning"]["limit"] == LINES
+    if recipe == "wmt17-zh-en":
+        assert "--character-coverage 0.9995" in result.stdout
