@@ -19,7 +19,12 @@
 # change, so `make VOCAB=16000` redoes train-bpe and everything after it.
 
 # --- tools -------------------------------------------------------------------
-BIN ?= .venv/bin
+# This checkout's .venv when it has mtkit, else the mtkit on PATH.
+VENV_BIN := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../.venv/bin)
+BIN ?= $(if $(wildcard $(VENV_BIN)/mtkit),$(VENV_BIN),$(patsubst %/,%,$(dir $(shell command -v mtkit))))
+ifeq ($(strip $(BIN)),)
+$(error mtkit not found in $(VENV_BIN) or on PATH: run `make install`, or set BIN=DIR that holds mtkit)
+endif
 MTKIT ?= $(BIN)/mtkit
 TORCHRUN ?= $(BIN)/torchrun
 # One machine by default; for several, e.g. --nnodes 2 --node-rank 0 --rdzv-endpoint HOST:29500
