@@ -94,9 +94,12 @@ def parse_pair(pair: str | None) -> tuple[str, str] | None:
 def resolve_langs(src: str | None, tgt: str | None, pair: str | None) -> tuple[str, str]:
     """The direction: --src/--tgt, or else --pair read in the order written."""
     langs = parse_pair(pair)
-    if langs is not None:
-        src = src or langs[0]
-        tgt = tgt or langs[1]
+    if langs is not None:  # --pair de-en --src en means en -> de
+        if src in langs and not tgt:
+            tgt = langs[1 - langs.index(src)]
+        elif tgt in langs and not src:
+            src = langs[1 - langs.index(tgt)]
+        src, tgt = src or langs[0], tgt or langs[1]
     if not src or not tgt:
         raise ConfigError("give the languages with --src and --tgt (e.g. --src de --tgt en)")
     if src == tgt:

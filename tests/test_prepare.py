@@ -13,7 +13,7 @@ from hubcopy import build_hub_copy
 from mtkit import sources
 from mtkit.cleaning import Cleaner, CleanOptions, Deduplicator, normalize
 from mtkit.data import prepare
-from mtkit.errors import DataError
+from mtkit.errors import ConfigError, DataError
 
 M30K_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 
@@ -108,6 +108,14 @@ def test_direction_switch_swaps_the_files(multi30k, tmp_path):
     for name in ("train.de", "train.en", "test.de", "test.en"):
         assert read(runs["de"] / name) == read(runs["en"] / name)
     assert read(runs["de"] / "test.de") == m30k_lines(multi30k, "test", "de", 3000)
+
+
+def test_direction_from_pair_and_one_side():
+    assert sources.resolve_langs(None, None, "de-en") == ("de", "en")
+    assert sources.resolve_langs("en", None, "de-en") == ("en", "de")
+    assert sources.resolve_langs(None, "de", "de-en") == ("en", "de")
+    with pytest.raises(ConfigError, match="do not match --pair"):
+        sources.resolve_langs("fr", "en", "de-en")
 
 
 def test_limit_reads_the_first_pairs_of_each_split(cli, multi30k, tmp_path):
