@@ -9,9 +9,10 @@ The decoding state is a dict of batch-first tensors plus the int "step":
     src_mask  [B,1,1,S] bool, True where the source is a real token
     cross_k/v [B,L,H,S,Dh]    each decoder layer's keys/values of the encoder memory
     self_k/v  [B,L,H,C,Dh]    the self-attention cache, C >= step, grown by doubling
-Writing one position into a preallocated cache beat concatenation on the CPU
-(bench/models_step.py), so the cache is preallocated and attention reads its
-first `step + 1` positions.
+The cache is preallocated and each step writes one position and attends over the
+first `step + 1`: on the 2-core CPU (B=150, 3 layers) this ties with concatenating
+per step up to 30 steps and is 10-30% faster at 100, and it allocates nothing per
+step, which also suits the GPU's caching allocator.
 """
 
 from __future__ import annotations
