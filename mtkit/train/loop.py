@@ -169,6 +169,13 @@ class Trainer:
 
     # -- one update ---------------------------------------------------------------
 
+    def train_step(self, micro: list[int]) -> None:
+        """One update on the batches `micro` (indices into self.batches), one process:
+        what benchmarks time. The loop itself goes through _one_update."""
+        tokens = sum(target_tokens(self.tgt_lengths, self.batches[b]) for b in micro)
+        self._update(micro, tokens)
+        self.progress.step += 1
+
     def _update(self, micro: list[int], global_tokens: int) -> None:
         """Forward and backward over the micro-batches, then one optimiser step."""
         try:
