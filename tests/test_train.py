@@ -98,6 +98,25 @@ def test_label_smoothed_loss_and_gradient_match_torch():
     assert grad[1, 3:].abs().sum() == 0  # padding gets no gradient
 
 
+def test_padding_changes_no_loss():
+    """A pair's loss is the same alone and in a batch padded for a longer pair."""
+    from mtkit.batching import collate, encode_pairs
+    from mtkit.models import ModelConfig, build_model
+
+    config = ModelConfig(src_vocab_size=40, tgt_vocab_size=40, dropout=0.0, **TINY)
+    model = build_model(config).eval()
+    words = lambda lines: [[4 + len(w) for w in line.split()] for line in lines]  # noqa: E731
+    pairs = encode_pairs(["a bb", "c dd eee f gg h"], ["x", "yy zzz q r s t u"], words, words)
+
+    def loss_of(index):
+        batch = collate(pairs, index, pad_id=0, bos_id=2, eos_id=3)
+        logits = model(batch.src, batch.tgt_in)
+        return label_smoothed_loss(logits, batch.tgt_out, pad_id=0, smoothing=0.1)[0]
+
+    with torch.no_grad():
+        torch.testing.assert_close(loss_of([0, 1]), loss_of([0]) + loss_of([1]))
+
+
 def test_learning_rate_schedules():
     kw = dict(lr=1e-3, warmup=100, max_updates=1000)
     assert lr_at(50, schedule="inverse_sqrt", **kw) == pytest.approx(5e-4)
@@ -158,6 +177,8 @@ def test_resume_continues_the_same_loss_curve(m30k, tmp_path):
     assert [s for s, _ in curve_b] == [1, 2, 3, 4, 5, 6]
     assert [s for s, _ in curve_a] == [1, 2, 3, 4, 5, 6]
     assert [x for _, x in curve_b] == pytest.approx([x for _, x in curve_a], rel=1e-6)
+    again = train(tiny_config(m30k, tmp_path / "b", max_updates=6, resume=True, **kw))
+    assert again.step == 6 and len(records(tmp_path / "b", "train")) == 6  # nothing more to do
     a = torch.load(tmp_path / "a" / "checkpoint_last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

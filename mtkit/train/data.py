@@ -142,4 +142,6 @@ def _check_parallel(data_dir: Path, split: str, langs: dict, src: list, tgt: lis
             f"{split}.{langs['tgt']} has {len(tgt)}; the sides of a split must be parallel"
         )
     if not src:
-        raise DataError(f"{data_dir}/{split}.{langs['src']} is empty; nothing to train on")
+        raise DataError(
+            f"{data_dir}/{split}.{langs['src']} is empty; {split} needs at least one pair"
+        )

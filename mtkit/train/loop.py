@@ -90,7 +90,7 @@ class Trainer:
         if self.progress.epoch:
             self.share = self._epoch_share(self.progress.epoch)
         with _signals(self._on_signal), self._progress_bar():
-            reason = None
+            reason = self._already_done()
             while not reason:
                 reason = self._one_update()
         return TrainResult(
@@ -237,6 +237,27 @@ class Trainer:
 
     def _on_signal(self, signum: int) -> None:
         self.signal = signum
+
+    def _already_done(self) -> str | None:
+        """A resumed run whose limits were reached before: nothing to do (no extra update)."""
+        cfg, p = self.config, self.progress
+        epoch_done = bool(self.share) and p.pos >= len(self.share)
+        if cfg.max_updates and p.step >= cfg.max_updates:
+            reason = "max_updates"
+        elif cfg.max_epochs and (
+            p.epoch > cfg.max_epochs or (epoch_done and p.epoch == cfg.max_epochs)
+        ):
+            reason = "max_epochs"
+        elif cfg.max_time and p.elapsed >= cfg.max_time:
+            reason = "max_time"
+        else:
+            return None
+        log.info(
+            "the run already reached its limit (%s) at step %d; raise it to go on",
+            reason.replace("_", " "),
+            p.step,
+        )
+        return reason
 
     def _stop_reason(self, epoch_done: bool) -> str | None:
         cfg, p = self.config, self.progress

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from mtkit.errors import ConfigError
+from mtkit.errors import ConfigError, DataError
 from mtkit.train.config import TrainConfig, resume_mismatches
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,16 @@ def build_trainer(config: TrainConfig, dist):
     )
     _log_dropped(dropped, len(data.train))
     t.batches = make_batches(t.pairs, max_tokens=config.max_tokens, seed=config.seed)
+    if not t.batches:
+        raise DataError(
+            f"no training pairs left after skipping {dropped}; raise --max-tokens or "
+            "--set max_positions=N, or check the data"
+        )
+    if len(t.batches) < dist.world_size:
+        raise DataError(
+            f"{len(t.batches)} training batches for {dist.world_size} processes; use more data, "
+            "a smaller --max-tokens or fewer processes"
+        )
     t.tgt_lengths = t.pairs.tgt.lengths().tolist()
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     t.raw = build_model(model_config).to(dist.device)
