@@ -41,7 +41,9 @@ class ModelConfig:
     # needs a joint vocabulary, so src_vocab_size == tgt_vocab_size.
     share_embeddings: bool = True
     max_positions: int = 1024
-    # RNN only: the cell of encoder and decoder, and the attention score.
+    # RNN only: the cell of encoder and decoder, and the attention score ("luong" is
+    # Luong's "general" score). d_model is the RNN's hidden size (d_model // 2 per
+    # encoder direction) and its embedding size; n_heads, d_ff and pre_norm are unused.
     rnn_cell: str = "lstm"
     attention: str = "luong"
 
