@@ -246,7 +246,7 @@ def _configs(where, path, known_configs, revision) -> tuple[str, Any]:
 def _choose_config(where, configs, config, pair) -> str | None:
     names = list(configs)
     if config is not None:
-        if config not in names and names != ["default"]:
+        if config not in names:
             raise DataError(f"{where} has no config {config!r}; it has: {', '.join(names)}")
         return config
     if len(names) == 1:
