@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -176,9 +177,11 @@ def _quantize_int8(model):
         if isinstance(module, nn.Linear) and name not in direct
     }
     qconfig = torch.ao.quantization.default_dynamic_qconfig
-    return torch.ao.quantization.quantize_dynamic(
-        model, {name: qconfig for name in names}, dtype=torch.qint8
-    )
+    with warnings.catch_warnings():  # torch.ao says it will move to torchao; it works today
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            model, {name: qconfig for name in names}, dtype=torch.qint8
+        )
 
 
 # -- reading and writing -------------------------------------------------------
