@@ -232,6 +232,25 @@ def test_out_of_memory_says_what_to_do(m30k, tmp_path, monkeypatch):
         trainer.run()
 
 
+def test_update_with_nonfinite_gradient_is_skipped(m30k, tmp_path, monkeypatch):
+    from mtkit.train import distributed
+    from mtkit.train.setup import build_trainer
+
+    trainer = build_trainer(tiny_config(m30k, tmp_path / "run"), distributed.setup("cpu"))
+    forward_backward = trainer._forward_backward
+
+    def poisoned(*args):
+        forward_backward(*args)
+        next(trainer.raw.parameters()).grad[0] = float("nan")
+
+    before = {k: v.clone() for k, v in trainer.raw.state_dict().items()}
+    monkeypatch.setattr(trainer, "_forward_backward", poisoned)
+    trainer.train_step([0])
+    after = trainer.raw.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.interval.take(trainer.dist, time.monotonic())["skipped_updates"] == 1
+
+
 def test_vocabulary_that_does_not_cover_the_pair(m30k, tmp_path):
     """Source text in another script: the joint model leaves most pieces unknown."""
     cyrillic = str.maketrans("aeiouptkbdg", "аеиоуптквдг")

@@ -221,17 +221,18 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         limit = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), limit)
+        skipped = (~torch.isfinite(norm)).float()  # 1.0 when a gradient is inf/nan
         if self.scaler:
             self.scaler.step(self.optimizer)  # skips the step itself on inf/nan
             self.scaler.update()
-        elif torch.isfinite(norm):
-            self.optimizer.step()
         else:
-            log.warning(
-                "step %d: gradient norm is %s; update skipped", self.progress.step + 1, norm
-            )
+            # The fused optimiser skips the step on the device when found_inf is 1,
+            # so no update waits for the GPU to say whether the gradients were finite.
+            self.optimizer.grad_scale, self.optimizer.found_inf = None, skipped
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.interval.lr, self.interval.grad_norm = lr, norm
+        self.interval.skipped += skipped
 
     # -- stopping -----------------------------------------------------------------
 
@@ -419,6 +420,7 @@ class _Interval:
 
     def reset(self, now: float) -> None:
         self.loss, self.nll, self.tokens, self.since = 0.0, 0.0, 0, now
+        self.skipped = 0.0
 
     def add(self, loss, nll, tokens: int) -> None:
         self.loss += loss  # tensors: summed on the device, read once per log line
@@ -429,6 +431,7 @@ class _Interval:
         loss, nll, tokens = distributed.sum_all(
             dist, [float(self.loss), float(self.nll), float(self.tokens)]
         )
+        skipped = int(float(self.skipped))
         seconds = max(now - self.since, 1e-9)
         self.reset(now)
         if not tokens:
@@ -441,6 +444,7 @@ class _Interval:
             "grad_norm": float(self.grad_norm),
             "tokens_per_s": tokens / seconds,
             "tokens": int(tokens),
+            **({"skipped_updates": skipped} if skipped else {}),
         }
 
 

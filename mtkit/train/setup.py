@@ -169,9 +169,7 @@ def build_trainer(config: TrainConfig, dist):
 def _optimizer(model, config: TrainConfig, dist):
     from mtkit.train.optim import build_optimizer
 
-    return build_optimizer(
-        model, lr=config.lr, weight_decay=config.weight_decay, device_type=dist.device.type
-    )
+    return build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _restore(t, ckpt: dict) -> None:
