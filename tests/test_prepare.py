@@ -39,11 +39,17 @@ def text_args(multi30k: Path, src: str, tgt: str) -> list[str]:
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(("error:", "Error")), result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
+
+
+@pytest.fixture
+def own_cache(monkeypatch, tmp_path):
+    """A datasets cache of this test's own, so runs beside other test runs never share locks."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -313,12 +319,12 @@ def test_bad_language_options(cli, tmp_path):
     assert_one_line_error(result, "not a language pair")
 
 
-def test_unknown_pair_lists_the_pairs(cli, tmp_path):
+def test_unknown_pair_lists_the_pairs(cli, own_cache, tmp_path):
     result = cli("prepare", "--dataset", "wmt14", "--pair", "xx-en", "--out", tmp_path / "o")
     assert_one_line_error(result, "wmt/wmt14 has no pair xx-en", "de-en", "fr-en")
 
 
-def test_unreachable_hub_says_what_to_do(cli, tmp_path):
+def test_unreachable_hub_says_what_to_do(cli, own_cache, tmp_path):
     # conftest sets HF_HUB_OFFLINE=1, which datasets reports like an unreachable hub
     result = cli("prepare", "--dataset", "wmt14", "--pair", "de-en", "--out", tmp_path / "o")
     assert_one_line_error(
@@ -326,7 +332,7 @@ def test_unreachable_hub_says_what_to_do(cli, tmp_path):
     )
 
 
-def test_languages_the_dataset_lacks_are_listed(cli, hub, tmp_path):
+def test_languages_the_dataset_lacks_are_listed(cli, own_cache, hub, tmp_path):
     result = cli("prepare", "--dataset", "wmt14", "--config", "de-en", "--local-hub", hub,
                  "--src", "fr", "--tgt", "en", "--out", tmp_path / "o")  # fmt: skip
     assert_one_line_error(result, "has languages de, en", "--src fr")
