@@ -41,7 +41,8 @@ def text_args(multi30k: Path, src: str, tgt: str) -> list[str]:
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.returncode != 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(("error:", "Error")), result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("error:", "Error"))]
+    assert len(errors) == 1, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
 
