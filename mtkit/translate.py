@@ -302,16 +302,12 @@ def _translate_chunk(translator, lines, first, options, batching, warned):
     max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
     for batch in _batches(todo, ids, rows_per_sentence, max_tokens, batching.batch_size):
         hyps = search(translator.models, _pad(batch, ids, translator), options)
-        texts = translator.tgt_tokenizer.decode([h.tokens for per in hyps for h in per])
-        scores = [h.score for per in hyps for h in per]
+        flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
+        texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
+        pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
         n = options.nbest
         for j, i in enumerate(batch):
-            results[i] = [
-                (_one_line(text), score)
-                for text, score in zip(
-                    texts[j * n : (j + 1) * n], scores[j * n : (j + 1) * n], strict=True
-                )
-            ]
+            results[i] = pairs[j * n : (j + 1) * n]
     return results
 
 
