@@ -232,6 +232,37 @@ def test_out_of_memory_says_what_to_do(m30k, tmp_path, monkeypatch):
         trainer.run()
 
 
+def test_separate_vocabularies_and_config_file(m30k, tmp_path):
+    """--src-spm/--tgt-spm: no shared embeddings; --config takes a run's config.json."""
+    from mtkit.tokenizer import SpmOptions, train_spm
+    from mtkit.train.config import model_overrides
+
+    data = m30k["data"]
+    src_spm, tgt_spm = train_spm(
+        [data / "train.de", data / "train.en"],
+        tmp_path / "spm",
+        SpmOptions(vocab_size=500),
+        separate=True,
+    )
+    (tmp_path / "config.json").write_text(json.dumps({"model": {**TINY, "src_vocab_size": 9}}))
+    overrides = model_overrides(str(tmp_path / "config.json"), ["dropout=0.2"])
+    assert overrides == {**TINY, "dropout": "0.2"}
+    config = tiny_config(
+        m30k,
+        tmp_path / "run",
+        spm=None,
+        src_spm=str(src_spm),
+        tgt_spm=str(tgt_spm),
+        model_overrides=overrides,
+        max_updates=2,
+    )
+    train(config)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    assert ckpt["model_config"]["share_embeddings"] is False
+    assert ckpt["model_config"]["dropout"] == 0.2
+    assert ckpt["spm"]["src"] == src_spm.read_bytes() and ckpt["spm"]["tgt"] != ckpt["spm"]["src"]
+
+
 def test_update_with_nonfinite_gradient_is_skipped(m30k, tmp_path, monkeypatch):
     from mtkit.train import distributed
     from mtkit.train.setup import build_trainer
