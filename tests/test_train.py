@@ -3,6 +3,7 @@ torchrun, and says clearly what is wrong with its input. Tiny models on real Mul
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -256,6 +257,9 @@ def test_separate_vocabularies_and_config_file(m30k, tmp_path):
         model_overrides=overrides,
         max_updates=2,
     )
+    swapped = dataclasses.replace(config, src_spm=config.tgt_spm, tgt_spm=config.src_spm)
+    with pytest.raises(DataError, match="swapped"):
+        train(swapped)
     train(config)
     ckpt = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
     assert ckpt["model_config"]["share_embeddings"] is False

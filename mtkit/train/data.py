@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,13 +76,21 @@ def read_lines(path: Path) -> list[str]:
         return [line.rstrip("\r\n") for line in file]
 
 
-def load_tokenizers(spm: str | None, src_spm: str | None, tgt_spm: str | None):
+def load_tokenizers(spm: str | None, src_spm: str | None, tgt_spm: str | None, langs: dict):
     """The source and target Tokenizers (the same one twice for a joint model)."""
     from mtkit.tokenizer import Tokenizer
 
     if spm:
         tok = Tokenizer.from_file(Path(spm))
         return tok, tok
+    for side, path in (("src", src_spm), ("tgt", tgt_spm)):
+        named = re.fullmatch(r"spm\.(.+)\.model", Path(path).name)
+        if named and named.group(1) != langs[side]:
+            raise DataError(
+                f"--{side}-spm {path} is train-bpe's model for {named.group(1)!r}, but the "
+                f"{'source' if side == 'src' else 'target'} language is {langs[side]!r}; "
+                "are --src-spm and --tgt-spm swapped?"
+            )
     return Tokenizer.from_file(Path(src_spm)), Tokenizer.from_file(Path(tgt_spm))
 
 
@@ -111,7 +120,7 @@ def load_run_data(config) -> RunData:
     langs = pair_langs(data_dir, config.src, config.tgt)
     if langs["src"] == langs["tgt"]:
         raise DataError(f"source and target are both {langs['src']!r}; pass --src and --tgt")
-    src_tok, tgt_tok = load_tokenizers(config.spm, config.src_spm, config.tgt_spm)
+    src_tok, tgt_tok = load_tokenizers(config.spm, config.src_spm, config.tgt_spm, langs)
     text = {}
     for split in ("train", "valid"):
         for side in ("src", "tgt"):
