@@ -109,7 +109,6 @@ def build_trainer(config: TrainConfig, dist):
     """A Trainer ready to run: fresh, or restored from RUN/checkpoint_last.pt."""
     import torch
 
-    from mtkit.batching import filter_pairs, make_batches
     from mtkit.models import build_model
     from mtkit.train.data import load_run_data
     from mtkit.train.loop import Trainer
@@ -125,22 +124,7 @@ def build_trainer(config: TrainConfig, dist):
         check_resume(ckpt, config, model_config, data)
     t = Trainer()
     t.config, t.model_config, t.dist, t.data, t.out = config, model_config, dist, data, out
-    t.pairs, dropped = filter_pairs(
-        data.train, max_len=model_config.max_positions, max_tokens=config.max_tokens
-    )
-    _log_dropped(dropped, len(data.train))
-    t.batches = make_batches(t.pairs, max_tokens=config.max_tokens, seed=config.seed)
-    if not t.batches:
-        raise DataError(
-            f"no training pairs left after skipping {dropped}; raise --max-tokens or "
-            "--set max_positions=N, or check the data"
-        )
-    if len(t.batches) < dist.world_size:
-        raise DataError(
-            f"{len(t.batches)} training batches for {dist.world_size} processes; use more data, "
-            "a smaller --max-tokens or fewer processes"
-        )
-    t.tgt_lengths = t.pairs.tgt.lengths().tolist()
+    _batches(t)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     t.raw = build_model(model_config).to(dist.device)
     precision = resolve_precision(config.precision, dist.device)
@@ -153,17 +137,35 @@ def build_trainer(config: TrainConfig, dist):
     _wrap(t, config, dist)
     if dist.is_main:
         _start_files(t, resumed=ckpt is not None)
+        n_params = sum(p.numel() for p in t.raw.parameters())
         log.info(
-            "%s: %s pairs in %d batches of <= %d tokens, %s parameters, %s on %s",
-            config.arch,
-            f"{len(t.pairs):,}",
-            len(t.batches),
-            config.max_tokens,
-            f"{sum(p.numel() for p in t.raw.parameters()):,}",
-            precision,
-            dist.device,
+            f"{config.arch}: {len(t.pairs):,} pairs in {len(t.batches):,} batches of <= "
+            f"{config.max_tokens} tokens, {n_params:,} parameters, {precision} on {dist.device}"
         )
     return t
+
+
+def _batches(t) -> None:
+    """The trainable pairs and their token-budget batches, fixed for the whole run."""
+    from mtkit.batching import filter_pairs, make_batches
+
+    config, dist = t.config, t.dist
+    t.pairs, dropped = filter_pairs(
+        t.data.train, max_len=t.model_config.max_positions, max_tokens=config.max_tokens
+    )
+    _log_dropped(dropped, len(t.data.train))
+    t.batches = make_batches(t.pairs, max_tokens=config.max_tokens, seed=config.seed)
+    if not t.batches:
+        raise DataError(
+            f"no training pairs left after skipping {dropped}; raise --max-tokens or "
+            "--set max_positions=N, or check the data"
+        )
+    if len(t.batches) < dist.world_size:
+        raise DataError(
+            f"{len(t.batches)} training batches for {dist.world_size} processes; use more data, "
+            "a smaller --max-tokens or fewer processes"
+        )
+    t.tgt_lengths = t.pairs.tgt.lengths().tolist()
 
 
 def _optimizer(model, config: TrainConfig, dist):
