@@ -194,6 +194,14 @@ def report(r: dict) -> str:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS: VmHWM, which exec resets (ru_maxrss keeps the parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
