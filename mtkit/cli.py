@@ -230,6 +230,10 @@ def translate_command(
     len_norm: Annotated[
         bool, typer.Option("--len-norm", help="Rank by mean log-probability instead.")
     ] = False,
+    early_stop: Annotated[
+        bool,
+        typer.Option("--early-stop", help="End a sentence when the best candidate ends (faster)."),
+    ] = False,
     max_len_a: Annotated[
         float, typer.Option(help="Max target tokens = a * source tokens + b.")
     ] = 1.2,
@@ -281,6 +285,7 @@ def translate_command(
         min_len=min_len,
         len_penalty=len_penalty,
         len_norm=len_norm,
+        early_stop=early_stop,
         sampling=sampling,
         top_k=top_k,
         top_p=top_p,

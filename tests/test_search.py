@@ -262,3 +262,14 @@ def test_min_len_and_max_len_together_fix_the_length(trained, beam_size):
     model, _, ids = trained
     options = SearchOptions(beam_size=beam_size, min_len=6, max_len_a=0.0, max_len_b=6)
     assert {len(h[0].tokens) for h in search(model, _pad(ids[:8]), options)} == {6}
+
+
+def test_early_stop_ends_no_later_and_keeps_nbest(trained):
+    model, _, ids = trained
+    src = _pad(ids)
+    late = search(model, src, SearchOptions(beam_size=4, nbest=2))
+    early = search(model, src, SearchOptions(beam_size=4, nbest=2, early_stop=True))
+    assert all(len(hyps) == 2 for hyps in early)
+    # Stopping earlier can only miss hypotheses: the best found is never better.
+    for first, last in zip(early, late, strict=True):
+        assert first[0].score <= last[0].score + 1e-5
