@@ -397,19 +397,21 @@ def translate_file(
         lines = read_lines(source, name)
         results = translate_lines(translator, lines, search_options, batching)
         with _progress(output_path is not None, total) as advance:
-            return _write(results, sink, search_options.nbest > 1, advance)
+            every = min(1000, batching.chunk_lines)  # a chunk's lines leave at once
+            return _write(results, sink, search_options.nbest > 1, advance, every)
 
 
-def _write(results, sink: BinaryIO, nbest: bool, advance) -> int:
+def _write(results, sink: BinaryIO, nbest: bool, advance, every: int) -> int:
+    """Write results as they come, flushing (and advancing the bar) every `every` lines."""
     count = 0
     for line_no, hyps in enumerate(results):
         text = format_nbest(line_no, hyps) if nbest else hyps[0][0] + "\n"
         sink.write(text.encode("utf-8"))
         count += 1
-        if count % 1000 == 0:
-            advance(1000)
+        if count % every == 0:
+            advance(every)
             sink.flush()
-    advance(count % 1000)
+    advance(count % every)
     return count
 
 
