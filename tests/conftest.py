@@ -41,3 +41,20 @@ def run_mtkit(*args: str, input: str | None = None, cwd: Path | None = None):
 def cli():
     """The `run_mtkit` function, for tests that drive the command line."""
     return run_mtkit
+
+
+def call_main(monkeypatch, *args: str, stdin: bytes | None = None) -> int:
+    """`mtkit ARGS` through the real entry point, in this process (no torch start-up
+    per call); returns the exit code. The caller reads output from capsys."""
+    import io
+
+    from mtkit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mtkit", *map(str, args)])
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    try:
+        main()
+    except SystemExit as exit:
+        return exit.code or 0
+    return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import call_main
 
 from mtkit.errors import ConfigError, DataError, MtkitError
 from mtkit.train import TrainConfig, parse_duration, train
@@ -306,15 +307,8 @@ def mtkit_args(m30k, out: Path, *extra: str) -> list[str]:
 
 
 def main_in_process(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """`mtkit ARGS` through the real entry point, in this process (no torch start-up cost)."""
-    from mtkit.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["mtkit", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
+    """`mtkit ARGS` in this process: (exit code, stdout, stderr)."""
+    code = call_main(monkeypatch, *args)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import call_main
 from test_search import tiny_checkpoint
 
 from mtkit.errors import DataError
@@ -77,19 +78,9 @@ def test_token_budget_smaller_than_a_sentence_still_translates(transformer_ckpt,
 @pytest.fixture
 def mtkit_main(monkeypatch, capsysbinary):
     """Run `mtkit ARGS` in this process: returns (exit code, stdout, stderr) as text."""
-    import io
-    import sys
-
-    from mtkit.cli import main
 
     def run(*args, input: bytes = b""):
-        monkeypatch.setattr(sys, "argv", ["mtkit", *map(str, args)])
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
-        try:
-            main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code or 0
+        code = call_main(monkeypatch, *args, stdin=input)
         out, err = capsysbinary.readouterr()
         return Run(code, out.decode("utf-8"), err.decode("utf-8"))
 
