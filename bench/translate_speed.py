@@ -134,8 +134,8 @@ class _Counting:
 
 
 def _speed(model_path, source, refs, device, threads, forced, quantize="none") -> None:
-    from mtkit.search import SearchOptions
-    from mtkit.translate import RuntimeOptions, load_translator, translate_lines
+    from mtkit.translate.search import SearchOptions
+    from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
     runtime = RuntimeOptions(device=device, quantize=quantize, threads=threads)
     translator = load_translator([model_path], runtime)

@@ -274,8 +274,8 @@ def translate_command(
     ] = None,
 ) -> None:
     """Translate text with one checkpoint or an ensemble: one line out for every line in."""
-    from mtkit.search import SearchOptions
-    from mtkit.translate import BatchOptions, RuntimeOptions, translate_file
+    from mtkit.translate.search import SearchOptions
+    from mtkit.translate.stream import BatchOptions, RuntimeOptions, translate_file
 
     search = SearchOptions(
         beam_size=beam,
@@ -597,10 +597,10 @@ def prepare_command(
     test stay line for line. Files are named by language code (train.de, train.en).
     """
     given = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
-    from mtkit import sources
-    from mtkit.cleaning import CleanOptions
-    from mtkit.data import prepare
     from mtkit.errors import ConfigError
+    from mtkit.prepare import sources
+    from mtkit.prepare.cleaning import CleanOptions
+    from mtkit.prepare.pipeline import prepare
 
     clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
     clean.validate()

@@ -8,7 +8,7 @@ special ids, which the models and checkpoints rely on:
 
 `Tokenizer.encode` returns the bare subword ids; the caller adds the specials:
 the source is `ids + [eos]`, the decoder input `[bos] + ids` and its output
-`ids + [eos]` (teacher forcing). Reading corpora and cleaning them is `mtkit.data`'s job.
+`ids + [eos]` (teacher forcing). Reading corpora and cleaning them is `mtkit.prepare`'s job.
 """
 
 from __future__ import annotations

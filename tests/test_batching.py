@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from mtkit.batching import (
+from mtkit.train.batching import (
     batch_cost,
     collate,
     encode_pairs,

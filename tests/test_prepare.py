@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from hubcopy import build_hub_copy
 
-from mtkit import sources
-from mtkit.cleaning import Cleaner, CleanOptions, Deduplicator, normalize
-from mtkit.data import prepare
 from mtkit.errors import ConfigError, DataError
+from mtkit.prepare import sources
+from mtkit.prepare.cleaning import Cleaner, CleanOptions, Deduplicator, normalize
+from mtkit.prepare.pipeline import prepare
 
 M30K_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtkit.search import SearchOptions, beam_search, greedy_search, search
+from mtkit.translate.search import SearchOptions, beam_search, greedy_search, search
 
 ARCHS = ("transformer", "rnn")
 VOCAB = 200
@@ -57,7 +57,7 @@ def _config(arch: str):
 
 def _train(model, ids: list[list[int]], steps: int, lr: float) -> None:
     """A few hundred Adam steps of teacher forcing on copying (source = target)."""
-    from mtkit.batching import pad_rows
+    from mtkit.train.batching import pad_rows
 
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -147,7 +147,7 @@ def trained(request, multi30k):
 
 
 def _pad(rows: list[list[int]]) -> torch.Tensor:
-    from mtkit.batching import pad_rows
+    from mtkit.train.batching import pad_rows
 
     return pad_rows(rows, 0)
 
@@ -160,7 +160,7 @@ def test_beam_one_equals_greedy(trained):
 
 def test_beam_one_search_path_equals_greedy(trained):
     """Beam search's own loop with K=1 (not the greedy shortcut) picks the same tokens."""
-    from mtkit import search as S
+    from mtkit.translate import search as S
 
     model, _, ids = trained
     src = _pad(ids)

@@ -102,8 +102,8 @@ def test_label_smoothed_loss_and_gradient_match_torch():
 
 def test_padding_changes_no_loss():
     """A pair's loss is the same alone and in a batch padded for a longer pair."""
-    from mtkit.batching import collate, encode_pairs
     from mtkit.models import ModelConfig, build_model
+    from mtkit.train.batching import collate, encode_pairs
 
     config = ModelConfig(src_vocab_size=40, tgt_vocab_size=40, dropout=0.0, **TINY)
     model = build_model(config).eval()

@@ -4,7 +4,7 @@ The package splits the job: `config` (options), `data` (files, vocabulary
 checks, encoding), `optim` (loss, Adam, schedules), `setup` (building a run,
 resuming), `loop` (updates, validation, saving, stopping), `validate`,
 `distributed` (torchrun) and `state` (RNG, RUN/ JSON files). Models are
-`mtkit.models`'; batches `mtkit.batching`'s; the file format `mtkit.checkpoint`'s.
+`mtkit.models`'; batches `mtkit.train.batching`'s; the file format `mtkit.checkpoint`'s.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Owns finding DATA/{train,valid}.{src,tgt}, checking that the SentencePiece
 model(s) fit the pair (unknown-piece rate) and encoding the text once. Cutting
-batches is `mtkit.batching`'s job; reading raw corpora is `mtkit.data`'s.
+batches is `mtkit.train.batching`'s job; reading raw corpora is `mtkit.prepare.pipeline`'s.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RunData:
     langs: dict  # {"src": "de", "tgt": "en"}
     src_tok: object  # mtkit.tokenizer.Tokenizer
     tgt_tok: object
-    train: object  # mtkit.batching.Pairs
+    train: object  # mtkit.train.batching.Pairs
     valid: object
     valid_src_lines: list  # the raw text, for BLEU references
     valid_tgt_lines: list
@@ -110,7 +110,7 @@ def check_unk_rate(tok, lines: list[str], lang: str, path: Path) -> float:
 
 def load_run_data(config) -> RunData:
     """Read, check and encode the training and validation pairs for `config` (a TrainConfig)."""
-    from mtkit.batching import encode_pairs
+    from mtkit.train.batching import encode_pairs
 
     data_dir = Path(config.data)
     if not data_dir.is_dir():

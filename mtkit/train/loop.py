@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtkit.batching import collate, epoch_order, rank_share, target_tokens
 from mtkit.checkpoint import prune_checkpoints, save_checkpoint
 from mtkit.errors import MtkitError
 from mtkit.train import distributed
+from mtkit.train.batching import collate, epoch_order, rank_share, target_tokens
 from mtkit.train.optim import label_smoothed_loss, lr_at, set_lr
 from mtkit.train.state import publish, rng_state
 from mtkit.train.validate import validate

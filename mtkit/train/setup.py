@@ -147,7 +147,7 @@ def build_trainer(config: TrainConfig, dist):
 
 def _batches(t) -> None:
     """The trainable pairs and their token-budget batches, fixed for the whole run."""
-    from mtkit.batching import filter_pairs, make_batches
+    from mtkit.train.batching import filter_pairs, make_batches
 
     config, dist = t.config, t.dist
     t.pairs, dropped = filter_pairs(

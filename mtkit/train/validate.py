@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from mtkit.batching import Pairs, collate, filter_pairs, make_batches, subset
 from mtkit.train import distributed
+from mtkit.train.batching import Pairs, collate, filter_pairs, make_batches, subset
 
 # Validation loss uses the usual smoothing, so it is comparable with the training loss.
 VALID_SMOOTHING = 0.1
@@ -58,7 +58,7 @@ def _greedy_bleu(model, cfg, data, dist, max_tokens: int, n_sentences: int) -> f
     import sacrebleu
     import torch
 
-    from mtkit.search import greedy_search
+    from mtkit.translate.search import greedy_search
 
     n = min(n_sentences, len(data.valid)) if n_sentences else len(data.valid)
     index = torch.arange(n)

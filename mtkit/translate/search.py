@@ -8,7 +8,7 @@ finished sentences, so the batch shrinks as sentences end. Nothing in the loop
 runs Python per hypothesis: beams live as [B*K] rows and are chosen by one
 `topk` over the K*V continuations of each sentence.
 
-Leaves to others: tokenization, batching, files and order (mtkit.translate), the
+Leaves to others: tokenization, batching, files and order (mtkit.translate.stream), the
 cache layout (mtkit.models).
 
 Scores. A hypothesis is ranked by its log-probability (the sum over its tokens,

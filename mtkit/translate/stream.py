@@ -3,9 +3,9 @@
 Owns the stream around the search: loading checkpoints for inference (device,
 precision, int8 quantization), reading UTF-8 lines in chunks, encoding them with
 the checkpoint's own SentencePiece model, sorting each chunk by length into
-token-budget batches, calling mtkit.search, restoring input order and writing
+token-budget batches, calling mtkit.translate.search, restoring input order and writing
 lines as each chunk completes (to a temporary file renamed at the end with -o).
-The search itself lives in mtkit.search, the checkpoint format in mtkit.checkpoint.
+The search itself lives in mtkit.translate.search, the checkpoint format in mtkit.checkpoint.
 
 Line rules: an empty (or blank) line gives an empty line without being decoded;
 a line longer than the model's max_positions is cut to fit, with a warning;
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mtkit.errors import CheckpointError, ConfigError, DataError
-from mtkit.search import SearchOptions, check_options, search
+from mtkit.translate.search import SearchOptions, check_options, search
 
 log = logging.getLogger(__name__)
 

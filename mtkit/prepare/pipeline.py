@@ -4,7 +4,7 @@ Owns the pipeline and what lands on disk: OUT/{train,valid,test}.{lang} (the
 language codes are the suffixes, e.g. train.de and train.en) and
 OUT/manifest.json. Every split is normalised (whitespace, control characters);
 only train is filtered, so valid and test keep their lines one for one. Reading
-is `mtkit.sources`, the filters are `mtkit.cleaning`.
+is `mtkit.prepare.sources`, the filters are `mtkit.prepare.cleaning`.
 
 Everything streams a batch at a time, so memory does not grow with the corpus
 (apart from the duplicate filter's 8 bytes a pair). Files are written under a
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mtkit import __version__
-from mtkit.cleaning import Cleaner, CleanOptions, normalize_lines
 from mtkit.errors import ConfigError, DataError
-from mtkit.sources import Batch, Source, SplitStream
+from mtkit.prepare.cleaning import Cleaner, CleanOptions, normalize_lines
+from mtkit.prepare.sources import Batch, Source, SplitStream
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ direction the user chose, plus a description for the manifest. Every
 `translation` dict column or one column per language. Plain text and TSV files
 are read line by line into the same batches (datasets' Python-generator path
 costs 3-140 µs a pair, 10-100 times the reading itself). Cleaning is
-`mtkit.cleaning`; writing is `mtkit.data`.
+`mtkit.prepare.cleaning`; writing is `mtkit.prepare.pipeline`.
 """
 
 from __future__ import annotations

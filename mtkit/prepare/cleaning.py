@@ -4,7 +4,7 @@ Owns what happens to a batch of (src, tgt) pairs between reading and writing:
 `normalize` (every split: whitespace and control characters, so one sentence
 stays one line) and `Cleaner` (the training split only: empty sides, over-long
 lines, bad length ratios, exact duplicates), which counts what each filter
-dropped. Reading sources is `mtkit.sources`; writing files is `mtkit.data`.
+dropped. Reading sources is `mtkit.prepare.sources`; writing files is `mtkit.prepare.pipeline`.
 """
 
 from __future__ import annotations
