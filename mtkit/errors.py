@@ -20,3 +20,7 @@ class ConfigError(MtkitError):
 
 class CheckpointError(MtkitError):
     """A file that is not a usable mtkit checkpoint."""
+
+
+class WriteError(MtkitError):
+    """A file that could not be written: no space, a read-only disk, no permission."""

@@ -1,0 +1,177 @@
+"""What every stage shares on disk: atomic writes, and reading plain or gzip text.
+
+Every file mtkit writes goes through `atomic_write`: it is written under a
+temporary name beside its destination and renamed into place only when
+complete, so a crash, Ctrl-C or a full disk never leaves a file under its final
+name that looks finished, and never leaves the temporary file behind. A write
+that fails for want of space or permission becomes one `WriteError` line that
+names the file and the reason.
+
+Every text file mtkit reads goes through `open_text`/`text_lines`: UTF-8, gzip
+recognised by its magic bytes, only LF ending a line (as for `wc -l` and
+SentencePiece), and read errors named by file and line.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import os
+import sys
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from mtkit.errors import DataError, WriteError
+
+# errno -> (what happened, what to do): the failures a user can cause and fix.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere"),
+    errno.EFBIG: ("file too large (file-size limit)", "raise the limit or write elsewhere"),
+    errno.EROFS: ("read-only file system", "write somewhere writable"),
+    errno.EACCES: ("permission denied", "check the directory's permissions or write elsewhere"),
+    errno.EPERM: ("operation not permitted", "check the permissions or write elsewhere"),
+}
+
+
+def write_error(path: Path | str, error: OSError) -> Exception:
+    """The one-line WriteError for a failed write of `path`, or `error` itself when unknown."""
+    what = _WRITE_FAILURES.get(error.errno)
+    if what is None:
+        return error
+    reason, advice = what
+    return WriteError(f"could not write {path}: {reason}; {advice}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
+    """A file object whose contents appear at `path` only if the block completes.
+
+    `mode` is "wb" or "w" (UTF-8 text). `fsync` forces the data to disk before
+    the rename, for files whose loss after a power cut would cost work
+    (checkpoints). The missing parent directory is an error, not created.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise DataError(f"directory {directory} does not exist; create it first")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise write_error(path, error) from None
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as file:
+            yield file
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
+        os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        # Errors of the block's own reads name their file; a failed write to ours names none.
+        if error.filename not in (None, temp):
+            raise
+        raise write_error(path, error) from None
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write a small text file atomically (JSON, manifests, reports)."""
+    with atomic_write(path, "w") as file:
+        file.write(text)
+
+
+def check_readable(path: Path | str) -> Path:
+    """`path` as a Path, or DataError when it is missing or a directory."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no such file: {path} (check the path)")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; expected a text file")
+    return path
+
+
+def open_binary(path: Path | str) -> IO[bytes]:
+    """A binary stream of the file's text: gunzipped when it starts with gzip's magic bytes."""
+    path = check_readable(path)
+    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    if raw.read(2) == b"\x1f\x8b":
+        raw.close()
+        stream = gzip.open(path, "rb")
+        try:
+            stream.peek(1)  # a broken header or first block fails here, before any work
+        except (OSError, EOFError, zlib.error) as error:
+            stream.close()
+            raise DataError(
+                f"cannot read {path} as gzip ({error}); is the file complete?"
+            ) from None
+        return stream
+    if path.suffix == ".gz":
+        raw.close()
+        raise DataError(
+            f"{path} ends in .gz but is not gzip-compressed; rename it or recompress it"
+        )
+    raw.seek(0)
+    return raw
+
+
+def open_text(path: Path | str) -> IO[str]:
+    """A UTF-8 text stream of a plain or gzip file; only LF ends a line (a stray CR stays)."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="\n")
+
+
+@contextmanager
+def input_stream(path: Path | str | None) -> Iterator[IO[bytes]]:
+    """A binary stream over `path` (plain or gzip), or standard input when it is None."""
+    if path is None:
+        yield sys.stdin.buffer
+        return
+    stream = open_binary(path)
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+def text_lines(stream: IO[bytes], name: str) -> Iterator[str]:
+    """The lines of a binary stream, decoded as UTF-8, without the final LF.
+
+    Only LF ends a line, so a stray CR or U+2028 stays inside it; callers strip
+    what their format wants stripped. Bad UTF-8 and truncated gzip become one
+    DataError naming `name` and the line.
+    """
+    number = 0
+    try:
+        for number, raw in enumerate(stream, 1):  # noqa: B007 - number is used below
+            yield raw.decode("utf-8").removesuffix("\n")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{name} line {number} is not valid UTF-8 ({error.reason} at byte {error.start}); "
+            "convert it to UTF-8, e.g. with iconv"
+        ) from None
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"cannot read {name} after line {number} ({error}); is it complete?"
+        ) from None
+
+
+def read_text_lines(path: Path | str | None) -> list[str]:
+    """Every line of a plain or gzip file (standard input when None), as `text_lines` gives them."""
+    name = "standard input" if path is None else str(path)
+    with input_stream(path) as stream:
+        return list(text_lines(stream, name))
