@@ -112,7 +112,7 @@ def open_binary(path: Path | str) -> IO[bytes]:
     raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     if raw.read(2) == b"\x1f\x8b":
         raw.close()
-        stream = gzip.open(path, "rb")
+        stream = gzip.open(path, "rb")  # noqa: SIM115 - returned to the caller
         try:
             stream.peek(1)  # a broken header or first block fails here, before any work
         except (OSError, EOFError, zlib.error) as error:
