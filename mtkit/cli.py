@@ -652,6 +652,9 @@ def _split_files(**splits: tuple[Path | None, Path | None]) -> dict[str, tuple[P
     return chosen
 
 
+# -- commands added by later issues go above this line -----------------------
+
+
 def _one_line(error: BaseException) -> str | None:
     """The one-line message for an error a user can cause, or None for a bug."""
     if isinstance(error, MtkitError):

@@ -8,9 +8,7 @@ Everything is validated here, once, so the models can trust their config.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from mtkit.errors import ConfigError
 
@@ -90,28 +88,6 @@ def config_from_dict(values: dict[str, object]) -> ModelConfig:
             f"{', '.join(sorted(known))} (was the checkpoint made by a newer mtkit?)"
         )
     return validate(ModelConfig(**values))
-
-
-def parse_assignments(items: list[str]) -> dict[str, str]:
-    """Turn `["d_model=512", "dropout=0.2"]` into a dict, as given to `--set`."""
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"expected KEY=VALUE, got {item!r} (for example d_model=512)")
-        values[key.strip()] = value.strip()
-    return values
-
-
-def load_config_file(path: Path) -> dict[str, object]:
-    """The settings in a JSON config file (an object of model settings)."""
-    try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object of settings")
-    return values
 
 
 def validate(config: ModelConfig) -> ModelConfig:

@@ -6,8 +6,10 @@ else `mtkit train` takes. Both are saved in every checkpoint and in RUN/config.j
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from mtkit.errors import ConfigError
 
@@ -160,8 +162,6 @@ def resume_mismatches(saved: dict, config: TrainConfig) -> list[str]:
 
 def model_overrides(config_file: str | None, assignments: list[str]) -> dict:
     """Model settings from a JSON file (flat, or RUN/config.json's "model"), then --set."""
-    from mtkit.models.config import load_config_file, parse_assignments
-
     values: dict = {}
     if config_file:
         loaded = load_config_file(config_file)
@@ -171,3 +171,25 @@ def model_overrides(config_file: str | None, assignments: list[str]) -> dict:
         for key in ("src_vocab_size", "tgt_vocab_size"):
             values.pop(key, None)
     return values | parse_assignments(assignments)
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """Turn `["d_model=512", "dropout=0.2"]` into a dict, as given to `--set`."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected KEY=VALUE, got {item!r} (for example d_model=512)")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def load_config_file(path: Path) -> dict[str, object]:
+    """The settings in a JSON config file (an object of model settings)."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of settings")
+    return values

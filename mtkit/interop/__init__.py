@@ -1,0 +1,6 @@
+"""Models in and out of other toolkits: `marian` imports Hugging Face Marian (OPUS-MT)
+models as mtkit checkpoints; `ctranslate2` exports mtkit Transformers to CTranslate2.
+
+Both translate between file formats and mtkit's checkpoint dict; the model code
+itself stays one Transformer with settings.
+"""
