@@ -164,10 +164,10 @@ def test_beam_one_search_path_equals_greedy(trained):
 
     model, _, ids = trained
     src = _pad(ids)
-    decoder = S.Decoder([model])
+    ensemble = S.Ensemble([model])
     options = SearchOptions(beam_size=1)
     with torch.inference_mode():
-        beam = S._beam(decoder, src, decoder.max_lens(src, 1.2, 10), options)
+        beam = S._beam(ensemble, src, ensemble.max_lens(src, 1.2, 10), options)
     assert [h[0].tokens for h in beam] == greedy_search(model, src)
 
 

@@ -82,14 +82,14 @@ def search(models, src, options: SearchOptions) -> list[list[Hypothesis]]:
     """
     import torch
 
-    decoder = Decoder(models if isinstance(models, (list, tuple)) else [models])
+    ensemble = Ensemble(models if isinstance(models, (list, tuple)) else [models])
     with torch.inference_mode():
-        max_lens = decoder.max_lens(src, options.max_len_a, options.max_len_b)
+        max_lens = ensemble.max_lens(src, options.max_len_a, options.max_len_b)
         if options.sampling:
-            return _sample(decoder, src, max_lens, options)
+            return _sample(ensemble, src, max_lens, options)
         if options.beam_size == 1:
-            return _greedy(decoder, src, max_lens, options)
-        return _beam(decoder, src, max_lens, options)
+            return _greedy(ensemble, src, max_lens, options)
+        return _beam(ensemble, src, max_lens, options)
 
 
 def greedy_search(
@@ -162,7 +162,7 @@ def check_options(options: SearchOptions, vocab_size: int) -> None:
 # -- the models behind one step function ------------------------------------------
 
 
-class Decoder:
+class Ensemble:
     """One model, or an ensemble averaging probabilities, behind encode/step/reorder.
 
     An ensemble's next-token distribution is the mean of its members' softmaxes
@@ -226,12 +226,12 @@ class Decoder:
 # -- greedy and sampling -----------------------------------------------------------
 
 
-def _greedy(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
-    hyps = _one_path(decoder, src, max_lens, options, pick=_argmax)
+def _greedy(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+    hyps = _one_path(ensemble, src, max_lens, options, pick=_argmax)
     return [[h] for h in hyps]
 
 
-def _sample(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+def _sample(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
     """`nbest` independent samples per sentence, as rows of one batch, best first."""
     import torch
 
@@ -241,7 +241,7 @@ def _sample(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[lis
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(n)
     pick = _sampler(options, generator)
     hyps = _one_path(
-        decoder, src.index_select(0, rows), max_lens.repeat_interleave(n), options, pick
+        ensemble, src.index_select(0, rows), max_lens.repeat_interleave(n), options, pick
     )
     per_sentence = [hyps[i * n : (i + 1) * n] for i in range(src.size(0))]
     return [sorted(group, key=lambda h: -h.score) for group in per_sentence]
@@ -277,35 +277,35 @@ def _top_p(logits, top_p: float):
     return logits.masked_fill(drop, -math.inf)
 
 
-def _one_path(decoder: Decoder, src, max_lens, options: SearchOptions, pick) -> list[Hypothesis]:
+def _one_path(ensemble: Ensemble, src, max_lens, options: SearchOptions, pick) -> list[Hypothesis]:
     """One hypothesis per row, token by token; rows leave the batch when they end."""
     import torch
 
     B, device = src.size(0), src.device
     T = int(max_lens.max()) + 1  # tokens including eos
-    out = torch.full((B, T), decoder.pad_id, dtype=torch.long, device=device)
+    out = torch.full((B, T), ensemble.pad_id, dtype=torch.long, device=device)
     lengths = torch.full((B,), T, dtype=torch.long)  # on the CPU: tokens including eos
     log_prob = torch.zeros(B, device=device)
     alive = torch.arange(B, device=device)  # original row of each active row
     limits, first_limit = max_lens.to(device), int(max_lens.min())
-    states = decoder.encode(src)
-    tokens = torch.full((B,), decoder.bos_id, dtype=torch.long, device=device)
+    states = ensemble.encode(src)
+    tokens = torch.full((B,), ensemble.bos_id, dtype=torch.long, device=device)
     for t in range(T):
-        lprobs, states = decoder.step(tokens, states)  # [N,V]
-        decoder.mask_specials(lprobs, t, options.min_len)
+        lprobs, states = ensemble.step(tokens, states)  # [N,V]
+        ensemble.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
-            lprobs = decoder.force_eos(lprobs, limits <= t)
+            lprobs = ensemble.force_eos(lprobs, limits <= t)
         tokens = pick(lprobs)  # [N]
         out[alive, t] = tokens
         log_prob.index_add_(0, alive, lprobs.gather(1, tokens[:, None]).squeeze(1))
-        ended = tokens == decoder.eos_id
+        ended = tokens == ensemble.eos_id
         if not bool(ended.any()):
             continue
         lengths[alive[ended].cpu()] = t + 1
         keep = (~ended).nonzero().squeeze(1)
         if keep.numel() == 0:
             break
-        states = decoder.reorder(states, keep)
+        states = ensemble.reorder(states, keep)
         alive, tokens, limits = alive[keep], tokens[keep], limits[keep]
         first_limit = int(limits.min())
     return _hypotheses(out.cpu(), lengths, log_prob.cpu(), options)
@@ -381,29 +381,29 @@ class _Finished:
         ]
 
 
-def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
     """Beam search with K rows per sentence; finished sentences leave the batch."""
     import torch
 
     B, K, device = src.size(0), options.beam_size, src.device
     T = int(max_lens.max()) + 1
-    finished = _Finished(B, K, T, decoder.pad_id, device)
+    finished = _Finished(B, K, T, ensemble.pad_id, device)
     alive = torch.arange(B, device=device)  # original sentence of each active sentence
     limits = max_lens.to(device)
     first_limit = int(max_lens.min())
-    states = decoder.reorder(decoder.encode(src), alive.repeat_interleave(K))
-    prefix = torch.full((B * K, 1), decoder.bos_id, dtype=torch.long, device=device)  # [N*K,t+1]
+    states = ensemble.reorder(ensemble.encode(src), alive.repeat_interleave(K))
+    prefix = torch.full((B * K, 1), ensemble.bos_id, dtype=torch.long, device=device)  # [N*K,t+1]
     # Only the first beam of a sentence is live at the start: the others would repeat it.
     scores = torch.full((B, K), -math.inf, device=device)
     scores[:, 0] = 0.0
     beam_rank = torch.arange(2 * K, device=device)
     for t in range(T):
-        lprobs, states = decoder.step(prefix[:, -1], states)  # [n*K,V]
-        decoder.mask_specials(lprobs, t, options.min_len)
+        lprobs, states = ensemble.step(prefix[:, -1], states)  # [n*K,V]
+        ensemble.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
-            lprobs = decoder.force_eos(lprobs, (limits <= t).repeat_interleave(K))
+            lprobs = ensemble.force_eos(lprobs, (limits <= t).repeat_interleave(K))
         top_scores, beam, token = _top_candidates(lprobs, scores, K)  # [n,2K] each
-        is_eos = token == decoder.eos_id
+        is_eos = token == ensemble.eos_id
         # eos among the best K candidates finishes a hypothesis (fairseq's rule).
         ends = is_eos[:, :K] & (top_scores[:, :K] > -math.inf)
         ended = bool(ends.any())
@@ -420,7 +420,7 @@ def _beam(decoder: Decoder, src, max_lens, options: SearchOptions) -> list[list[
                 rows, token = rows[keep], token[keep]
                 first_limit = int(limits.min())
         rows = rows.view(-1)
-        states = decoder.reorder(states, rows)
+        states = ensemble.reorder(states, rows)
         prefix = torch.cat([prefix.index_select(0, rows), token.view(-1, 1)], 1)
     return finished.hypotheses(options.nbest)
 
