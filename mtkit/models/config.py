@@ -15,6 +15,11 @@ from mtkit.errors import ConfigError
 ARCHS = ("transformer", "rnn")
 RNN_CELLS = ("lstm", "gru")
 ATTENTIONS = ("luong", "bahdanau")
+ACTIVATIONS = ("relu", "swish", "gelu")
+# Where the sinusoid puts sines and cosines: "interleaved" (sin on even, cos on odd
+# dims, mtkit's own and fairseq's layout) or "halves" (sines in the first half, cosines
+# in the second, as Marian, Tensor2Tensor and Hugging Face's Marian port do).
+POSITION_LAYOUTS = ("interleaved", "halves")
 
 
 @dataclass
@@ -44,6 +49,13 @@ class ModelConfig:
     # encoder direction) and its embedding size; n_heads, d_ff and pre_norm are unused.
     rnn_cell: str = "lstm"
     attention: str = "luong"
+    # Transformer settings that imported models (Marian/OPUS-MT) need; the defaults are
+    # what mtkit always did, so older checkpoints rebuild unchanged.
+    activation: str = "relu"  # of the feed-forward blocks; Marian uses swish
+    positions: str = "interleaved"  # sinusoid layout, see POSITION_LAYOUTS
+    scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model) (Vaswani et al.)
+    # A fixed bias added to the output logits (a buffer, as in Hugging Face's Marian).
+    final_logits_bias: bool = False
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -98,6 +110,14 @@ def validate(config: ModelConfig) -> ModelConfig:
         raise ConfigError(f"unknown rnn_cell {config.rnn_cell!r}; choose one of: lstm, gru")
     if config.attention not in ATTENTIONS:
         raise ConfigError(f"unknown attention {config.attention!r}; choose one of: luong, bahdanau")
+    for name, value, valid in (
+        ("activation", config.activation, ACTIVATIONS),
+        ("positions", config.positions, POSITION_LAYOUTS),
+    ):
+        if value not in valid:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+    if config.arch == "transformer" and config.d_model % 2:
+        raise ConfigError(f"d_model must be even for sinusoidal positions, got {config.d_model}")
     for name in ("d_model", "n_heads", "d_ff", "enc_layers", "dec_layers", "max_positions"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
@@ -107,6 +127,12 @@ def validate(config: ModelConfig) -> ModelConfig:
         )
     if not 0.0 <= config.dropout < 1.0 or not 0.0 <= config.attn_dropout < 1.0:
         raise ConfigError("dropout and attn_dropout must be in [0, 1)")
+    for name in ("pad_id", "bos_id", "eos_id"):
+        if not 0 <= getattr(config, name) < config.tgt_vocab_size:
+            raise ConfigError(
+                f"{name} {getattr(config, name)} is outside the target vocabulary "
+                f"(0..{config.tgt_vocab_size - 1})"
+            )
     if config.share_embeddings and config.src_vocab_size != config.tgt_vocab_size:
         raise ConfigError(
             "share_embeddings needs one joint vocabulary, but the source has "

@@ -31,10 +31,16 @@ from mtkit.models.config import ModelConfig
 CACHE_CHUNK = 16
 
 
-def sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
-    """[n_positions, D]: sin on even and cos on odd dims (Vaswani et al., 2017, 3.5)."""
+def sinusoidal_positions(
+    n_positions: int, d_model: int, layout: str = "interleaved"
+) -> torch.Tensor:
+    """[n_positions, D] from position 0 (Vaswani et al., 2017, 3.5): sin on even and cos
+    on odd dims ("interleaved"), or sines in the first half and cosines in the second
+    ("halves": Marian's layout); the frequencies are the same."""
     position = torch.arange(n_positions, dtype=torch.float32)[:, None]
     rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(1e4) / d_model))
+    if layout == "halves":
+        return torch.cat([torch.sin(position * rate), torch.cos(position * rate)], dim=1)
     table = torch.zeros(n_positions, d_model)
     table[:, 0::2] = torch.sin(position * rate)
     table[:, 1::2] = torch.cos(position * rate)[:, : d_model // 2]
@@ -105,11 +111,16 @@ class CrossAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
-class FeedForward(nn.Sequential):
-    """Position-wise Linear-ReLU-Linear."""
+# The feed-forward nonlinearity by its config name; swish is SiLU (Marian's default).
+ACTIVATION_MODULES = {"relu": nn.ReLU, "swish": nn.SiLU, "gelu": nn.GELU}
 
-    def __init__(self, d_model: int, d_ff: int) -> None:
-        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+
+class FeedForward(nn.Sequential):
+    """Position-wise Linear-activation-Linear (ReLU unless the config says otherwise)."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu") -> None:
+        act = ACTIVATION_MODULES[activation]()
+        super().__init__(nn.Linear(d_model, d_ff), act, nn.Linear(d_ff, d_model))
 
 
 class EncoderLayer(nn.Module):
@@ -120,7 +131,7 @@ class EncoderLayer(nn.Module):
         D = config.d_model
         self.pre_norm = config.pre_norm
         self.attn = SelfAttention(D, config.n_heads, config.attn_dropout)
-        self.ffn = FeedForward(D, config.d_ff)
+        self.ffn = FeedForward(D, config.d_ff, config.activation)
         self.norm1, self.norm2 = nn.LayerNorm(D), nn.LayerNorm(D)
         self.drop = nn.Dropout(config.dropout)
 
@@ -141,7 +152,7 @@ class DecoderLayer(nn.Module):
         self.pre_norm = config.pre_norm
         self.self_attn = SelfAttention(D, config.n_heads, config.attn_dropout)
         self.cross_attn = CrossAttention(D, config.n_heads, config.attn_dropout)
-        self.ffn = FeedForward(D, config.d_ff)
+        self.ffn = FeedForward(D, config.d_ff, config.activation)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
         self.drop = nn.Dropout(config.dropout)
 
@@ -170,15 +181,20 @@ class Transformer(nn.Module):
         self.config = config
         D = config.d_model
         self.pad_id, self.n_heads = config.pad_id, config.n_heads
-        self.scale = math.sqrt(D)
+        self.scale = math.sqrt(D) if config.scale_embeddings else 1.0
         self.share = config.share_embeddings
         # The target embedding is also the output projection (Press & Wolf, 2017).
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, D, padding_idx=config.pad_id)
         if not self.share:
             self.src_embed = nn.Embedding(config.src_vocab_size, D, padding_idx=config.pad_id)
         self.register_buffer(
-            "positions", sinusoidal_positions(config.max_positions, D), persistent=False
+            "positions",
+            sinusoidal_positions(config.max_positions, D, config.positions),
+            persistent=False,
         )
+        # Marian's fixed output bias [V] (a saved buffer, never trained); None: no bias.
+        bias = torch.zeros(config.tgt_vocab_size) if config.final_logits_bias else None
+        self.register_buffer("final_logits_bias", bias)
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.dec_layers))
         # Pre-norm leaves the residual stream unnormalised: one LayerNorm at each end.
@@ -210,7 +226,7 @@ class Transformer(nn.Module):
         for layer in self.decoder:
             k, v = layer.cross_attn.memory_kv(memory)
             x = layer(x, k, v, mask)
-        return F.linear(self.dec_norm(x), self.tgt_embed.weight)
+        return F.linear(self.dec_norm(x), self.tgt_embed.weight, self.final_logits_bias)
 
     def encode(self, src: torch.Tensor) -> dict:
         """The decoding state of src [B,S]: memory keys/values per layer, empty caches."""
@@ -245,7 +261,8 @@ class Transformer(nn.Module):
             cache = (self_k[:, i], self_v[:, i], t)
             x = layer(x, cross_k[:, i], cross_v[:, i], mask, cache)
         state["step"] = t + 1
-        return F.linear(self.dec_norm(x[:, 0]), self.tgt_embed.weight), state
+        logits = F.linear(self.dec_norm(x[:, 0]), self.tgt_embed.weight, self.final_logits_bias)
+        return logits, state
 
     def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
         """Keep/reorder the batch rows `index` [B'] of every tensor in the state."""
