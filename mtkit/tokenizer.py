@@ -13,13 +13,12 @@ the source is `ids + [eos]`, the decoder input `[bos] + ids` and its output
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import os
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,8 +228,10 @@ class _LineReader:
                 self.error = DataError(
                     f"{path} is not valid UTF-8 ({error.reason}); convert it, e.g. with iconv"
                 )
-            except (OSError, EOFError) as error:
+            except (OSError, EOFError, zlib.error) as error:
                 self.error = DataError(f"cannot read {path}: {error}")
+            except DataError as error:  # open_text's own (missing file, broken gzip)
+                self.error = error
             if self.error:
                 raise self.error
             done += path.stat().st_size
@@ -238,9 +239,11 @@ class _LineReader:
         self.on_done()
 
     def _lines(self, path: Path, done: int) -> Iterator[str]:
-        with open(path, "rb") as raw:
-            binary = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
-            text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
+        from mtkit.io import open_text
+
+        with open_text(path) as text:
+            # Progress counts bytes of the file as stored (compressed for gzip).
+            raw = getattr(text.buffer, "fileobj", None) or text.buffer
             for number, line in enumerate(text, 1):
                 yield line.rstrip("\r\n")
                 if number % _PROGRESS_EVERY == 0:
@@ -248,28 +251,54 @@ class _LineReader:
 
 
 class Tokenizer:
-    """A loaded SentencePiece model: lines of text to lists of ids and back, in batches."""
+    """A loaded SentencePiece model: lines of text to lists of ids and back, in batches.
 
-    def __init__(self, processor, name: str = "<bytes>"):
+    Without `vocab`, ids are SentencePiece's own (a model from `mtkit train-bpe`, with
+    mtkit's special ids). With `vocab` (id -> piece, e.g. an imported Marian model's
+    vocab.json), ids are the model's: each piece is looked up by its string, a piece
+    the table lacks becomes <unk>, and SentencePiece's own ids are never used. Marian's
+    tables have `</s>` 0, `<unk>` 1 and `<pad>` last, and no `<s>`: the decoder starts
+    from `<pad>`, so `bos_id` is the pad id there.
+    """
+
+    def __init__(self, processor, name: str = "<bytes>", vocab: Sequence[str] | None = None):
         self.sp = processor
         self.name = name
-        ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
+        self.vocab = list(vocab) if vocab is not None else None
+        if self.vocab is None:
+            self._check_spm_ids()
+            self.pad_id, self.unk_id, self.bos_id, self.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+            return
+        self.index = {piece: i for i, piece in enumerate(self.vocab)}
+        missing = [p for p in ("</s>", "<unk>", "<pad>") if p not in self.index]
+        if missing or len(self.index) != len(self.vocab):
+            what = f"lacks {', '.join(missing)}" if missing else "has a piece twice"
+            raise DataError(f"the vocabulary of {name} {what}; it is not a usable model vocabulary")
+        self.pad_id, self.unk_id = self.index["<pad>"], self.index["<unk>"]
+        self.eos_id = self.index["</s>"]
+        self.bos_id = self.index.get("<s>", self.pad_id)
+
+    def _check_spm_ids(self) -> None:
+        sp = self.sp
+        ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
         if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise ConfigError(
-                f"SentencePiece model {name} has pad/unk/bos/eos ids {ids}, but mtkit needs "
+                f"SentencePiece model {self.name} has pad/unk/bos/eos ids {ids}, but mtkit needs "
                 f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}; train it with `mtkit train-bpe`"
             )
 
     @classmethod
-    def from_file(cls, path: Path) -> Tokenizer:
-        """Load a .model file written by train-bpe."""
+    def from_file(cls, path: Path, vocab: Sequence[str] | None = None) -> Tokenizer:
+        """Load a .model file (written by train-bpe, or any with `vocab`)."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"SentencePiece model not found: {path} (check the path)")
-        return cls.from_bytes(path.read_bytes(), name=str(path))
+        return cls.from_bytes(path.read_bytes(), name=str(path), vocab=vocab)
 
     @classmethod
-    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> Tokenizer:
+    def from_bytes(
+        cls, data: bytes, name: str = "<bytes>", vocab: Sequence[str] | None = None
+    ) -> Tokenizer:
         """Load a model from its serialized bytes (as checkpoints store it)."""
         import sentencepiece as spm
 
@@ -280,7 +309,7 @@ class Tokenizer:
             raise DataError(
                 f"{name} is not a SentencePiece model; pass the .model file from train-bpe"
             ) from None
-        return cls(processor, name=name)
+        return cls(processor, name=name, vocab=vocab)
 
     @property
     def model_bytes(self) -> bytes:
@@ -289,22 +318,42 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.sp.get_piece_size()
-
-    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+        return self.sp.get_piece_size() if self.vocab is None else len(self.vocab)
 
     def encode(
         self, lines: Sequence[str], add_bos: bool = False, add_eos: bool = False
     ) -> list[list[int]]:
         """Ids of each line; bos/eos only when asked (the source wants `add_eos=True`)."""
-        # One batched call: SentencePiece encodes a list in C++ threads, many times
-        # faster than a Python loop over lines.
-        return self.sp.encode(list(lines), add_bos=add_bos, add_eos=add_eos)
+        if self.vocab is None:
+            # One batched call: SentencePiece encodes a list in C++ threads, many times
+            # faster than a Python loop over lines.
+            return self.sp.encode(list(lines), add_bos=add_bos, add_eos=add_eos)
+        split = [_language_code(line) for line in lines]
+        codes, texts = [code for code, _ in split], [text for _, text in split]
+        get, unk = self.index.get, self.unk_id
+        before, after = [self.bos_id] if add_bos else [], [self.eos_id] if add_eos else []
+        return [
+            before + [get(p, unk) for p in code] + [get(p, unk) for p in pieces] + after
+            for code, pieces in zip(codes, self.sp.encode(list(texts), out_type=str), strict=True)
+        ]
 
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Text of each id list; pad, bos and eos decode to nothing."""
-        return self.sp.decode([list(x) for x in ids])
+        if self.vocab is None:
+            return self.sp.decode([list(x) for x in ids])
+        skip = {self.pad_id, self.bos_id, self.eos_id}
+        pieces = [[self.vocab[i] for i in x if i not in skip] for x in ids]
+        # Pieces the SentencePiece model lacks (language codes) decode as its unknown mark.
+        return self.sp.decode(pieces) if pieces else []
 
     def pieces(self, line: str) -> list[str]:
         """The subword pieces of one line, for inspection."""
         return self.sp.encode(line, out_type=str)
+
+
+def _language_code(line: str) -> tuple[list[str], str]:
+    """A leading Marian target-language token (">>fra<< text") apart from the text,
+    which SentencePiece must not split (as Hugging Face's MarianTokenizer does)."""
+    if line.startswith(">>") and (end := line.find("<<")) != -1:
+        return [line[: end + 2]], line[end + 2 :]
+    return [], line
