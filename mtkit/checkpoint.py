@@ -217,3 +217,25 @@ def average_inputs(inputs: Sequence[Path | str], last: int) -> list[Path]:
                 f"{path} is a directory; pass one run directory or checkpoint files"
             )
     return paths
+
+
+def average_into(inputs: Sequence[Path | str], out: Path | str, last: int = 5) -> list[Path]:
+    """`mtkit average`: average a run's last `last` checkpoints (or the files given) into `out`."""
+    paths = average_inputs(inputs, last)
+    save_checkpoint(out, average_checkpoints(paths))
+    return paths
+
+
+def describe(path: Path | str, as_json: bool = False) -> str:
+    """`mtkit inspect`: a checkpoint's summary as `key: value` lines, or as JSON."""
+    import json
+
+    info = summary(load_checkpoint(path))
+    if as_json:
+        return json.dumps(info, indent=2, sort_keys=True)
+    lines = []
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)

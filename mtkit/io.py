@@ -14,6 +14,7 @@ SentencePiece), and read errors named by file and line.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
@@ -54,40 +55,73 @@ def _umask() -> int:
     return mask
 
 
-@contextmanager
-def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
-    """A file object whose contents appear at `path` only if the block completes.
+class AtomicFile:
+    """A file written under a temporary name beside `path`; `commit` renames it into place.
 
     `mode` is "wb" or "w" (UTF-8 text). `fsync` forces the data to disk before
     the rename, for files whose loss after a power cut would cost work
-    (checkpoints). The missing parent directory is an error, not created.
+    (checkpoints). Until `commit`, `path` keeps whatever it held before;
+    `discard` (safe to call after `commit`) removes the temporary file.
     """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise DataError(f"directory {directory} does not exist; create it first")
+
+    def __init__(self, path: Path | str, mode: str = "wb", *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        if not directory.is_dir():
+            raise DataError(f"directory {directory} does not exist; create it first")
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        except OSError as error:
+            raise write_error(self.path, error) from None
+        self.temp = Path(temp)
+        self.file = os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
+        self.committed = False
+
+    def write(self, data) -> None:
+        """Write, with a failure for space or permission as one WriteError line."""
+        try:
+            self.file.write(data)
+        except OSError as error:
+            self.discard()
+            raise write_error(self.path, error) from None
+
+    def commit(self) -> Path:
+        try:
+            self.file.flush()
+            if self.fsync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self.temp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files don't
+            os.replace(self.temp, self.path)
+        except OSError as error:
+            self.discard()
+            raise write_error(self.path, error) from None
+        self.committed = True
+        return self.path
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):  # closing flushes; a full disk fails again: no matter
+            self.file.close()
+        if not self.committed:
+            self.temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
+    """A file object whose contents appear at `path` only if the block completes."""
+    target = AtomicFile(path, mode, fsync=fsync)
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        yield target.file
+        target.commit()
     except OSError as error:
-        raise write_error(path, error) from None
-    try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as file:
-            yield file
-            file.flush()
-            if fsync:
-                os.fsync(file.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files get the usual mode
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
+        target.discard()
         # Errors of the block's own reads name their file; a failed write to ours names none.
-        if error.filename not in (None, temp):
+        if error.filename not in (None, str(target.temp)):
             raise
-        raise write_error(path, error) from None
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        raise write_error(target.path, error) from None
+    finally:
+        target.discard()
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -24,7 +24,6 @@ from mtkit.translate.stream import (
     RuntimeOptions,
     format_nbest,
     load_translator,
-    read_lines,
     translate_lines,
 )
 
@@ -139,9 +138,11 @@ def test_format_nbest():
 def test_read_lines_names_the_bad_line():
     import io
 
+    from mtkit.io import text_lines
+
     stream = io.BytesIO(b"gut\r\nauch gut\n\xff kaputt\n")
     with pytest.raises(DataError, match=r"line 3 is not valid UTF-8"):
-        list(read_lines(stream, "in.de"))
+        list(text_lines(stream, "in.de"))
 
 
 # -- errors a user can cause, through the CLI --------------------------------------

@@ -19,31 +19,28 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mtkit import __version__
 from mtkit.errors import ConfigError, DataError
+from mtkit.io import AtomicFile, write_text
 from mtkit.prepare.cleaning import Cleaner, CleanOptions, normalize_lines
-from mtkit.prepare.sources import Batch, Source, SplitStream
+from mtkit.prepare.sources import Batch, Source, SourceOptions, SplitStream, from_options
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
 
-class AtomicWriter:
-    """A file written under a temporary name, counted and hashed as it goes, renamed on commit."""
+class CountingWriter:
+    """An atomic text file that counts and hashes its lines as they go, for the manifest."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        self.temp = Path(temp)
-        self.file = os.fdopen(handle, "wb")
+        self.target = AtomicFile(path)
         self.sha256 = hashlib.sha256()
         self.lines = 0
         self.bytes = 0
@@ -52,37 +49,34 @@ class AtomicWriter:
         if not lines:
             return
         data = ("\n".join(lines) + "\n").encode("utf-8")
-        self.file.write(data)
+        self.target.write(data)
         self.sha256.update(data)
         self.lines += len(lines)
         self.bytes += len(data)
 
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-
     def commit(self) -> dict[str, Any]:
-        self.close()
-        os.chmod(
-            self.temp, 0o666 & ~_umask()
-        )  # mkstemp makes 0600; finished files get the usual mode
-        os.replace(self.temp, self.path)
+        path = self.target.commit()
         return {
-            "name": self.path.name,
+            "name": path.name,
             "lines": self.lines,
             "bytes": self.bytes,
             "sha256": self.sha256.hexdigest(),
         }
 
     def discard(self) -> None:
-        self.close()
-        self.temp.unlink(missing_ok=True)
+        self.target.discard()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def prepare_corpus(
+    options: SourceOptions, out: Path, clean: CleanOptions = CleanOptions(), limit: int = 0
+) -> dict[str, Any]:
+    """`mtkit prepare`: open the source the options name and write it to OUT (0: no limit)."""
+    clean.validate()
+    if limit < 0:
+        raise ConfigError(f"--limit {limit} is negative; give a number of pairs, or 0 for all")
+    source = from_options(options)
+    given = options.as_dict() | asdict(clean) | {"limit": limit}
+    return prepare(source, out, clean=clean, limit=limit or None, options=given)
 
 
 def prepare(
@@ -108,8 +102,8 @@ def prepare(
         writers = []
         for split, stream in source.splits.items():
             pair = (
-                AtomicWriter(out / f"{split}.{source.src}"),
-                AtomicWriter(out / f"{split}.{source.tgt}"),
+                CountingWriter(out / f"{split}.{source.src}"),
+                CountingWriter(out / f"{split}.{source.tgt}"),
             )
             for writer in pair:
                 stack.callback(writer.discard)  # removes the temp file unless committed first
@@ -119,7 +113,7 @@ def prepare(
         for report, (src_writer, tgt_writer) in zip(reports.values(), writers, strict=True):
             report["files"] = {source.src: src_writer.commit(), source.tgt: tgt_writer.commit()}
     manifest = _manifest(source, clean, limit, options or {}, reports)
-    _write_json(out / MANIFEST, manifest)
+    write_text(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     for split, report in reports.items():
         log.info("%s: %s", split, _summary(report))
     return manifest
@@ -201,15 +195,6 @@ def _manifest(source: Source, clean: CleanOptions, limit, options, reports) -> d
         "options": options,
         "splits": reports,
     }
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    writer = AtomicWriter(path)
-    try:
-        writer.file.write((json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
-        writer.commit()
-    finally:
-        writer.discard()
 
 
 def _summary(report: dict[str, Any]) -> str:

@@ -13,17 +13,16 @@ costs 3-140 µs a pair, 10-100 times the reading itself). Cleaning is
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 from mtkit.errors import ConfigError, DataError
+from mtkit.io import open_binary, text_lines
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,83 @@ class Source:
     tgt: str
     description: dict[str, Any]
     splits: dict[str, SplitStream] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where `mtkit prepare` reads from: exactly one of a dataset, text files or TSV files."""
+
+    src: str | None = None  # default: the first language of `pair`
+    tgt: str | None = None
+    pair: str | None = None  # de-en: picks the hub config in either order
+    dataset: str | None = None  # short name, hub id or local directory
+    config: str | None = None
+    revision: str | None = None
+    local_hub: Path | None = None
+    streaming: bool = True
+    train_split: str | None = None  # None: the usual names; "-" skips the split
+    valid_split: str | None = None
+    test_split: str | None = None
+    src_file: Path | None = None
+    tgt_file: Path | None = None
+    valid_src_file: Path | None = None
+    valid_tgt_file: Path | None = None
+    test_src_file: Path | None = None
+    test_tgt_file: Path | None = None
+    tsv: Path | None = None
+    valid_tsv: Path | None = None
+    test_tsv: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain JSON values, for the manifest."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def from_options(options: SourceOptions) -> Source:
+    """Open the one source the options name, in the direction they give."""
+    src, tgt = resolve_langs(options.src, options.tgt, options.pair)
+    files = _split_files(
+        train=(options.src_file, options.tgt_file),
+        valid=(options.valid_src_file, options.valid_tgt_file),
+        test=(options.test_src_file, options.test_tgt_file),
+    )
+    tsvs = {"train": options.tsv, "valid": options.valid_tsv, "test": options.test_tsv}
+    tsvs = {split: path for split, path in tsvs.items() if path}
+    if options.dataset is None:
+        order = parse_pair(options.pair)
+        return from_text_files(src=src, tgt=tgt, files=files, tsv=tsvs, tsv_order=order)
+    if files or tsvs:
+        raise ConfigError("give either --dataset or text files (--src-file/--tsv ...), not both")
+    splits = {
+        "train": options.train_split,
+        "valid": options.valid_split,
+        "test": options.test_split,
+    }
+    return from_dataset(
+        options.dataset,
+        src=src,
+        tgt=tgt,
+        pair=options.pair,
+        config=options.config,
+        revision=options.revision,
+        local_hub=options.local_hub,
+        streaming=options.streaming,
+        split_names={k: v for k, v in splits.items() if v is not None},
+    )
+
+
+def _split_files(**splits: tuple[Path | None, Path | None]) -> dict[str, tuple[Path, Path]]:
+    """The text-file pairs given per split; one side without the other is an error."""
+    chosen = {}
+    for split, (src_path, tgt_path) in splits.items():
+        if (src_path is None) != (tgt_path is None):
+            flag = "" if split == "train" else f"{split}-"
+            raise ConfigError(
+                f"give both --{flag}src-file and --{flag}tgt-file for the {split} split"
+            )
+        if src_path is not None:
+            chosen[split] = (src_path, tgt_path)
+    return chosen
 
 
 def parse_pair(pair: str | None) -> tuple[str, str] | None:
@@ -377,56 +453,15 @@ def from_text_files(
     return Source(src=src, tgt=tgt, description=description, splits=splits)
 
 
-def open_text(path: Path):
-    """A text file for reading as UTF-8, gunzipped when it is gzip; checked now, not later."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"no such file: {path} (check the path)")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory; expected a text file")
-    with open(path, "rb") as raw:
-        magic = raw.read(2)
-    if magic == b"\x1f\x8b":
-        handle = gzip.open(path, "rt", encoding="utf-8", newline="\n")  # noqa: SIM115
-        try:
-            handle.read(1)  # a broken header or first block fails here, before any work
-            handle.seek(0)
-        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
-            handle.close()
-            raise DataError(
-                f"cannot read {path} as gzip ({error}); is the file complete?"
-            ) from None
-        return handle
-    if path.suffix == ".gz":
-        raise DataError(
-            f"{path} ends in .gz but is not gzip-compressed; rename it or recompress it"
-        )
-    # newline="\n": only LF ends a line, as for wc -l and SentencePiece; a stray CR is whitespace.
-    return open(path, encoding="utf-8", newline="\n")
-
-
-def _reading(path: Path, lines: Iterator[str]) -> Iterator[str]:
-    """Lines from `lines`, with read errors turned into one clear line naming the file."""
-    number = 0
-    try:
-        for number, line in enumerate(lines, 1):  # noqa: B007 - number is used below
-            yield line
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 near line {number + 1} ({error.reason})") from None
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(
-            f"cannot read {path} after line {number} ({error}); is it complete?"
-        ) from None
-
-
 def _pair_batches(src_path: Path, tgt_path: Path) -> Iterator[Batch]:
-    src_file, tgt_file = open_text(src_path), open_text(tgt_path)
+    src_file, tgt_file = open_binary(src_path), open_binary(tgt_path)
     return _zip_files(src_path, src_file, tgt_path, tgt_file)
 
 
 def _zip_files(src_path, src_file, tgt_path, tgt_file) -> Iterator[Batch]:
     with src_file, tgt_file:
-        src_lines, tgt_lines = _reading(src_path, src_file), _reading(tgt_path, tgt_file)
+        src_lines = text_lines(src_file, str(src_path))
+        tgt_lines = text_lines(tgt_file, str(tgt_path))
         done = 0
         while True:
             src_batch = list(islice(src_lines, BATCH_SIZE))
@@ -449,20 +484,20 @@ def _tsv_batches(path: Path, order: tuple[str, str], src: str, tgt: str) -> Iter
         raise ConfigError(
             f"TSV columns are {order[0]}, {order[1]} but --src/--tgt are {src}, {tgt}"
         )
-    handle = open_text(path)
+    handle = open_binary(path)
     swap = order != (src, tgt)
     return _read_tsv(path, handle, swap)
 
 
 def _read_tsv(path: Path, handle, swap: bool) -> Iterator[Batch]:
     with handle:
-        lines = _reading(path, handle)
+        lines = text_lines(handle, str(path))
         number = 0
         while batch := list(islice(lines, BATCH_SIZE)):
             first, second = [], []
             for line in batch:
                 number += 1
-                fields = line.rstrip("\n").split("\t")
+                fields = line.split("\t")
                 if len(fields) != 2:
                     raise DataError(
                         f"line {number} of {path} has {len(fields)} tab-separated fields; "

@@ -16,11 +16,8 @@ empty hypothesis and score 0).
 
 from __future__ import annotations
 
-import gzip
 import logging
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError, DataError
+from mtkit.io import atomic_write, input_stream, text_lines
 from mtkit.translate.search import SearchOptions, check_options, search
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("none", "int8")
 # Lines read, sorted and translated together: big enough to sort into well-filled
 # batches, small enough that memory does not grow with the input.
@@ -52,7 +49,7 @@ class RuntimeOptions:
     device: str = "auto"  # auto: cuda when there is one, else cpu
     precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU
     quantize: str = "none"  # int8: dynamic quantization of nn.Linear (CPU only)
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
 
 @dataclass(frozen=True)
@@ -95,8 +92,8 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
 
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    device = _pick_device(runtime.device)
-    dtype = _pick_dtype(runtime.precision, device)
+    device = pick_device(runtime.device).type
+    dtype = dtype_of(pick_precision(runtime.precision, torch.device(device)))
     if runtime.quantize == "int8" and (device != "cpu" or dtype != torch.float32):
         raise ConfigError(
             "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
@@ -122,35 +119,9 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
 
 
 def _check_runtime(runtime: RuntimeOptions) -> None:
-    for name, value, valid in (
-        ("--device", runtime.device, DEVICES),
-        ("--precision", runtime.precision, PRECISIONS),
-        ("--quantize", runtime.quantize, QUANTIZE),
-    ):
-        if value not in valid:
-            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
-    if runtime.threads is not None and runtime.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {runtime.threads}")
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but torch sees no CUDA GPU; use --device cpu")
-    return device
-
-
-def _pick_dtype(precision: str, device: str):
-    import torch
-
-    if precision == "auto":
-        if device == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    check_choice("--quantize", runtime.quantize, QUANTIZE)
+    if runtime.threads < 0:
+        raise ConfigError(f"--threads must be 0 (torch's choice) or more, got {runtime.threads}")
 
 
 def _check_same_vocab(ckpts: list[dict], paths: list[Path]) -> None:
@@ -187,35 +158,6 @@ def _quantize_int8(model):
 # -- reading and writing -------------------------------------------------------
 
 
-def read_lines(stream: BinaryIO, name: str) -> Iterator[str]:
-    """The lines of a binary stream as text without the line end; DataError on bad UTF-8."""
-    for number, raw in enumerate(stream, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise DataError(
-                f"{name} line {number} is not valid UTF-8 ({error.reason} at byte "
-                f"{error.start}); convert the input to UTF-8, e.g. with iconv"
-            ) from None
-        yield line.rstrip("\r\n")
-
-
-@contextmanager
-def open_input(path: Path | None):
-    """A binary stream over `path` (gzip when it ends in .gz) or stdin."""
-    if path is None:
-        yield sys.stdin.buffer
-        return
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"input file not found: {path} (check the path)")
-    if path.is_dir():
-        raise DataError(f"input {path} is a directory; pass a text file")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        yield stream
-
-
 @contextmanager
 def open_output(path: Path | None):
     """A binary stream to stdout, or to a temporary file renamed to `path` on success."""
@@ -223,18 +165,8 @@ def open_output(path: Path | None):
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise DataError(f"output directory {directory} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        yield stream
 
 
 def count_lines(path: Path) -> int | None:
@@ -393,8 +325,8 @@ def translate_file(
     )
     total = count_lines(Path(input_path)) if input_path is not None else None
     name = str(input_path) if input_path else "stdin"
-    with open_input(input_path) as source, open_output(output_path) as sink:
-        lines = read_lines(source, name)
+    with input_stream(input_path) as source, open_output(output_path) as sink:
+        lines = (line.removesuffix("\r") for line in text_lines(source, name))
         results = translate_lines(translator, lines, search_options, batching)
         with _progress(output_path is not None, total) as advance:
             every = min(1000, batching.chunk_lines)  # a chunk's lines leave at once
