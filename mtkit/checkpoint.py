@@ -2,13 +2,16 @@
 
 A checkpoint is one self-contained dict, readable with torch.load(weights_only=True):
 
-    {"format": "mtkit-checkpoint", "format_version": 1, "mtkit_version": str,
+    {"format": "mtkit-checkpoint", "format_version": 2, "mtkit_version": str,
      "model_config": dict, "model": state_dict, "spm": {"src": bytes, "tgt": bytes},
+     "vocab": {"src": [str], "tgt": [str]} (empty: ids are SentencePiece's own),
      "langs": {"src": "de", "tgt": "en"}, "train_config": dict,
      "train_state": dict (absent in averaged checkpoints), "step": int, "epoch": int,
      "metrics": dict}
 
 This module knows the format; what goes into train_state is the trainer's business.
+Version 2 added "vocab", a model's own id -> piece tables (an imported Marian
+model's vocab.json); `migrate` brings version 1 files up to date when they load.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from mtkit.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 FORMAT = "mtkit-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED = ("model_config", "model", "spm", "langs", "step")
 NUMBERED = re.compile(r"^checkpoint_(\d+)\.pt$")
 # Wrappers add these to parameter names; a checkpoint holds the plain module's names.
@@ -99,7 +102,28 @@ def check_checkpoint(ckpt: object, path: Path | str) -> dict:
     missing = [key for key in REQUIRED if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete")
+    return migrate(ckpt)
+
+
+def migrate(ckpt: dict) -> dict:
+    """An older format's dict brought up to FORMAT_VERSION, in place."""
+    if ckpt["format_version"] < 2:
+        # Version 1 had no vocabulary tables: its ids are SentencePiece's own.
+        ckpt.setdefault("vocab", {})
+        ckpt["format_version"] = 2
     return ckpt
+
+
+def checkpoint_tokenizers(ckpt: dict, name: str = "checkpoint") -> tuple:
+    """The (source, target) Tokenizers of a checkpoint: its SentencePiece models, with its
+    vocabulary tables where it has them (imported models)."""
+    from mtkit.tokenizer import Tokenizer
+
+    tables = ckpt.get("vocab") or {}
+    return tuple(
+        Tokenizer.from_bytes(ckpt["spm"][side], name=f"{name} ({side})", vocab=tables.get(side))
+        for side in ("src", "tgt")
+    )
 
 
 def model_from_checkpoint(ckpt: dict, device: str = "cpu"):
@@ -188,6 +212,7 @@ def summary(ckpt: dict) -> dict:
         "metrics": ckpt.get("metrics", {}),
         "resumable": "train_state" in ckpt,
         "spm_bytes": {side: len(data) for side, data in ckpt["spm"].items()},
+        "vocab_table": {side: len(table) for side, table in (ckpt.get("vocab") or {}).items()},
         "model_config": ckpt["model_config"],
         "train_config": ckpt.get("train_config", {}),
     }
