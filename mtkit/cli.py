@@ -15,6 +15,11 @@ import typer
 
 from mtkit import __version__
 from mtkit.errors import MtkitError
+from mtkit.prepare.cleaning import CleanOptions
+from mtkit.prepare.sources import SourceOptions
+from mtkit.tokenizer import SpmOptions
+from mtkit.translate.search import SearchOptions
+from mtkit.translate.stream import BatchOptions, RuntimeOptions
 
 app = typer.Typer(
     name="mtkit",
@@ -46,6 +51,26 @@ def _root(
 
 # Shared option types, declared once so every command spells them alike.
 OutPath = Annotated[Path, typer.Option("--out", "-o", help="Where to write the result.")]
+InputFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--input", "-i", metavar="FILE", help="Text to read (plain or .gz); stdin if absent."
+    ),
+]
+OutputFile = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", metavar="FILE", help="Where to write; stdout if absent."),
+]
+Models = Annotated[
+    list[Path],
+    typer.Option("--model", "-m", metavar="CKPT", help="A checkpoint; repeat for an ensemble."),
+]
+Device = Annotated[str, typer.Option(help="auto (a CUDA GPU if there is one), cpu or cuda.")]
+Precision = Annotated[
+    str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
+]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
 
 
 @app.command("train-bpe")
@@ -69,11 +94,10 @@ def train_bpe(
     ],
     vocab_size: Annotated[
         int, typer.Option(help="Pieces in the vocabulary, specials included.")
-    ] = 8000,
+    ] = SpmOptions.vocab_size,
     model_type: Annotated[
-        str,
-        typer.Option(help="SentencePiece algorithm: bpe or unigram."),
-    ] = "bpe",
+        str, typer.Option(help="SentencePiece algorithm: bpe or unigram.")
+    ] = SpmOptions.model_type,
     separate: Annotated[
         bool,
         typer.Option(
@@ -82,25 +106,23 @@ def train_bpe(
         ),
     ] = False,
     character_coverage: Annotated[
-        float,
-        typer.Option(help="Share of characters the vocabulary covers; 0.9995 for CJK."),
-    ] = 1.0,
+        float, typer.Option(help="Share of characters the vocabulary covers; 0.9995 for CJK.")
+    ] = SpmOptions.character_coverage,
     input_sentence_size: Annotated[
-        int,
-        typer.Option(help="Lines sampled at random from the input for training; 0 uses all."),
-    ] = 2_000_000,
+        int, typer.Option(help="Lines sampled at random from the input for training; 0 uses all.")
+    ] = SpmOptions.input_sentence_size,
     user_defined_symbols: Annotated[
         list[str],
         typer.Option(
             metavar="PIECE", help="Pieces never split, e.g. '<sep>' (repeat, or comma-separated)."
         ),
-    ] = [],  # noqa: B006 (typer needs a literal default)
+    ] = [],  # noqa: B006 (typer needs a literal default; SpmOptions' is the empty tuple)
     threads: Annotated[
         int, typer.Option(help="Training threads; 0 uses every core, up to 16.")
-    ] = 0,
+    ] = SpmOptions.threads,
 ) -> None:
     """Train a SentencePiece BPE or unigram model: joint by default, or one per language."""
-    from mtkit.tokenizer import SpmOptions, train_spm
+    from mtkit.tokenizer import train_spm
 
     symbols = tuple(s for value in user_defined_symbols for s in value.split(",") if s)
     options = SpmOptions(
@@ -114,6 +136,10 @@ def train_bpe(
     train_spm(inputs, out, options, separate=separate)
 
 
+# Option defaults of `score` come from its dataclasses (a light module: sacreBLEU loads late).
+from mtkit.score import ReportOptions, ScoreOptions, SignificanceOptions  # noqa: E402
+
+
 @app.command("score")
 def score_command(
     refs: Annotated[
@@ -125,18 +151,19 @@ def score_command(
             help="A reference file (plain or .gz); repeat for several.",
         ),
     ],
-    input: Annotated[
-        Path | None,
+    inputs: Annotated[
+        list[Path],
         typer.Option(
             "--input",
             "-i",
             metavar="FILE",
-            help="Hypotheses, one a line; standard input when absent.",
+            help="Hypotheses, one a line (stdin when absent); repeat to compare systems, "
+            "the baseline first.",
         ),
-    ] = None,
+    ] = [],  # noqa: B006 (typer needs a literal default)
     metrics: Annotated[
         str, typer.Option("--metrics", "-m", help="Comma-separated: bleu, chrf, ter.")
-    ] = "bleu",
+    ] = ",".join(ScoreOptions.metrics),
     tokenize: Annotated[
         str,
         typer.Option(
@@ -144,20 +171,61 @@ def score_command(
             "-tok",
             help="BLEU's tokenizer: 13a (the WMT standard), intl, zh, char or none.",
         ),
-    ] = "13a",
+    ] = ScoreOptions.tokenize,
     lowercase: Annotated[
         bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU and chrF.")
-    ] = False,
+    ] = ScoreOptions.lowercase,
     chrf_word_order: Annotated[
         int, typer.Option(help="Word n-gram order of chrF; 2 gives chrF++.")
-    ] = 0,
+    ] = ScoreOptions.chrf_word_order,
     ter_case_sensitive: Annotated[
         bool,
         typer.Option(
             "--ter-case-sensitive", help="Case-sensitive TER (sacreBLEU's TER ignores case)."
         ),
+    ] = ScoreOptions.ter_case_sensitive,
+    paired_bs: Annotated[
+        bool,
+        typer.Option(
+            "--paired-bs",
+            help="Paired bootstrap resampling: each -i system against the first (sacreBLEU's).",
+            rich_help_panel="Significance",
+        ),
     ] = False,
-    width: Annotated[int, typer.Option("--width", "-w", help="Decimals in the scores.")] = 1,
+    paired_ar: Annotated[
+        bool,
+        typer.Option(
+            "--paired-ar",
+            help="Paired approximate randomization against the first -i system.",
+            rich_help_panel="Significance",
+        ),
+    ] = False,
+    paired_bs_n: Annotated[
+        int, typer.Option(help="Bootstrap resamples.", rich_help_panel="Significance")
+    ] = SignificanceOptions.paired_bs_n,
+    paired_ar_n: Annotated[
+        int, typer.Option(help="Randomization trials.", rich_help_panel="Significance")
+    ] = SignificanceOptions.paired_ar_n,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            help="95% bootstrap confidence interval of one system.",
+            rich_help_panel="Significance",
+        ),
+    ] = False,
+    confidence_n: Annotated[
+        int, typer.Option(help="Resamples for --confidence.", rich_help_panel="Significance")
+    ] = SignificanceOptions.confidence_n,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Resampling seed (sacreBLEU's SACREBLEU_SEED).", rich_help_panel="Significance"
+        ),
+    ] = SignificanceOptions.seed,
+    width: Annotated[
+        int, typer.Option("--width", "-w", help="Decimals in the scores.")
+    ] = ReportOptions.width,
     score_only: Annotated[
         bool, typer.Option("--score-only", "-b", help="Print only the numbers.")
     ] = False,
@@ -165,120 +233,107 @@ def score_command(
         bool, typer.Option("--json", help="sacreBLEU's JSON: an object, or a list for several.")
     ] = False,
 ) -> None:
-    """Score hypotheses against references with sacreBLEU (BLEU, chrF, TER) and signatures."""
-    from mtkit.score import (
-        check_options,
-        format_json,
-        format_text,
-        parse_metrics,
-        read_lines,
-        score,
-    )
+    """Score hypotheses with sacreBLEU (BLEU, chrF, TER, signatures); compare systems with
+    sacreBLEU's paired significance tests."""
+    from mtkit.score import parse_metrics, score_files
 
-    names = parse_metrics(metrics)
-    check_options(names, tokenize=tokenize, chrf_word_order=chrf_word_order)
-    references = [read_lines(path) for path in refs]
-    if input is None and sys.stdin.isatty():
+    if not inputs and sys.stdin.isatty():
         print(
             "reading hypotheses from standard input (pass -i FILE to read a file)", file=sys.stderr
         )
-    hyps = read_lines(input, stdin=sys.stdin.buffer)
-    results = score(
-        hyps,
-        references,
-        metrics=names,
-        tokenize=tokenize,
-        lowercase=lowercase,
-        chrf_word_order=chrf_word_order,
-        ter_case_sensitive=ter_case_sensitive,
-        hyp_name=str(input or "standard input"),
-        ref_names=[str(path) for path in refs],
+    typer.echo(
+        score_files(
+            refs,
+            inputs or [None],
+            ScoreOptions(
+                metrics=tuple(parse_metrics(metrics)),
+                tokenize=tokenize,
+                lowercase=lowercase,
+                chrf_word_order=chrf_word_order,
+                ter_case_sensitive=ter_case_sensitive,
+            ),
+            SignificanceOptions(
+                paired_bs=paired_bs,
+                paired_ar=paired_ar,
+                paired_bs_n=paired_bs_n,
+                paired_ar_n=paired_ar_n,
+                confidence=confidence,
+                confidence_n=confidence_n,
+                seed=seed,
+            ),
+            ReportOptions(width=width, score_only=score_only, as_json=as_json),
+        )
     )
-    if as_json:
-        typer.echo(format_json(results, width=width))
-    else:
-        typer.echo(format_text(results, width=width, score_only=score_only))
 
 
 @app.command("translate")
 def translate_command(
-    models: Annotated[
-        list[Path],
-        typer.Option("--model", "-m", metavar="CKPT", help="A checkpoint; repeat for an ensemble."),
-    ] = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
-    input: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Text to translate (plain or .gz); stdin if absent.",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", metavar="FILE", help="Where to write; stdout if absent."),
-    ] = None,
-    beam: Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy search.")] = 5,
+    models: Models = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
+    input: InputFile = None,
+    out: OutputFile = None,
+    beam_size: Annotated[
+        int, typer.Option("--beam", help="Beam size; 1 is greedy search.")
+    ] = SearchOptions.beam_size,
     nbest: Annotated[
         int,
         typer.Option(help="Write the K best as 'LINE ||| text ||| score' lines (LINE from 0)."),
-    ] = 1,
+    ] = SearchOptions.nbest,
     len_penalty: Annotated[
         float, typer.Option(help="GNMT length penalty alpha: score / ((5+|Y|)/6)^alpha.")
-    ] = 0.6,
+    ] = SearchOptions.len_penalty,
     len_norm: Annotated[
         bool, typer.Option("--len-norm", help="Rank by mean log-probability instead.")
-    ] = False,
+    ] = SearchOptions.len_norm,
     early_stop: Annotated[
         bool,
         typer.Option("--early-stop", help="End a sentence when the best candidate ends (faster)."),
-    ] = False,
+    ] = SearchOptions.early_stop,
     max_len_a: Annotated[
         float, typer.Option(help="Max target tokens = a * source tokens + b.")
-    ] = 1.2,
-    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = 10,
+    ] = SearchOptions.max_len_a,
+    max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = SearchOptions.max_len_b,
     min_len: Annotated[
         int, typer.Option(help="Target tokens before the end may come (0: no minimum).")
-    ] = 0,
+    ] = SearchOptions.min_len,
     sampling: Annotated[
         bool, typer.Option("--sampling", help="Sample instead of beam search (--nbest samples).")
-    ] = False,
-    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")] = 0,
-    top_p: Annotated[float, typer.Option(help="Sample from the top-p probability mass.")] = 1.0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    ] = SearchOptions.sampling,
+    top_k: Annotated[
+        int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")
+    ] = SearchOptions.top_k,
+    top_p: Annotated[
+        float, typer.Option(help="Sample from the top-p probability mass.")
+    ] = SearchOptions.top_p,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature.")
+    ] = SearchOptions.temperature,
     seed: Annotated[
         int | None, typer.Option(help="Random seed, for reproducible sampling.")
-    ] = None,
+    ] = SearchOptions.seed,
     max_tokens: Annotated[
         int | None,
         typer.Option(
             help="Batch budget: sentences x beam x longest source; default 6000 CPU, 60000 GPU."
         ),
-    ] = None,
+    ] = BatchOptions.max_tokens,
     batch_size: Annotated[
         int | None, typer.Option(help="At most this many sentences a batch.")
-    ] = None,
+    ] = BatchOptions.batch_size,
     chunk_lines: Annotated[
         int, typer.Option(help="Lines read, sorted and translated together (bounds memory).")
-    ] = 10_000,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
-    ] = "auto",
+    ] = BatchOptions.chunk_lines,
+    device: Device = RuntimeOptions.device,
+    precision: Precision = RuntimeOptions.precision,
     quantize: Annotated[
         str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
-    ] = "none",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch; default: torch's choice.")
-    ] = None,
+    ] = RuntimeOptions.quantize,
+    threads: Threads = RuntimeOptions.threads,
 ) -> None:
     """Translate text with one checkpoint or an ensemble: one line out for every line in."""
-    from mtkit.translate.search import SearchOptions
-    from mtkit.translate.stream import BatchOptions, RuntimeOptions, translate_file
+    from mtkit.translate.stream import translate_file
 
     search = SearchOptions(
-        beam_size=beam,
+        beam_size=beam_size,
         nbest=nbest,
         max_len_a=max_len_a,
         max_len_b=max_len_b,
@@ -436,10 +491,9 @@ def average_command(
     ] = 5,
 ) -> None:
     """Average checkpoints' weights (for translating; the result cannot be resumed)."""
-    from mtkit.checkpoint import average_checkpoints, average_inputs, save_checkpoint
+    from mtkit.checkpoint import average_into
 
-    paths = average_inputs(inputs, last)
-    save_checkpoint(out, average_checkpoints(paths))
+    paths = average_into(inputs, out, last=last)
     print(f"averaged {len(paths)} checkpoints into {out}", file=sys.stderr)
 
 
@@ -449,26 +503,21 @@ def inspect_command(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Print a checkpoint's languages, step, metrics and configuration."""
-    import json
+    from mtkit.checkpoint import describe
 
-    from mtkit.checkpoint import load_checkpoint, summary
-
-    info = summary(load_checkpoint(checkpoint))
-    if json_:
-        typer.echo(json.dumps(info, indent=2, sort_keys=True))
-        return
-    for key, value in info.items():
-        if isinstance(value, dict):
-            value = " ".join(f"{k}={v}" for k, v in value.items())
-        typer.echo(f"{key}: {value}")
+    typer.echo(describe(checkpoint, as_json=json_))
 
 
 _SRC = "Source (one of: --dataset, text files, TSV)"
 _CLEAN = "Cleaning (train split only)"
 
 
-def _opt_path(help_text: str, panel: str = _SRC):
-    return typer.Option(metavar="FILE", help=help_text, rich_help_panel=panel)
+def _source(help_text: str):
+    return typer.Option(help=help_text, rich_help_panel=_SRC)
+
+
+def _file(help_text: str):
+    return typer.Option(metavar="FILE", help=help_text, rich_help_panel=_SRC)
 
 
 @app.command("prepare")
@@ -482,38 +531,31 @@ def prepare_command(
         ),
     ],
     src: Annotated[
-        str | None,
-        typer.Option(help="Source language code (default: the first of --pair)."),
-    ] = None,
+        str | None, typer.Option(help="Source language code (default: the first of --pair).")
+    ] = SourceOptions.src,
     tgt: Annotated[
-        str | None,
-        typer.Option(help="Target language code (default: the second of --pair)."),
-    ] = None,
+        str | None, typer.Option(help="Target language code (default: the second of --pair).")
+    ] = SourceOptions.tgt,
     pair: Annotated[
         str | None,
         typer.Option(
             help="Language pair like de-en: picks the hub config in either order (en-de finds "
             "de-en) and, without --src/--tgt, the direction as written.",
         ),
-    ] = None,
+    ] = SourceOptions.pair,
     dataset: Annotated[
         str | None,
-        typer.Option(
-            help="A short name (wmt14..wmt19, multi30k), a hub id (owner/name), or a local "
-            "directory laid out like a hub dataset (parquet/arrow/json) or from save_to_disk.",
-            rich_help_panel=_SRC,
+        _source(
+            "A short name (wmt14..wmt19, multi30k), a hub id (owner/name), or a local "
+            "directory laid out like a hub dataset (parquet/arrow/json) or from save_to_disk."
         ),
-    ] = None,
+    ] = SourceOptions.dataset,
     config: Annotated[
-        str | None,
-        typer.Option(
-            help="The dataset's config (subset), when --pair does not pick it.",
-            rich_help_panel=_SRC,
-        ),
-    ] = None,
+        str | None, _source("The dataset's config (subset), when --pair does not pick it.")
+    ] = SourceOptions.config,
     revision: Annotated[
-        str | None, typer.Option(help="Hub revision (branch, tag or commit).", rich_help_panel=_SRC)
-    ] = None,
+        str | None, _source("Hub revision (branch, tag or commit).")
+    ] = SourceOptions.revision,
     local_hub: Annotated[
         Path | None,
         typer.Option(
@@ -521,70 +563,68 @@ def prepare_command(
             help="A directory of local hub copies, DIR/OWNER/NAME, looked in before the hub.",
             rich_help_panel=_SRC,
         ),
-    ] = None,
+    ] = SourceOptions.local_hub,
     streaming: Annotated[
-        bool,
-        typer.Option(
-            help="Stream hub data (bounded memory, no cache); --no-streaming downloads it.",
-            rich_help_panel=_SRC,
-        ),
-    ] = True,
+        bool, _source("Stream hub data (bounded memory, no cache); --no-streaming downloads it.")
+    ] = SourceOptions.streaming,
     train_split: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset split for train (default: train; '-' skips).", rich_help_panel=_SRC
-        ),
-    ] = None,
+        str | None, _source("Dataset split for train (default: train; '-' skips).")
+    ] = SourceOptions.train_split,
     valid_split: Annotated[
         str | None,
-        typer.Option(
-            help="Dataset split for valid (default: validation, valid, dev or val; '-' skips).",
-            rich_help_panel=_SRC,
-        ),
-    ] = None,
+        _source("Dataset split for valid (default: validation, valid, dev or val; '-' skips)."),
+    ] = SourceOptions.valid_split,
     test_split: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset split for test (default: test; '-' skips).", rich_help_panel=_SRC
-        ),
-    ] = None,
-    src_file: Annotated[Path | None, _opt_path("Training text in --src (plain or .gz).")] = None,
-    tgt_file: Annotated[Path | None, _opt_path("Training text in --tgt, line for line.")] = None,
-    valid_src_file: Annotated[Path | None, _opt_path("Validation text in --src.")] = None,
-    valid_tgt_file: Annotated[Path | None, _opt_path("Validation text in --tgt.")] = None,
-    test_src_file: Annotated[Path | None, _opt_path("Test text in --src.")] = None,
-    test_tgt_file: Annotated[Path | None, _opt_path("Test text in --tgt.")] = None,
+        str | None, _source("Dataset split for test (default: test; '-' skips).")
+    ] = SourceOptions.test_split,
+    src_file: Annotated[
+        Path | None, _file("Training text in --src (plain or .gz).")
+    ] = SourceOptions.src_file,
+    tgt_file: Annotated[
+        Path | None, _file("Training text in --tgt, line for line.")
+    ] = SourceOptions.tgt_file,
+    valid_src_file: Annotated[
+        Path | None, _file("Validation text in --src.")
+    ] = SourceOptions.valid_src_file,
+    valid_tgt_file: Annotated[
+        Path | None, _file("Validation text in --tgt.")
+    ] = SourceOptions.valid_tgt_file,
+    test_src_file: Annotated[
+        Path | None, _file("Test text in --src.")
+    ] = SourceOptions.test_src_file,
+    test_tgt_file: Annotated[
+        Path | None, _file("Test text in --tgt.")
+    ] = SourceOptions.test_tgt_file,
     tsv: Annotated[
-        Path | None,
-        _opt_path("Training pairs as TSV, src<TAB>tgt (columns in --pair order if given)."),
-    ] = None,
-    valid_tsv: Annotated[Path | None, _opt_path("Validation pairs as TSV.")] = None,
-    test_tsv: Annotated[Path | None, _opt_path("Test pairs as TSV.")] = None,
+        Path | None, _file("Training pairs as TSV, src<TAB>tgt (columns in --pair order if given).")
+    ] = SourceOptions.tsv,
+    valid_tsv: Annotated[Path | None, _file("Validation pairs as TSV.")] = SourceOptions.valid_tsv,
+    test_tsv: Annotated[Path | None, _file("Test pairs as TSV.")] = SourceOptions.test_tsv,
     max_len: Annotated[
         int,
         typer.Option(
             help="Drop pairs with a side longer than this (in --len-unit); 0: no limit.",
             rich_help_panel=_CLEAN,
         ),
-    ] = 250,
+    ] = CleanOptions.max_len,
     len_unit: Annotated[
         str,
         typer.Option(
             help="Unit of --max-len and --max-ratio: words (split on spaces) or chars.",
             rich_help_panel=_CLEAN,
         ),
-    ] = "words",
+    ] = CleanOptions.len_unit,
     max_ratio: Annotated[
         float,
         typer.Option(
             help="Drop pairs whose longer side is more than this many times the shorter; 0: off.",
             rich_help_panel=_CLEAN,
         ),
-    ] = 3.0,
+    ] = CleanOptions.max_ratio,
     dedup: Annotated[
         bool,
         typer.Option(help="Drop exact duplicate pairs, keeping the first.", rich_help_panel=_CLEAN),
-    ] = True,
+    ] = CleanOptions.dedup,
     limit: Annotated[
         int,
         typer.Option(help="Read only the first N pairs of each split (quick subsets); 0: all."),
@@ -595,61 +635,34 @@ def prepare_command(
     Every split is normalised (whitespace, control characters); only train is
     filtered (empty sides, --max-len, --max-ratio, duplicates), so valid and
     test stay line for line. Files are named by language code (train.de, train.en).
+    Text files are plain or .gz; TSV is src<TAB>tgt (columns in --pair order if given).
     """
-    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
-    from mtkit.errors import ConfigError
-    from mtkit.prepare import sources
-    from mtkit.prepare.cleaning import CleanOptions
-    from mtkit.prepare.pipeline import prepare
+    from mtkit.prepare.pipeline import prepare_corpus
 
-    clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
-    clean.validate()
-    if limit < 0:
-        raise ConfigError(f"--limit {limit} is negative; give a number of pairs, or 0 for all")
-    src, tgt = sources.resolve_langs(src, tgt, pair)
-    files = _split_files(
-        train=(src_file, tgt_file),
-        valid=(valid_src_file, valid_tgt_file),
-        test=(test_src_file, test_tgt_file),
+    source = SourceOptions(
+        src=src,
+        tgt=tgt,
+        pair=pair,
+        dataset=dataset,
+        config=config,
+        revision=revision,
+        local_hub=local_hub,
+        streaming=streaming,
+        train_split=train_split,
+        valid_split=valid_split,
+        test_split=test_split,
+        src_file=src_file,
+        tgt_file=tgt_file,
+        valid_src_file=valid_src_file,
+        valid_tgt_file=valid_tgt_file,
+        test_src_file=test_src_file,
+        test_tgt_file=test_tgt_file,
+        tsv=tsv,
+        valid_tsv=valid_tsv,
+        test_tsv=test_tsv,
     )
-    tsvs = {k: v for k, v in {"train": tsv, "valid": valid_tsv, "test": test_tsv}.items() if v}
-    if dataset is not None:
-        if files or tsvs:
-            raise ConfigError(
-                "give either --dataset or text files (--src-file/--tsv ...), not both"
-            )
-        splits = {"train": train_split, "valid": valid_split, "test": test_split}
-        source = sources.from_dataset(
-            dataset,
-            src=src,
-            tgt=tgt,
-            pair=pair,
-            config=config,
-            revision=revision,
-            local_hub=local_hub,
-            streaming=streaming,
-            split_names={k: v for k, v in splits.items() if v is not None},
-        )
-    else:
-        order = sources.parse_pair(pair)
-        source = sources.from_text_files(src=src, tgt=tgt, files=files, tsv=tsvs, tsv_order=order)
-    prepare(source, out, clean=clean, limit=limit or None, options=given)
-
-
-def _split_files(**splits: tuple[Path | None, Path | None]) -> dict[str, tuple[Path, Path]]:
-    """The text-file pairs given per split; one side without the other is an error."""
-    from mtkit.errors import ConfigError
-
-    chosen = {}
-    for split, (src_path, tgt_path) in splits.items():
-        if (src_path is None) != (tgt_path is None):
-            flag = "" if split == "train" else f"{split}-"
-            raise ConfigError(
-                f"give both --{flag}src-file and --{flag}tgt-file for the {split} split"
-            )
-        if src_path is not None:
-            chosen[split] = (src_path, tgt_path)
-    return chosen
+    clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
+    prepare_corpus(source, out, clean, limit)
 
 
 # -- commands added by later issues go above this line -----------------------
