@@ -1,20 +1,24 @@
-"""`mtkit score`: sacreBLEU's BLEU, chrF and TER over a hypothesis file and references.
+"""`mtkit score`: sacreBLEU's BLEU, chrF and TER, and its significance tests.
 
-This module reads the text (plain or gzipped UTF-8, one segment a line, trailing
-whitespace stripped as sacreBLEU does), checks that the line counts match, and
-asks sacreBLEU for the scores, so the figures and signatures are sacreBLEU's own.
-Formatting the result is left to the CLI (`format_text`, `format_json` help it).
+This module reads the text (plain or gzipped UTF-8 through mtkit.io, one segment
+a line, trailing whitespace stripped as sacreBLEU does), checks that the line
+counts match, and asks sacreBLEU's own library for everything else: the scores
+and signatures, the bootstrap confidence interval of one system, and the paired
+tests (bootstrap resampling, approximate randomization) of several systems
+against a baseline, with sacreBLEU's table. So the figures are sacreBLEU's
+figures: `mtkit score -r REF -i A -i B --paired-bs` prints what
+`sacrebleu REF -i A B --paired-bs` prints.
 """
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from mtkit.errors import ConfigError, DataError
 
@@ -22,6 +26,46 @@ METRICS = ("bleu", "chrf", "ter")
 # sacreBLEU's tokenizers that work offline with no extra package; ja-mecab and
 # ko-mecab need `pip install sacrebleu[ja]` / `[ko]`, spm and flores* a download.
 TOKENIZERS = ("13a", "intl", "zh", "char", "none")
+# sacreBLEU's seed for resampling when SACREBLEU_SEED is not set.
+SACREBLEU_SEED = 12345
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """Which metrics, configured as sacreBLEU's options of the same names."""
+
+    metrics: tuple[str, ...] = ("bleu",)
+    tokenize: str = "13a"  # BLEU's tokenizer
+    lowercase: bool = False  # BLEU and chrF (TER has its own case flag)
+    chrf_word_order: int = 0  # 2: chrF++
+    ter_case_sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class SignificanceOptions:
+    """Statistical tests, as sacreBLEU's flags: --paired-bs/--paired-ar, --confidence."""
+
+    paired_bs: bool = False  # paired bootstrap resampling (Koehn, 2004)
+    paired_ar: bool = False  # paired approximate randomization (Riezler & Maxwell, 2005)
+    paired_bs_n: int = 1000  # resamples (sacreBLEU's default)
+    paired_ar_n: int = 10000  # trials (sacreBLEU's default)
+    confidence: bool = False  # 95% bootstrap confidence interval of one system
+    confidence_n: int = 1000
+    seed: int = SACREBLEU_SEED  # the numpy seed sacreBLEU reads from SACREBLEU_SEED
+
+    @property
+    def paired(self) -> str | None:
+        """sacreBLEU's test type: "bs", "ar" or None."""
+        return "bs" if self.paired_bs else "ar" if self.paired_ar else None
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How the report looks."""
+
+    width: int = 1  # decimals
+    score_only: bool = False  # only the numbers (one system, no test)
+    as_json: bool = False
 
 
 @dataclass
@@ -45,36 +89,95 @@ def parse_metrics(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# -- the command ---------------------------------------------------------------
+
+
+def score_files(
+    refs: Sequence[Path | str],
+    inputs: Sequence[Path | str | None] = (None,),
+    options: ScoreOptions = ScoreOptions(),
+    tests: SignificanceOptions = SignificanceOptions(),
+    report: ReportOptions = ReportOptions(),
+) -> str:
+    """Score one system (or compare several) from files; the report as sacreBLEU prints it.
+
+    `inputs` are the systems' hypothesis files, the baseline first; None reads
+    standard input. Returns the text or JSON report, without a final newline.
+    """
+    inputs = list(inputs) or [None]
+    check_options(options.metrics, options.tokenize, options.chrf_word_order)
+    check_tests(tests, len(inputs))
+    names = _system_names(inputs)
+    references = [_read(path) for path in refs]
+    systems = [_read(path) for path in inputs]
+    ref_names = [str(path) for path in refs]
+    for name, hyps in zip(names, systems, strict=True):
+        _check_counts(hyps, references, name, ref_names)
+    with _seed(tests.seed):
+        if len(systems) == 1 and tests.paired is None:
+            n_bootstrap = tests.confidence_n if tests.confidence else 1
+            results = score(systems[0], references, options=options, n_bootstrap=n_bootstrap)
+            if report.as_json:
+                return format_json(results, report.width)
+            return format_text(results, report.width, report.score_only)
+        return compare(names, systems, references, options, tests, report)
+
+
+def _read(path: Path | str | None) -> list[str]:
+    from mtkit.io import read_text_lines
+
+    # sacreBLEU strips each line's trailing whitespace (a stray CR included).
+    return [line.rstrip() for line in read_text_lines(path)]
+
+
+def _system_names(inputs: Sequence[Path | str | None]) -> list[str]:
+    names = [str(path) if path is not None else "standard input" for path in inputs]
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{name} is given twice with -i; give each system once")
+        seen.add(name)
+    return names
+
+
+@contextlib.contextmanager
+def _seed(seed: int) -> Iterator[None]:
+    """sacreBLEU's resampling reads its numpy seed from SACREBLEU_SEED: set it, then restore."""
+    old = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = str(seed)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["SACREBLEU_SEED"]
+        else:
+            os.environ["SACREBLEU_SEED"] = old
+
+
+# -- scores of one system ------------------------------------------------------
+
+
 def score(
     hyps: Sequence[str],
     refs: Sequence[Sequence[str]],
-    metrics: Sequence[str] = ("bleu",),
-    tokenize: str = "13a",
-    lowercase: bool = False,
-    chrf_word_order: int = 0,
-    ter_case_sensitive: bool = False,
+    metrics: Sequence[str] | None = None,
+    options: ScoreOptions = ScoreOptions(),
+    n_bootstrap: int = 1,
     hyp_name: str = "the hypotheses",
     ref_names: Sequence[str] = (),
 ) -> list[MetricResult]:
     """Score `hyps` against one or more reference streams (each a list of lines).
 
-    `lowercase` applies to BLEU and chrF; TER is case-insensitive unless
-    `ter_case_sensitive`, as in sacreBLEU. Results come in sacreBLEU's order
-    (BLEU, chrF, TER). The names only serve the error for line counts that differ.
+    `metrics` overrides `options.metrics`. Results come in sacreBLEU's order
+    (BLEU, chrF, TER). `n_bootstrap` > 1 adds sacreBLEU's 95% confidence interval
+    (seeded by SACREBLEU_SEED). The names only serve the error for counts that differ.
     """
-    from sacrebleu.metrics import BLEU, CHRF, TER
-
-    check_options(metrics, tokenize=tokenize, chrf_word_order=chrf_word_order)
+    names = list(options.metrics if metrics is None else metrics)
+    check_options(names, options.tokenize, options.chrf_word_order)
     _check_counts(hyps, refs, hyp_name, ref_names)
-    built = {
-        "bleu": lambda: BLEU(tokenize=tokenize, lowercase=lowercase),
-        "chrf": lambda: CHRF(word_order=chrf_word_order, lowercase=lowercase),
-        "ter": lambda: TER(case_sensitive=ter_case_sensitive),
-    }
     results = []
-    for name in sorted(set(metrics), key=METRICS.index):
-        metric = built[name]()
-        result = metric.corpus_score(list(hyps), [list(r) for r in refs])
+    for metric in build_metrics(names, options).values():
+        result = metric.corpus_score(list(hyps), [list(r) for r in refs], n_bootstrap)
         results.append(
             MetricResult(
                 name=result.name,
@@ -87,15 +190,52 @@ def score(
     return results
 
 
+def build_metrics(names: Sequence[str], options: ScoreOptions, refs=None) -> dict:
+    """sacreBLEU metric objects by upper-case name, in sacreBLEU's order; `refs` are cached."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    lowercase = options.lowercase
+    built = {
+        "bleu": lambda: BLEU(tokenize=options.tokenize, lowercase=lowercase, references=refs),
+        "chrf": lambda: CHRF(
+            word_order=options.chrf_word_order, lowercase=lowercase, references=refs
+        ),
+        "ter": lambda: TER(case_sensitive=options.ter_case_sensitive, references=refs),
+    }
+    return {name.upper(): built[name]() for name in sorted(set(names), key=METRICS.index)}
+
+
 def check_options(metrics: Sequence[str], tokenize: str, chrf_word_order: int) -> None:
     """Raise ConfigError for an option sacreBLEU would reject (before any text is read)."""
     unknown = [name for name in metrics if name not in METRICS]
-    if unknown:
-        raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    if unknown or not metrics:
+        shown = repr(unknown[0]) if unknown else "(none)"
+        raise ConfigError(f"unknown metric {shown}; choose from {', '.join(METRICS)}")
     if tokenize not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
     if chrf_word_order < 0:
         raise ConfigError(f"chrF word order {chrf_word_order} is negative; pass 0 (chrF) or 2")
+
+
+def check_tests(tests: SignificanceOptions, n_systems: int) -> None:
+    """Raise ConfigError for tests that do not fit the number of systems."""
+    if tests.paired_bs and tests.paired_ar:
+        raise ConfigError("--paired-bs and --paired-ar exclude each other; choose one test")
+    if tests.paired and n_systems < 2:
+        raise ConfigError(
+            "a paired test compares systems with a baseline; give -i BASELINE -i SYSTEM"
+        )
+    if tests.confidence and n_systems > 1:
+        raise ConfigError(
+            "--confidence is for one system; compare several with --paired-bs or --paired-ar"
+        )
+    for flag, value in (
+        ("--paired-bs-n", tests.paired_bs_n),
+        ("--paired-ar-n", tests.paired_ar_n),
+        ("--confidence-n", tests.confidence_n),
+    ):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
 
 
 def _check_counts(
@@ -114,34 +254,96 @@ def _check_counts(
             )
 
 
-def read_lines(path: Path | None, stdin: IO[bytes] | None = None) -> list[str]:
-    """Lines of a plain or gzipped UTF-8 file (or of `stdin` when `path` is None).
-
-    Each line loses its trailing whitespace, exactly as the sacrebleu command does.
-    """
-    if path is None:
-        return _decode_lines(stdin, "standard input")
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path} (check the path)")
-    with open(path, "rb") as raw:
-        binary = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
-        try:
-            return _decode_lines(binary, str(path))
-        except (OSError, EOFError) as error:
-            raise DataError(f"cannot read {path}: {error}") from None
+# -- several systems -----------------------------------------------------------
 
 
-def _decode_lines(binary: IO[bytes], name: str) -> list[str]:
-    # newline="\n" as sacreBLEU opens files: a stray \r stays in the line (then
-    # rstrip removes it), and U+2028 and friends do not split lines.
-    text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
+def compare(
+    names: Sequence[str],
+    systems: Sequence[Sequence[str]],
+    refs: Sequence[Sequence[str]],
+    options: ScoreOptions = ScoreOptions(),
+    tests: SignificanceOptions = SignificanceOptions(),
+    report: ReportOptions = ReportOptions(),
+) -> str:
+    """sacreBLEU's multi-system table: each system's scores, or a paired test against the
+    first system (the baseline) with p-values. Seeded by SACREBLEU_SEED (see `_seed`)."""
+    metrics = build_metrics(options.metrics, options, refs=[list(r) for r in refs])
+    if tests.paired is None:
+        scores, signatures = _plain_table(names, systems, metrics, report.width)
+    else:
+        from sacrebleu.significance import PairedTest
+
+        named = [(f"Baseline: {names[0]}", list(systems[0]))]
+        named += [(name, list(hyps)) for name, hyps in zip(names[1:], systems[1:], strict=True)]
+        n = tests.paired_bs_n if tests.paired == "bs" else tests.paired_ar_n
+        test = PairedTest(named, metrics, references=None, test_type=tests.paired, n_samples=n)
+        signatures, scores = test()
+        signatures = {name: sig.format() for name, sig in signatures.items()}
+    return _print_table(scores, signatures, tests, report)
+
+
+def _plain_table(names, systems, metrics: dict, width: int) -> tuple[dict, dict]:
+    """Scores of every system without a test, formatted as sacreBLEU's table wants them."""
+    scores: dict[str, list] = {"System": list(names)}
+    signatures = {}
+    for hyps in systems:
+        for metric in metrics.values():
+            result = metric.corpus_score(list(hyps), references=None)
+            signatures[result.name] = metric.get_signature().format()
+            scores.setdefault(result.name, []).append(result.format(width, True))
+    return scores, signatures
+
+
+def _print_table(scores: dict, signatures: dict, tests: SignificanceOptions, report: ReportOptions):
+    """sacreBLEU's own table printer, captured, without colours; or its JSON."""
+    from argparse import Namespace
+
+    from sacrebleu.utils import Color, print_results_table
+
+    if report.as_json:
+        return _json_table(scores)
+    args = Namespace(
+        format="text",
+        width=report.width,
+        paired_bs=tests.paired == "bs",
+        paired_ar=tests.paired == "ar",
+        paired_bs_n=tests.paired_bs_n,
+        paired_ar_n=tests.paired_ar_n,
+    )
+    colours, Color.ENABLE_COLORS = Color.ENABLE_COLORS, False
     try:
-        return [line.rstrip() for line in text]
-    except UnicodeDecodeError as error:
-        raise DataError(f"{name} is not valid UTF-8 ({error.reason}); convert it first") from None
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            print_results_table(scores, signatures, args)
     finally:
-        text.detach()
+        Color.ENABLE_COLORS = colours
+    return out.getvalue().rstrip("\n")
+
+
+def _json_table(scores: dict) -> str:
+    """sacreBLEU's `-f json` for several systems: one object per system, metrics by name.
+
+    sacreBLEU's own printer fails on the numpy float32 p-values of --paired-bs
+    (sacrebleu 2.6.0: "Object of type float32 is not JSON serializable"); numpy
+    numbers are written as plain floats here, the layout is sacreBLEU's.
+    """
+    systems = []
+    for i, name in enumerate(scores["System"]):
+        entry = {"system": name}
+        for metric, values in scores.items():
+            if metric != "System":
+                value = values[i]
+                entry[metric] = value if isinstance(value, str) else dict(vars(value))
+        systems.append(entry)
+    return json.dumps(systems, indent=4, default=_number)
+
+
+def _number(value) -> float:
+    if hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# -- formatting one system -----------------------------------------------------
 
 
 def format_text(results: Sequence[MetricResult], width: int = 1, score_only: bool = False) -> str:
