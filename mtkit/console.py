@@ -6,7 +6,6 @@ stdout carries only data (translations, scores), so every stage can sit in a pip
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
@@ -51,12 +50,3 @@ def progress(*extra_columns, transient: bool = False) -> Progress:
         console=stderr,
         transient=transient,
     )
-
-
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate over `items` with a progress bar on stderr."""
-    with progress() as bar:
-        task = bar.add_task(description, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)

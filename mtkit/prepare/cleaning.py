@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mtkit.errors import ConfigError
 
-Pairs = list[tuple[str, str]]
+KeptPairs = list[tuple[str, str]]
 Rows = list[tuple[str, str, int, int]]
 
 LEN_UNITS = ("words", "chars")
@@ -99,7 +99,7 @@ class Cleaner:
         self.read = 0
         self.dropped = {name: 0 for name in ["empty", *(name for name, _ in self.steps)]}
 
-    def __call__(self, src: list[str], tgt: list[str]) -> Pairs:
+    def __call__(self, src: list[str], tgt: list[str]) -> KeptPairs:
         """The pairs of one batch that pass every filter, in their order."""
         self.read += len(src)
         length = self.length

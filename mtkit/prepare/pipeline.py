@@ -29,7 +29,7 @@ from mtkit import __version__
 from mtkit.errors import ConfigError, DataError
 from mtkit.io import AtomicFile, write_text
 from mtkit.prepare.cleaning import Cleaner, CleanOptions, normalize_lines
-from mtkit.prepare.sources import Batch, Source, SourceOptions, SplitStream, from_options
+from mtkit.prepare.sources import LineBatch, Source, SourceOptions, SplitStream, from_options
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _write_split(split, stream: SplitStream, writers, clean, limit, bar) -> dict
     return report
 
 
-def _limited(batches: Iterator[Batch], limit: int | None) -> Iterator[Batch]:
+def _limited(batches: Iterator[LineBatch], limit: int | None) -> Iterator[LineBatch]:
     if limit is None:
         yield from batches
         return
@@ -163,7 +163,7 @@ def _limited(batches: Iterator[Batch], limit: int | None) -> Iterator[Batch]:
         left -= len(src_lines)
 
 
-def _guarded(batches: Iterator[Batch]) -> Iterator[Batch]:
+def _guarded(batches: Iterator[LineBatch]) -> Iterator[LineBatch]:
     """A hub stream that breaks off mid-way becomes one clear line, not a traceback."""
     try:
         yield from batches

@@ -26,7 +26,7 @@ from mtkit.io import open_binary, text_lines
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[list[str], list[str]]
+LineBatch = tuple[list[str], list[str]]
 SPLITS = ("train", "valid", "test")
 BATCH_SIZE = 1000
 
@@ -66,7 +66,7 @@ class SplitStream:
     """One split ready to read: batches of (src, tgt) lines, and how many pairs if known."""
 
     source_split: str
-    batches: Iterator[Batch]
+    batches: Iterator[LineBatch]
     total: int | None = None
 
 
@@ -381,7 +381,7 @@ def _size(dataset: Any, split: str) -> int | None:
         return getattr(info, "num_examples", None) or None
 
 
-def dataset_batches(dataset: Any, src: str, tgt: str, where: str) -> Iterator[Batch]:
+def dataset_batches(dataset: Any, src: str, tgt: str, where: str) -> Iterator[LineBatch]:
     """The one reader for every datasets source: Arrow batches -> (src, tgt) line lists.
 
     The first batch is read now, so a dataset without the languages fails
@@ -453,12 +453,12 @@ def from_text_files(
     return Source(src=src, tgt=tgt, description=description, splits=splits)
 
 
-def _pair_batches(src_path: Path, tgt_path: Path) -> Iterator[Batch]:
+def _pair_batches(src_path: Path, tgt_path: Path) -> Iterator[LineBatch]:
     src_file, tgt_file = open_binary(src_path), open_binary(tgt_path)
     return _zip_files(src_path, src_file, tgt_path, tgt_file)
 
 
-def _zip_files(src_path, src_file, tgt_path, tgt_file) -> Iterator[Batch]:
+def _zip_files(src_path, src_file, tgt_path, tgt_file) -> Iterator[LineBatch]:
     with src_file, tgt_file:
         src_lines = text_lines(src_file, str(src_path))
         tgt_lines = text_lines(tgt_file, str(tgt_path))
@@ -479,7 +479,7 @@ def _zip_files(src_path, src_file, tgt_path, tgt_file) -> Iterator[Batch]:
             yield src_batch, tgt_batch
 
 
-def _tsv_batches(path: Path, order: tuple[str, str], src: str, tgt: str) -> Iterator[Batch]:
+def _tsv_batches(path: Path, order: tuple[str, str], src: str, tgt: str) -> Iterator[LineBatch]:
     if {src, tgt} != set(order):
         raise ConfigError(
             f"TSV columns are {order[0]}, {order[1]} but --src/--tgt are {src}, {tgt}"
@@ -489,7 +489,7 @@ def _tsv_batches(path: Path, order: tuple[str, str], src: str, tgt: str) -> Iter
     return _read_tsv(path, handle, swap)
 
 
-def _read_tsv(path: Path, handle, swap: bool) -> Iterator[Batch]:
+def _read_tsv(path: Path, handle, swap: bool) -> Iterator[LineBatch]:
     with handle:
         lines = text_lines(handle, str(path))
         number = 0
