@@ -15,6 +15,7 @@ import typer
 
 from mtkit import __version__
 from mtkit.errors import MtkitError
+from mtkit.interop.ctranslate2 import ExportOptions
 from mtkit.prepare.cleaning import CleanOptions
 from mtkit.prepare.sources import SourceOptions
 from mtkit.tokenizer import SpmOptions
@@ -73,53 +74,62 @@ Seed = Annotated[int, typer.Option(help="Random seed.")]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
 
 
+_TrainbpeInputs = Annotated[
+    list[Path],
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="A text file to learn from (plain or .gz); repeat for each.",
+    ),
+]
+_TrainbpeOut = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Directory for spm.model and spm.vocab (spm.LANG.* with --separate).",
+    ),
+]
+_TrainbpeVocabSize = Annotated[
+    int, typer.Option(help="Pieces in the vocabulary, specials included.")
+]
+_TrainbpeModelType = Annotated[str, typer.Option(help="SentencePiece algorithm: bpe or unigram.")]
+_TrainbpeSeparate = Annotated[
+    bool,
+    typer.Option(
+        "--separate",
+        help="One model per input, named by its language suffix (train.de -> spm.de.model).",
+    ),
+]
+_TrainbpeCharacterCoverage = Annotated[
+    float, typer.Option(help="Share of characters the vocabulary covers; 0.9995 for CJK.")
+]
+_TrainbpeInputSentenceSize = Annotated[
+    int, typer.Option(help="Lines sampled at random from the input for training; 0 uses all.")
+]
+_TrainbpeUserDefinedSymbols = Annotated[
+    list[str],
+    typer.Option(
+        metavar="PIECE", help="Pieces never split, e.g. '<sep>' (repeat, or comma-separated)."
+    ),
+]
+_TrainbpeThreads = Annotated[
+    int, typer.Option(help="Training threads; 0 uses every core, up to 16.")
+]
+
+
 @app.command("train-bpe")
 def train_bpe(
-    inputs: Annotated[
-        list[Path],
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="A text file to learn from (plain or .gz); repeat for each.",
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Directory for spm.model and spm.vocab (spm.LANG.* with --separate).",
-        ),
-    ],
-    vocab_size: Annotated[
-        int, typer.Option(help="Pieces in the vocabulary, specials included.")
-    ] = SpmOptions.vocab_size,
-    model_type: Annotated[
-        str, typer.Option(help="SentencePiece algorithm: bpe or unigram.")
-    ] = SpmOptions.model_type,
-    separate: Annotated[
-        bool,
-        typer.Option(
-            "--separate",
-            help="One model per input, named by its language suffix (train.de -> spm.de.model).",
-        ),
-    ] = False,
-    character_coverage: Annotated[
-        float, typer.Option(help="Share of characters the vocabulary covers; 0.9995 for CJK.")
-    ] = SpmOptions.character_coverage,
-    input_sentence_size: Annotated[
-        int, typer.Option(help="Lines sampled at random from the input for training; 0 uses all.")
-    ] = SpmOptions.input_sentence_size,
-    user_defined_symbols: Annotated[
-        list[str],
-        typer.Option(
-            metavar="PIECE", help="Pieces never split, e.g. '<sep>' (repeat, or comma-separated)."
-        ),
-    ] = [],  # noqa: B006 (typer needs a literal default; SpmOptions' is the empty tuple)
-    threads: Annotated[
-        int, typer.Option(help="Training threads; 0 uses every core, up to 16.")
-    ] = SpmOptions.threads,
+    inputs: _TrainbpeInputs,
+    out: _TrainbpeOut,
+    vocab_size: _TrainbpeVocabSize = SpmOptions.vocab_size,
+    model_type: _TrainbpeModelType = SpmOptions.model_type,
+    separate: _TrainbpeSeparate = False,
+    character_coverage: _TrainbpeCharacterCoverage = SpmOptions.character_coverage,
+    input_sentence_size: _TrainbpeInputSentenceSize = SpmOptions.input_sentence_size,
+    user_defined_symbols: _TrainbpeUserDefinedSymbols = [],  # noqa: B006 (typer needs a literal default; SpmOptions' is the empty tuple)
+    threads: _TrainbpeThreads = SpmOptions.threads,
 ) -> None:
     """Train a SentencePiece BPE or unigram model: joint by default, or one per language."""
     from mtkit.tokenizer import train_spm
@@ -266,67 +276,75 @@ def score_command(
     )
 
 
+_TranslateBeamSize = Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy search.")]
+_TranslateNbest = Annotated[
+    int,
+    typer.Option(help="Write the K best as 'LINE ||| text ||| score' lines (LINE from 0)."),
+]
+_TranslateLenPenalty = Annotated[
+    float, typer.Option(help="GNMT length penalty alpha: score / ((5+|Y|)/6)^alpha.")
+]
+_TranslateLenNorm = Annotated[
+    bool, typer.Option("--len-norm", help="Rank by mean log-probability instead.")
+]
+_TranslateEarlyStop = Annotated[
+    bool,
+    typer.Option("--early-stop", help="End a sentence when the best candidate ends (faster)."),
+]
+_TranslateMaxLenA = Annotated[
+    float, typer.Option(help="Max target tokens = a * source tokens + b.")
+]
+_TranslateMinLen = Annotated[
+    int, typer.Option(help="Target tokens before the end may come (0: no minimum).")
+]
+_TranslateSampling = Annotated[
+    bool, typer.Option("--sampling", help="Sample instead of beam search (--nbest samples).")
+]
+_TranslateTopK = Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")]
+_TranslateTopP = Annotated[float, typer.Option(help="Sample from the top-p probability mass.")]
+_TranslateTemperature = Annotated[float, typer.Option(help="Sampling temperature.")]
+_TranslateSeed = Annotated[int | None, typer.Option(help="Random seed, for reproducible sampling.")]
+_TranslateMaxTokens = Annotated[
+    int | None,
+    typer.Option(
+        help="Batch budget: sentences x beam x longest source; default 6000 CPU, 60000 GPU."
+    ),
+]
+_TranslateBatchSize = Annotated[
+    int | None, typer.Option(help="At most this many sentences a batch.")
+]
+_TranslateChunkLines = Annotated[
+    int, typer.Option(help="Lines read, sorted and translated together (bounds memory).")
+]
+_TranslateQuantize = Annotated[
+    str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
+]
+
+
 @app.command("translate")
 def translate_command(
     models: Models = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
     input: InputFile = None,
     out: OutputFile = None,
-    beam_size: Annotated[
-        int, typer.Option("--beam", help="Beam size; 1 is greedy search.")
-    ] = SearchOptions.beam_size,
-    nbest: Annotated[
-        int,
-        typer.Option(help="Write the K best as 'LINE ||| text ||| score' lines (LINE from 0)."),
-    ] = SearchOptions.nbest,
-    len_penalty: Annotated[
-        float, typer.Option(help="GNMT length penalty alpha: score / ((5+|Y|)/6)^alpha.")
-    ] = SearchOptions.len_penalty,
-    len_norm: Annotated[
-        bool, typer.Option("--len-norm", help="Rank by mean log-probability instead.")
-    ] = SearchOptions.len_norm,
-    early_stop: Annotated[
-        bool,
-        typer.Option("--early-stop", help="End a sentence when the best candidate ends (faster)."),
-    ] = SearchOptions.early_stop,
-    max_len_a: Annotated[
-        float, typer.Option(help="Max target tokens = a * source tokens + b.")
-    ] = SearchOptions.max_len_a,
+    beam_size: _TranslateBeamSize = SearchOptions.beam_size,
+    nbest: _TranslateNbest = SearchOptions.nbest,
+    len_penalty: _TranslateLenPenalty = SearchOptions.len_penalty,
+    len_norm: _TranslateLenNorm = SearchOptions.len_norm,
+    early_stop: _TranslateEarlyStop = SearchOptions.early_stop,
+    max_len_a: _TranslateMaxLenA = SearchOptions.max_len_a,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = SearchOptions.max_len_b,
-    min_len: Annotated[
-        int, typer.Option(help="Target tokens before the end may come (0: no minimum).")
-    ] = SearchOptions.min_len,
-    sampling: Annotated[
-        bool, typer.Option("--sampling", help="Sample instead of beam search (--nbest samples).")
-    ] = SearchOptions.sampling,
-    top_k: Annotated[
-        int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")
-    ] = SearchOptions.top_k,
-    top_p: Annotated[
-        float, typer.Option(help="Sample from the top-p probability mass.")
-    ] = SearchOptions.top_p,
-    temperature: Annotated[
-        float, typer.Option(help="Sampling temperature.")
-    ] = SearchOptions.temperature,
-    seed: Annotated[
-        int | None, typer.Option(help="Random seed, for reproducible sampling.")
-    ] = SearchOptions.seed,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option(
-            help="Batch budget: sentences x beam x longest source; default 6000 CPU, 60000 GPU."
-        ),
-    ] = BatchOptions.max_tokens,
-    batch_size: Annotated[
-        int | None, typer.Option(help="At most this many sentences a batch.")
-    ] = BatchOptions.batch_size,
-    chunk_lines: Annotated[
-        int, typer.Option(help="Lines read, sorted and translated together (bounds memory).")
-    ] = BatchOptions.chunk_lines,
+    min_len: _TranslateMinLen = SearchOptions.min_len,
+    sampling: _TranslateSampling = SearchOptions.sampling,
+    top_k: _TranslateTopK = SearchOptions.top_k,
+    top_p: _TranslateTopP = SearchOptions.top_p,
+    temperature: _TranslateTemperature = SearchOptions.temperature,
+    seed: _TranslateSeed = SearchOptions.seed,
+    max_tokens: _TranslateMaxTokens = BatchOptions.max_tokens,
+    batch_size: _TranslateBatchSize = BatchOptions.batch_size,
+    chunk_lines: _TranslateChunkLines = BatchOptions.chunk_lines,
     device: Device = RuntimeOptions.device,
     precision: Precision = RuntimeOptions.precision,
-    quantize: Annotated[
-        str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
-    ] = RuntimeOptions.quantize,
+    quantize: _TranslateQuantize = RuntimeOptions.quantize,
     threads: Threads = RuntimeOptions.threads,
 ) -> None:
     """Translate text with one checkpoint or an ensemble: one line out for every line in."""
@@ -520,122 +538,133 @@ def _file(help_text: str):
     return typer.Option(metavar="FILE", help=help_text, rich_help_panel=_SRC)
 
 
+_PrepareOut = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Directory for {train,valid,test}.{src,tgt language} and manifest.json.",
+    ),
+]
+_PrepareSrc = Annotated[
+    str | None, typer.Option(help="Source language code (default: the first of --pair).")
+]
+_PrepareTgt = Annotated[
+    str | None, typer.Option(help="Target language code (default: the second of --pair).")
+]
+_PreparePair = Annotated[
+    str | None,
+    typer.Option(
+        help="Language pair like de-en: picks the hub config in either order (en-de finds "
+        "de-en) and, without --src/--tgt, the direction as written.",
+    ),
+]
+_PrepareDataset = Annotated[
+    str | None,
+    _source(
+        "A short name (wmt14..wmt19, multi30k), a hub id (owner/name), or a local "
+        "directory laid out like a hub dataset (parquet/arrow/json) or from save_to_disk."
+    ),
+]
+_PrepareConfig = Annotated[
+    str | None, _source("The dataset's config (subset), when --pair does not pick it.")
+]
+_PrepareRevision = Annotated[str | None, _source("Hub revision (branch, tag or commit).")]
+_PrepareLocalHub = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="MTKIT_LOCAL_HUB",
+        help="A directory of local hub copies, DIR/OWNER/NAME, looked in before the hub.",
+        rich_help_panel=_SRC,
+    ),
+]
+_PrepareStreaming = Annotated[
+    bool, _source("Stream hub data (bounded memory, no cache); --no-streaming downloads it.")
+]
+_PrepareTrainSplit = Annotated[
+    str | None, _source("Dataset split for train (default: train; '-' skips).")
+]
+_PrepareValidSplit = Annotated[
+    str | None,
+    _source("Dataset split for valid (default: validation, valid, dev or val; '-' skips)."),
+]
+_PrepareTestSplit = Annotated[
+    str | None, _source("Dataset split for test (default: test; '-' skips).")
+]
+_PrepareSrcFile = Annotated[Path | None, _file("Training text in --src (plain or .gz).")]
+_PrepareTgtFile = Annotated[Path | None, _file("Training text in --tgt, line for line.")]
+_PrepareValidSrcFile = Annotated[Path | None, _file("Validation text in --src.")]
+_PrepareValidTgtFile = Annotated[Path | None, _file("Validation text in --tgt.")]
+_PrepareTestSrcFile = Annotated[Path | None, _file("Test text in --src.")]
+_PrepareTestTgtFile = Annotated[Path | None, _file("Test text in --tgt.")]
+_PrepareTsv = Annotated[
+    Path | None, _file("Training pairs as TSV, src<TAB>tgt (columns in --pair order if given).")
+]
+_PrepareMaxLen = Annotated[
+    int,
+    typer.Option(
+        help="Drop pairs with a side longer than this (in --len-unit); 0: no limit.",
+        rich_help_panel=_CLEAN,
+    ),
+]
+_PrepareLenUnit = Annotated[
+    str,
+    typer.Option(
+        help="Unit of --max-len and --max-ratio: words (split on spaces) or chars.",
+        rich_help_panel=_CLEAN,
+    ),
+]
+_PrepareMaxRatio = Annotated[
+    float,
+    typer.Option(
+        help="Drop pairs whose longer side is more than this many times the shorter; 0: off.",
+        rich_help_panel=_CLEAN,
+    ),
+]
+_PrepareDedup = Annotated[
+    bool,
+    typer.Option(help="Drop exact duplicate pairs, keeping the first.", rich_help_panel=_CLEAN),
+]
+_PrepareLimit = Annotated[
+    int,
+    typer.Option(help="Read only the first N pairs of each split (quick subsets); 0: all."),
+]
+
+
 @app.command("prepare")
 def prepare_command(
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Directory for {train,valid,test}.{src,tgt language} and manifest.json.",
-        ),
-    ],
-    src: Annotated[
-        str | None, typer.Option(help="Source language code (default: the first of --pair).")
-    ] = SourceOptions.src,
-    tgt: Annotated[
-        str | None, typer.Option(help="Target language code (default: the second of --pair).")
-    ] = SourceOptions.tgt,
-    pair: Annotated[
-        str | None,
-        typer.Option(
-            help="Language pair like de-en: picks the hub config in either order (en-de finds "
-            "de-en) and, without --src/--tgt, the direction as written.",
-        ),
-    ] = SourceOptions.pair,
-    dataset: Annotated[
-        str | None,
-        _source(
-            "A short name (wmt14..wmt19, multi30k), a hub id (owner/name), or a local "
-            "directory laid out like a hub dataset (parquet/arrow/json) or from save_to_disk."
-        ),
-    ] = SourceOptions.dataset,
-    config: Annotated[
-        str | None, _source("The dataset's config (subset), when --pair does not pick it.")
-    ] = SourceOptions.config,
-    revision: Annotated[
-        str | None, _source("Hub revision (branch, tag or commit).")
-    ] = SourceOptions.revision,
-    local_hub: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="MTKIT_LOCAL_HUB",
-            help="A directory of local hub copies, DIR/OWNER/NAME, looked in before the hub.",
-            rich_help_panel=_SRC,
-        ),
-    ] = SourceOptions.local_hub,
-    streaming: Annotated[
-        bool, _source("Stream hub data (bounded memory, no cache); --no-streaming downloads it.")
-    ] = SourceOptions.streaming,
-    train_split: Annotated[
-        str | None, _source("Dataset split for train (default: train; '-' skips).")
-    ] = SourceOptions.train_split,
-    valid_split: Annotated[
-        str | None,
-        _source("Dataset split for valid (default: validation, valid, dev or val; '-' skips)."),
-    ] = SourceOptions.valid_split,
-    test_split: Annotated[
-        str | None, _source("Dataset split for test (default: test; '-' skips).")
-    ] = SourceOptions.test_split,
-    src_file: Annotated[
-        Path | None, _file("Training text in --src (plain or .gz).")
-    ] = SourceOptions.src_file,
-    tgt_file: Annotated[
-        Path | None, _file("Training text in --tgt, line for line.")
-    ] = SourceOptions.tgt_file,
-    valid_src_file: Annotated[
-        Path | None, _file("Validation text in --src.")
-    ] = SourceOptions.valid_src_file,
-    valid_tgt_file: Annotated[
-        Path | None, _file("Validation text in --tgt.")
-    ] = SourceOptions.valid_tgt_file,
-    test_src_file: Annotated[
-        Path | None, _file("Test text in --src.")
-    ] = SourceOptions.test_src_file,
-    test_tgt_file: Annotated[
-        Path | None, _file("Test text in --tgt.")
-    ] = SourceOptions.test_tgt_file,
-    tsv: Annotated[
-        Path | None, _file("Training pairs as TSV, src<TAB>tgt (columns in --pair order if given).")
-    ] = SourceOptions.tsv,
+    out: _PrepareOut,
+    src: _PrepareSrc = SourceOptions.src,
+    tgt: _PrepareTgt = SourceOptions.tgt,
+    pair: _PreparePair = SourceOptions.pair,
+    dataset: _PrepareDataset = SourceOptions.dataset,
+    config: _PrepareConfig = SourceOptions.config,
+    revision: _PrepareRevision = SourceOptions.revision,
+    local_hub: _PrepareLocalHub = SourceOptions.local_hub,
+    streaming: _PrepareStreaming = SourceOptions.streaming,
+    train_split: _PrepareTrainSplit = SourceOptions.train_split,
+    valid_split: _PrepareValidSplit = SourceOptions.valid_split,
+    test_split: _PrepareTestSplit = SourceOptions.test_split,
+    src_file: _PrepareSrcFile = SourceOptions.src_file,
+    tgt_file: _PrepareTgtFile = SourceOptions.tgt_file,
+    valid_src_file: _PrepareValidSrcFile = SourceOptions.valid_src_file,
+    valid_tgt_file: _PrepareValidTgtFile = SourceOptions.valid_tgt_file,
+    test_src_file: _PrepareTestSrcFile = SourceOptions.test_src_file,
+    test_tgt_file: _PrepareTestTgtFile = SourceOptions.test_tgt_file,
+    tsv: _PrepareTsv = SourceOptions.tsv,
     valid_tsv: Annotated[Path | None, _file("Validation pairs as TSV.")] = SourceOptions.valid_tsv,
     test_tsv: Annotated[Path | None, _file("Test pairs as TSV.")] = SourceOptions.test_tsv,
-    max_len: Annotated[
-        int,
-        typer.Option(
-            help="Drop pairs with a side longer than this (in --len-unit); 0: no limit.",
-            rich_help_panel=_CLEAN,
-        ),
-    ] = CleanOptions.max_len,
-    len_unit: Annotated[
-        str,
-        typer.Option(
-            help="Unit of --max-len and --max-ratio: words (split on spaces) or chars.",
-            rich_help_panel=_CLEAN,
-        ),
-    ] = CleanOptions.len_unit,
-    max_ratio: Annotated[
-        float,
-        typer.Option(
-            help="Drop pairs whose longer side is more than this many times the shorter; 0: off.",
-            rich_help_panel=_CLEAN,
-        ),
-    ] = CleanOptions.max_ratio,
-    dedup: Annotated[
-        bool,
-        typer.Option(help="Drop exact duplicate pairs, keeping the first.", rich_help_panel=_CLEAN),
-    ] = CleanOptions.dedup,
-    limit: Annotated[
-        int,
-        typer.Option(help="Read only the first N pairs of each split (quick subsets); 0: all."),
-    ] = 0,
+    max_len: _PrepareMaxLen = CleanOptions.max_len,
+    len_unit: _PrepareLenUnit = CleanOptions.len_unit,
+    max_ratio: _PrepareMaxRatio = CleanOptions.max_ratio,
+    dedup: _PrepareDedup = CleanOptions.dedup,
+    limit: _PrepareLimit = 0,
 ) -> None:
     """Get a parallel corpus and write it as clean text, one file per split and language.
 
     Every split is normalised (whitespace, control characters); only train is
     filtered (empty sides, --max-len, --max-ratio, duplicates), so valid and
     test stay line for line. Files are named by language code (train.de, train.en).
-    Text files are plain or .gz; TSV is src<TAB>tgt (columns in --pair order if given).
     """
     from mtkit.prepare.pipeline import prepare_corpus
 
@@ -663,6 +692,96 @@ def prepare_command(
     )
     clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
     prepare_corpus(source, out, clean, limit)
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Transformer checkpoint (.pt).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
+    to: Annotated[str, typer.Option(help="Target format: ctranslate2.")] = "ctranslate2",
+    quantize: Annotated[
+        str,
+        typer.Option(help="Weights: none (float32), int8, int8_float16, float16, bfloat16."),
+    ] = ExportOptions.quantize,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the directory if it exists.")
+    ] = ExportOptions.force,
+) -> None:
+    """Export a Transformer checkpoint to CTranslate2 (model, vocabularies, SentencePiece)."""
+    from mtkit.errors import ConfigError
+    from mtkit.interop.ctranslate2 import export_ctranslate2
+
+    if to != "ctranslate2":
+        raise ConfigError(f"unknown --to {to!r}; choose one of: ctranslate2")
+    export_ctranslate2(model, out, ExportOptions(quantize=quantize, force=force))
+
+
+# Option defaults of `logprob` (a light module until it runs: torch loads late).
+from mtkit.translate.logprob import LogprobOptions  # noqa: E402
+
+
+@app.command("logprob")
+def logprob_command(
+    models: Models = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="Sources (plain or .gz); without -r/--nbest-input, source<TAB>target lines. "
+            "stdin if absent.",
+        ),
+    ] = None,
+    ref: Annotated[
+        Path | None,
+        typer.Option("--ref", "-r", metavar="FILE", help="Targets to score, line for line."),
+    ] = None,
+    nbest_input: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="An n-best list 'N ||| hyp ||| score' (N from 0 into -i): each line comes "
+            "back with ' ||| logprob' appended.",
+        ),
+    ] = None,
+    out: OutputFile = None,
+    per_token: Annotated[
+        bool,
+        typer.Option("--per-token", help="Every piece's log-probability, eos last."),
+    ] = LogprobOptions.per_token,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize", help="The mean per piece (eos counted), not the sum."),
+    ] = LogprobOptions.normalize,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help="Batch budget: sentences x longest side; default 4000 CPU, 32000 GPU."),
+    ] = BatchOptions.max_tokens,
+    batch_size: Annotated[
+        int | None, typer.Option(help="At most this many pairs a batch.")
+    ] = BatchOptions.batch_size,
+    chunk_lines: Annotated[
+        int, typer.Option(help="Pairs read, sorted and scored together (bounds memory).")
+    ] = BatchOptions.chunk_lines,
+    device: Device = RuntimeOptions.device,
+    precision: Precision = RuntimeOptions.precision,
+    threads: Threads = RuntimeOptions.threads,
+) -> None:
+    """Log-probability of each target given its source under a model or an ensemble:
+    one line out per line in (a blank source gives 0.0)."""
+    from mtkit.translate.logprob import logprob_file
+
+    logprob_file(
+        models,
+        input,
+        ref,
+        nbest_input,
+        out,
+        LogprobOptions(per_token=per_token, normalize=normalize),
+        BatchOptions(max_tokens=max_tokens, batch_size=batch_size, chunk_lines=chunk_lines),
+        RuntimeOptions(device=device, precision=precision, threads=threads),
+    )
 
 
 # -- commands added by later issues go above this line -----------------------
