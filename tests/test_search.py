@@ -24,7 +24,7 @@ VOCAB = 200
 TRAIN_LINES = 600
 
 
-def _spm_bytes(lines: list[str]) -> bytes:
+def _spm_bytes(lines: list[str], vocab_size: int = VOCAB) -> bytes:
     import io
 
     import sentencepiece as spm
@@ -33,7 +33,7 @@ def _spm_bytes(lines: list[str]) -> bytes:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         model_type="bpe",
         character_coverage=1.0,
         pad_id=0,
