@@ -1,4 +1,6 @@
-"""`python -m bench [NAME ...]`: run every benchmark module with a main(), or the named ones."""
+"""`python -m bench [NAME ...] [--option ...]`: run every benchmark module with a main(), or the
+named ones; options after the names go to their main():
+`python -m bench scale --pairs 500000`."""
 
 from __future__ import annotations
 
@@ -37,7 +39,10 @@ def run(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or discover()
+    # `python -m bench NAME --option ...`: options after the names go to NAME's main().
+    args = sys.argv[1:]
+    first_option = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
+    chosen, sys.argv = args[:first_option] or discover(), [sys.argv[0], *args[first_option:]]
     unknown = sorted(set(chosen) - set(discover()))
     if unknown:
         sys.exit(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(discover())})")

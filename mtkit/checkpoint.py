@@ -17,14 +17,13 @@ model's vocab.json); `migrate` brings version 1 files up to date when they load.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mtkit import __version__
 from mtkit.errors import CheckpointError
+from mtkit.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +44,8 @@ def save_checkpoint(path: Path | str, payload: dict) -> Path:
     payload = header | {k: v for k, v in payload.items() if k not in header}
     payload["model"] = plain_state_dict(payload["model"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb", fsync=True) as file:
+        torch.save(payload, file)
     return path
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from mtkit.train.batching import (
-    batch_cost,
     collate,
     encode_pairs,
     epoch_order,
@@ -24,6 +23,12 @@ PAD, BOS, EOS = 0, 2, 3
 def fake_encode(lines: list[str]) -> list[list[int]]:
     """One id per word, from the word's length (enough to test lengths and contents)."""
     return [[4 + len(word) for word in line.split()] for line in lines]
+
+
+def batch_cost(pairs, index) -> int:
+    """Padded tokens of a batch: pairs x the longest side (with bos/eos)."""
+    longest = max(max(len(pairs.src.sentence(i)), len(pairs.tgt.sentence(i))) + 1 for i in index)
+    return longest * len(index)
 
 
 def random_corpus(n: int, seed: int = 0) -> tuple[list[str], list[str]]:

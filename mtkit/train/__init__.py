@@ -1,9 +1,11 @@
 """`mtkit train`: turn prepared text and a SentencePiece model into checkpoints.
 
 The package splits the job: `config` (options), `data` (files, vocabulary
-checks, encoding), `optim` (loss, Adam, schedules), `setup` (building a run,
-resuming), `loop` (updates, validation, saving, stopping), `validate`,
-`distributed` (torchrun) and `state` (RNG, RUN/ JSON files). Models are
+checks), `corpus` (the encoded training corpus on disk, memory-mapped),
+`batching` (token-budget batches, padding), `optim` (loss, Adam, schedules),
+`setup` (building a run, resuming), `loop` (updates, validation, saving,
+stopping), `validate` (evaluate: loss, BLEU, chrF), `distributed` (torchrun)
+and `state` (RUN/: config.json, metrics.jsonl, checkpoints, RNG states). Models are
 `mtkit.models`'; batches `mtkit.train.batching`'s; the file format `mtkit.checkpoint`'s.
 """
 
@@ -21,12 +23,11 @@ def train(config: TrainConfig):
 
     check(config)
     dist = distributed.setup(config.device)
+    clean = False
     try:
-        trainer = build_trainer(config, dist)
-        try:
-            return trainer.run()
-        finally:
-            if trainer.metrics:
-                trainer.metrics.close()
+        result = build_trainer(config, dist).run()
+        clean = True
+        return result
     finally:
-        distributed.teardown(dist)
+        # Every rank leaves together after a clean run (see distributed.teardown).
+        distributed.teardown(dist, clean=clean)

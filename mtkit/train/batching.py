@@ -1,10 +1,16 @@
 """Batches for training: encoded pairs in flat arrays, length buckets, token budgets, padding.
 
-Owns how a parallel corpus becomes padded tensors: encoding once with
-SentencePiece (`encode_pairs`), dropping pairs the model cannot take
-(`filter_pairs`), cutting token-budget batches from length-sorted pairs
-(`make_batches`), the per-epoch batch order (`epoch_order`) and padding a batch
-(`collate`). The training loop decides which batch to take when.
+Owns how a parallel corpus becomes padded tensors: encoding with SentencePiece
+(`encode_side`, `encode_pairs`), choosing the pairs the model can take
+(`keep_index`, `filter_pairs`), cutting token-budget batches from length-sorted
+pairs (`make_batches`), the per-epoch batch order (`epoch_order`), each rank's
+share (`rank_share`), padding a batch (`collate`) and fitting a source to the
+model's positions (`clip_source`). The training loop decides which batch to
+take when; the on-disk encoded corpus is `mtkit.train.corpus`'s.
+
+Every step is vectorised numpy over flat arrays (no Python loop over pairs and
+no copy of the corpus), so a memory-mapped WMT-size corpus costs a process only
+the pages it reads plus a few small integers a pair.
 
 Conventions (shared with the models and search): source = ids + eos,
 target in = bos + ids, target out = ids + eos, padding with pad_id.
@@ -13,28 +19,37 @@ target in = bos + ids, target out = ids + eos, padding with pad_id.
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
 ENCODE_CHUNK = 100_000  # lines per SentencePiece call: bounded memory for WMT-size corpora
 
 
+def id_dtype(vocab_size: int):
+    """The smallest unsigned integer type that holds every id of the vocabulary."""
+    return np.min_scalar_type(max(vocab_size - 1, 0))
+
+
 @dataclass
 class Side:
-    """One language side of a corpus: sentence i is ids[offsets[i]:offsets[i+1]] (no bos/eos)."""
+    """One language side of a corpus: sentence i is ids[offsets[i]:offsets[i+1]] (no bos/eos).
 
-    ids: object  # torch.int32 [total pieces]
-    offsets: object  # torch.int64 [N + 1]
+    `ids` and `offsets` are numpy arrays, in memory or memory-mapped from disk.
+    """
+
+    ids: np.ndarray  # [total pieces], the vocabulary's smallest integer type
+    offsets: np.ndarray  # int64 [N + 1]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def lengths(self):
-        """Pieces per sentence, torch.int64 [N]."""
-        return self.offsets[1:] - self.offsets[:-1]
+    def lengths(self) -> np.ndarray:
+        """Pieces per sentence, int64 [N]."""
+        return np.diff(self.offsets)
 
     def sentence(self, index: int) -> list[int]:
         return self.ids[self.offsets[index] : self.offsets[index + 1]].tolist()
@@ -51,96 +66,153 @@ class Pairs:
         return len(self.src)
 
 
-def encode_side(lines: Sequence[str], encode: Callable[[list[str]], list[list[int]]]) -> Side:
-    """Encode lines in chunks into one flat int32 array plus offsets."""
-    import torch
+def encode_chunks(
+    lines: Iterable[str], encode: Callable[[list[str]], list[list[int]]], dtype
+) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """(ids, lengths) of every ENCODE_CHUNK lines: one SentencePiece call each."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == ENCODE_CHUNK:
+            yield _encoded(encode(chunk), dtype)
+            chunk = []
+    if chunk:
+        yield _encoded(encode(chunk), dtype)
 
-    chunks, lengths = [], []
-    for start in range(0, len(lines), ENCODE_CHUNK):
-        pieces = encode(list(lines[start : start + ENCODE_CHUNK]))
-        lengths.extend(len(p) for p in pieces)
-        chunks.append(torch.tensor([i for p in pieces for i in p], dtype=torch.int32))
-    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), dim=0)
-    ids = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.int32)
-    return Side(ids=ids, offsets=offsets)
+
+def _encoded(pieces: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    ids = np.fromiter((i for p in pieces for i in p), dtype=dtype, count=int(lengths.sum()))
+    return ids, lengths
 
 
-def encode_pairs(src_lines, tgt_lines, src_encode, tgt_encode) -> Pairs:
-    """Encode both sides of a parallel corpus (one SentencePiece batch call per chunk)."""
-    return Pairs(src=encode_side(src_lines, src_encode), tgt=encode_side(tgt_lines, tgt_encode))
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def encode_side(lines: Sequence[str], encode, dtype=np.int32) -> Side:
+    """Encode lines in chunks into one flat array plus offsets, in memory."""
+    parts = list(encode_chunks(lines, encode, dtype))
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=dtype)
+    lengths = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    return Side(ids=ids, offsets=offsets_of(lengths))
+
+
+def encode_pairs(src_lines, tgt_lines, src_encode, tgt_encode, dtype=np.int32) -> Pairs:
+    """Encode both sides of a parallel corpus in memory (the validation set, tests)."""
+    return Pairs(
+        src=encode_side(src_lines, src_encode, dtype), tgt=encode_side(tgt_lines, tgt_encode, dtype)
+    )
 
 
 def subset(side: Side, index) -> Side:
-    """The sentences of `side` at positions `index` (a torch.int64 tensor), in that order."""
-    import torch
-
+    """The sentences of `side` at positions `index`, in that order (a copy: small sets only)."""
+    index = np.asarray(index, dtype=np.int64)
     lengths = side.lengths()[index]
-    offsets = torch.zeros(len(index) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cumsum(lengths, dim=0)
-    if len(index) == 0:
-        return Side(ids=side.ids[:0], offsets=offsets)
-    starts = side.offsets[index]
+    offsets = offsets_of(lengths)
+    starts = side.offsets[:-1][index]
     # Gather every kept piece at once: position p of sentence k is starts[k] + p.
-    rows = torch.repeat_interleave(torch.arange(len(index)), lengths)
-    within = torch.arange(int(offsets[-1])) - offsets[:-1][rows]
+    rows = np.repeat(np.arange(len(index)), lengths)
+    within = np.arange(int(offsets[-1])) - offsets[:-1][rows]
     return Side(ids=side.ids[starts[rows] + within], offsets=offsets)
 
 
-def filter_pairs(pairs: Pairs, *, max_len: int, max_tokens: int) -> tuple[Pairs, dict]:
-    """Drop pairs the model cannot take: an empty side, longer than `max_len` or the budget.
-
-    Lengths count the added bos/eos. Returns the kept pairs and the counts dropped
-    for each reason, for the log.
-    """
-    import torch
-
+def keep_index(pairs: Pairs, *, max_len: int, max_tokens: int) -> tuple[np.ndarray, dict]:
+    """The positions of the pairs the model can take (no empty side, none longer than
+    `max_len` or the budget, bos/eos counted), and how many were dropped for each reason."""
     src_len = pairs.src.lengths() + 1
     tgt_len = pairs.tgt.lengths() + 1
     empty = (src_len == 1) | (tgt_len == 1)
     too_long = (src_len > max_len) | (tgt_len > max_len)
-    over_budget = torch.maximum(src_len, tgt_len) > max_tokens
-    keep = ~(empty | too_long | over_budget)
-    index = torch.nonzero(keep).flatten()
+    over_budget = np.maximum(src_len, tgt_len) > max_tokens
+    index = np.flatnonzero(~(empty | too_long | over_budget))
     dropped = {
         "empty": int(empty.sum()),
         "longer_than_max_positions": int((too_long & ~empty).sum()),
         "longer_than_max_tokens": int((over_budget & ~too_long & ~empty).sum()),
     }
+    return index, dropped
+
+
+def filter_pairs(pairs: Pairs, *, max_len: int, max_tokens: int) -> tuple[Pairs, dict]:
+    """`keep_index`'s pairs as a new (copied) Pairs: for small sets such as validation."""
+    index, dropped = keep_index(pairs, max_len=max_len, max_tokens=max_tokens)
     return Pairs(src=subset(pairs.src, index), tgt=subset(pairs.tgt, index)), dropped
 
 
-def make_batches(pairs: Pairs, *, max_tokens: int, seed: int) -> list[list[int]]:
-    """Cut the corpus into batches of similar lengths within a token budget (fairseq-like).
+class Batches(Sequence):
+    """Token-budget batches as two flat arrays: batch b is pairs order[bounds[b]:bounds[b+1]]."""
+
+    def __init__(self, order: np.ndarray, bounds: np.ndarray) -> None:
+        self.order, self.bounds = order, bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, b):
+        if isinstance(b, slice):
+            return [self[i] for i in range(len(self))[b]]
+        if b < 0:
+            b += len(self)
+        if not 0 <= b < len(self):
+            raise IndexError(b)
+        return self.order[self.bounds[b] : self.bounds[b + 1]]
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, Batches)
+            and np.array_equal(self.order, other.order)
+            and np.array_equal(self.bounds, other.bounds)
+        )
+
+    def target_tokens(self, pairs: Pairs) -> np.ndarray:
+        """Non-padding target tokens (ids + eos) of every batch, int64 [n_batches]."""
+        per_pair = pairs.tgt.lengths()[self.order] + 1
+        return np.add.reduceat(per_pair, self.bounds[:-1]) if len(self) else per_pair[:0]
+
+
+def make_batches(pairs: Pairs, *, max_tokens: int, seed: int, index=None) -> Batches:
+    """Cut the pairs at `index` (default: all) into batches of similar lengths within a
+    token budget (fairseq-like).
 
     A batch of n pairs costs n x the longest side of any of its pairs (with bos/eos),
     i.e. the padded source or target tokens, whichever is larger; it never exceeds
-    `max_tokens`. Pairs are sorted by target then source length after a seeded
-    shuffle, so ties are broken at random but reproducibly and padding stays small.
+    `max_tokens`. Pairs are sorted by that width, then target and source length, after
+    a seeded shuffle, so ties are broken at random but reproducibly and padding stays
+    small; batches are cut greedily along that order.
     """
-    src_len = (pairs.src.lengths() + 1).tolist()
-    tgt_len = (pairs.tgt.lengths() + 1).tolist()
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    order.sort(key=lambda i: (tgt_len[i], src_len[i]))  # stable: shuffled ties stay shuffled
-    batches, batch, longest = [], [], 0
-    for i in order:
-        width = max(longest, src_len[i], tgt_len[i])
-        if batch and width * (len(batch) + 1) > max_tokens:
-            batches.append(batch)
-            batch, width = [], max(src_len[i], tgt_len[i])
-        batch.append(i)
-        longest = width
-    if batch:
-        batches.append(batch)
-    return batches
+    index = np.arange(len(pairs)) if index is None else np.asarray(index, dtype=np.int64)
+    src_len = pairs.src.lengths()[index] + 1
+    tgt_len = pairs.tgt.lengths()[index] + 1
+    shuffled = np.random.default_rng(seed).permutation(len(index))
+    width = np.maximum(src_len, tgt_len)[shuffled]
+    # lexsort is stable and sorts by the last key first: shuffled ties stay shuffled.
+    ranked = np.lexsort((src_len[shuffled], tgt_len[shuffled], width))
+    order = index[shuffled[ranked]]
+    bounds = _greedy_bounds(width[ranked], max_tokens)
+    return Batches(order=order, bounds=bounds)
+
+
+def _greedy_bounds(width: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Batch starts along non-decreasing `width`: each batch as long as n x its last
+    width fits the budget. One numpy step per batch, none per pair."""
+    bounds, start, n = [0], 0, len(width)
+    while start < n:
+        # A batch starting here holds at most max_tokens // width[start] pairs; of those,
+        # the first k fit while width[start + k - 1] * k <= max_tokens (k grows, so a prefix).
+        most = max(1, max_tokens // int(width[start]))
+        block = width[start : start + most]
+        fits = block * np.arange(1, len(block) + 1) <= max_tokens
+        start += max(1, int(np.count_nonzero(fits)))
+        bounds.append(start)
+    return np.asarray(bounds, dtype=np.int64)
 
 
 def epoch_order(n_batches: int, *, seed: int, epoch: int) -> list[int]:
     """The order of the batches in `epoch` (1-based): a shuffle fixed by seed and epoch."""
-    order = list(range(n_batches))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
+    return np.random.default_rng(seed * 1_000_003 + epoch).permutation(n_batches).tolist()
 
 
 def rank_share(order: list[int], *, rank: int, world_size: int) -> list[int]:
@@ -173,34 +245,37 @@ class Batch:
 
 def collate(pairs: Pairs, index: Sequence[int], *, pad_id: int, bos_id: int, eos_id: int) -> Batch:
     """Pad the pairs at `index` into one batch (vectorised: no Python loop over sentences)."""
-    import torch
-
-    rows = torch.as_tensor(index, dtype=torch.long)
+    rows = np.asarray(index, dtype=np.int64)
     src, _ = _padded(pairs.src, rows, pad_id, eos_id, before=None)
     tgt_in, _ = _padded(pairs.tgt, rows, pad_id, eos_id=None, before=bos_id)
     tgt_out, n_tgt = _padded(pairs.tgt, rows, pad_id, eos_id, before=None)
     return Batch(src=src, tgt_in=tgt_in, tgt_out=tgt_out, n_tgt_tokens=n_tgt)
 
 
-def _padded(side: Side, rows, pad_id: int, eos_id: int | None, before: int | None):
+def _padded(side: Side, rows: np.ndarray, pad_id: int, eos_id: int | None, before: int | None):
     """[B, longest + 1] long: each sentence with `before` prepended or `eos_id` appended,
     right-padded; and the number of non-padding tokens."""
     import torch
 
-    lengths = side.lengths()[rows]  # [B]
+    starts = side.offsets[rows]
+    lengths = side.offsets[rows + 1] - starts  # [B]
     width = int(lengths.max()) + 1
-    pos = torch.arange(width)[None, :]  # [1, W]
-    shift = 1 if before is not None else 0
-    within = pos - shift  # index into the sentence
+    within = np.arange(width)[None, :] - (1 if before is not None else 0)  # [1, W]
     inside = (within >= 0) & (within < lengths[:, None])  # [B, W]
-    ids = side.ids if len(side.ids) else torch.zeros(1, dtype=side.ids.dtype)
-    flat = (side.offsets[rows][:, None] + within).clamp(0, len(ids) - 1)
-    out = torch.where(inside, ids[flat].long(), pad_id)
+    ids = side.ids if len(side.ids) else np.zeros(1, dtype=np.int64)
+    flat = (starts[:, None] + within).clip(0, len(ids) - 1)
+    out = np.where(inside, ids[flat], pad_id).astype(np.int64)
     if before is not None:
         out[:, 0] = before
     else:
-        out[torch.arange(len(rows)), lengths] = eos_id
-    return out, int(lengths.sum()) + len(rows)
+        out[np.arange(len(rows)), lengths] = eos_id
+    return torch.from_numpy(out), int(lengths.sum()) + len(rows)
+
+
+def clip_source(ids: list[int], max_positions: int) -> list[int]:
+    """The source pieces that fit a model of `max_positions` with eos appended (the first
+    max_positions - 1): validation and translation cut over-long sources the same way."""
+    return ids[: max_positions - 1]
 
 
 def pad_rows(rows: list[list[int]], pad_id: int):
@@ -211,14 +286,3 @@ def pad_rows(rows: list[list[int]], pad_id: int):
     for r, row in enumerate(rows):
         out[r, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out
-
-
-def batch_cost(pairs: Pairs, index: Sequence[int]) -> int:
-    """Padded tokens of a batch: pairs x the longest side (with bos/eos)."""
-    longest = max(max(len(pairs.src.sentence(i)), len(pairs.tgt.sentence(i))) + 1 for i in index)
-    return longest * len(index)
-
-
-def target_tokens(tgt_lengths: Sequence[int], index: Sequence[int]) -> int:
-    """Non-padding target tokens of a batch (ids + eos), known before collating."""
-    return sum(tgt_lengths[i] + 1 for i in index)

@@ -11,12 +11,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mtkit.device import DEVICES, PRECISIONS
 from mtkit.errors import ConfigError
 
 SCHEDULES = ("inverse_sqrt", "cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
-BEST_METRICS = ("bleu", "loss")
+BEST_METRICS = ("bleu", "chrf", "loss")
 # Options that shape the loss curve: a resumed run must use the same values.
 MUST_MATCH_ON_RESUME = (
     "arch",
@@ -67,7 +66,8 @@ class TrainConfig:
     # Validation and checkpoints.
     valid_every: int = 1000  # updates; 0: at the end of every epoch (and always at the end)
     valid_bleu_sentences: int = 1000  # 0: the whole validation set
-    best_metric: str = "bleu"
+    best_metric: str = "bleu"  # bleu, chrf or loss: checkpoint_best.pt and --patience follow it
+    save_every_minutes: float = 0.0  # also save (last + numbered) this often; 0: at validation only
     keep_last: int = 5  # numbered checkpoints kept; 0 keeps all
     # Hardware.
     device: str = "auto"
@@ -103,6 +103,7 @@ def check(config: TrainConfig) -> TrainConfig:
         "valid_every",
         "valid_bleu_sentences",
         "keep_last",
+        "save_every_minutes",
         "threads",
         "clip_norm",
         "weight_decay",

@@ -1,8 +1,10 @@
 """The training data of a run: languages, SentencePiece models, text files, encoded pairs.
 
-Owns finding DATA/{train,valid}.{src,tgt}, checking that the SentencePiece
-model(s) fit the pair (unknown-piece rate) and encoding the text once. Cutting
-batches is `mtkit.train.batching`'s job; reading raw corpora is `mtkit.prepare.pipeline`'s.
+Owns finding DATA/{train,valid}.{src,tgt} (valid may be absent), checking that
+the SentencePiece model(s) fit the pair (unknown-piece rate), and handing the
+training text to `mtkit.train.corpus` (encoded once, memory-mapped) and the
+small validation set to `mtkit.train.batching.encode_pairs`. Cutting batches is
+`mtkit.train.batching`'s job; reading raw corpora is `mtkit.prepare.pipeline`'s.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtkit.errors import DataError
+from mtkit.train.batching import encode_pairs
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,8 @@ class RunData:
     langs: dict  # {"src": "de", "tgt": "en"}
     src_tok: object  # mtkit.tokenizer.Tokenizer
     tgt_tok: object
-    train: object  # mtkit.train.batching.Pairs
-    valid: object
+    train: object  # mtkit.train.batching.Pairs, memory-mapped (mtkit.train.corpus)
+    valid: object  # Pairs in memory, or None when DATA has no valid split
     valid_src_lines: list  # the raw text, for BLEU references
     valid_tgt_lines: list
 
@@ -69,11 +72,23 @@ def _manifest_langs(values: dict) -> tuple[str, str] | None:
 
 
 def read_lines(path: Path) -> list[str]:
-    """The lines of a prepared text file (UTF-8, one sentence a line)."""
+    """The lines of a prepared text file (UTF-8, one sentence a line, CR/LF stripped)."""
+    from mtkit.io import read_text_lines
+
     if not path.is_file():
         raise DataError(f"data file not found: {path}; run `mtkit prepare` or check --data")
-    with open(path, encoding="utf-8", newline="\n") as file:
-        return [line.rstrip("\r\n") for line in file]
+    return [line.rstrip("\r") for line in read_text_lines(path)]
+
+
+def head_lines(path: Path, n: int) -> list[str]:
+    """The first `n` lines of a prepared text file."""
+    from mtkit.io import open_binary, text_lines
+
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}; run `mtkit prepare` or check --data")
+    with open_binary(path) as stream:
+        lines = text_lines(stream, str(path))
+        return [line.rstrip("\r") for _, line in zip(range(n), lines, strict=False)]
 
 
 def load_tokenizers(spm: str | None, src_spm: str | None, tgt_spm: str | None, langs: dict):
@@ -109,8 +124,9 @@ def check_unk_rate(tok, lines: list[str], lang: str, path: Path) -> float:
 
 
 def load_run_data(config) -> RunData:
-    """Read, check and encode the training and validation pairs for `config` (a TrainConfig)."""
-    from mtkit.train.batching import encode_pairs
+    """The run's languages, tokenizers, mapped training pairs and validation pairs
+    for `config` (a TrainConfig)."""
+    from mtkit.train.corpus import cache_root, open_corpus
 
     data_dir = Path(config.data)
     if not data_dir.is_dir():
@@ -121,27 +137,40 @@ def load_run_data(config) -> RunData:
     if langs["src"] == langs["tgt"]:
         raise DataError(f"source and target are both {langs['src']!r}; pass --src and --tgt")
     src_tok, tgt_tok = load_tokenizers(config.spm, config.src_spm, config.tgt_spm, langs)
-    text = {}
-    for split in ("train", "valid"):
-        for side in ("src", "tgt"):
-            text[split, side] = read_lines(data_dir / f"{split}.{langs[side]}")
-        _check_parallel(data_dir, split, langs, text[split, "src"], text[split, "tgt"])
-    for side, tok in (("src", src_tok), ("tgt", tgt_tok)):
-        path = data_dir / f"train.{langs[side]}"
-        check_unk_rate(tok, text["train", side], langs[side], path)
+    toks = {"src": src_tok, "tgt": tgt_tok}
+    paths = {side: data_dir / f"train.{langs[side]}" for side in ("src", "tgt")}
+    for side, tok in toks.items():
+        check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), langs[side], paths[side])
+    valid_src, valid_tgt = _valid_lines(data_dir, langs)  # its errors before a long encoding
+    train = open_corpus(paths, toks, cache_root(data_dir, Path(config.out) / ".encoded"))
+    valid = None
+    if valid_src is not None:
+        valid = encode_pairs(valid_src, valid_tgt, src_tok.encode, tgt_tok.encode)
     return RunData(
         langs=langs,
         src_tok=src_tok,
         tgt_tok=tgt_tok,
-        train=encode_pairs(
-            text["train", "src"], text["train", "tgt"], src_tok.encode, tgt_tok.encode
-        ),
-        valid=encode_pairs(
-            text["valid", "src"], text["valid", "tgt"], src_tok.encode, tgt_tok.encode
-        ),
-        valid_src_lines=text["valid", "src"],
-        valid_tgt_lines=text["valid", "tgt"],
+        train=train,
+        valid=valid,
+        valid_src_lines=valid_src,
+        valid_tgt_lines=valid_tgt,
     )
+
+
+def _valid_lines(data_dir: Path, langs: dict) -> tuple[list | None, list | None]:
+    """Both sides of DATA/valid, or (None, None) when the split is absent altogether
+    (one side alone is an error: a half-prepared directory)."""
+    paths = [data_dir / f"valid.{langs[side]}" for side in ("src", "tgt")]
+    if not any(p.exists() for p in paths):
+        log.warning(
+            "%s has no valid split: training without validation (no checkpoint_best.pt, "
+            "no early stopping)",
+            data_dir,
+        )
+        return None, None
+    src, tgt = (read_lines(p) for p in paths)
+    _check_parallel(data_dir, "valid", langs, src, tgt)
+    return src, tgt
 
 
 def _check_parallel(data_dir: Path, split: str, langs: dict, src: list, tgt: list) -> None:

@@ -42,43 +42,57 @@ def from_environment() -> tuple[int, int, int]:
 
 
 def setup(device_choice: str) -> Dist:
-    """Pick the device and, under torchrun, join the process group."""
+    """Pick the device (mtkit.device) and, under torchrun, join the process group."""
     import torch
 
-    from mtkit.errors import ConfigError
+    from mtkit.device import pick_device
 
     rank, world, local = from_environment()
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but torch sees no CUDA GPU; use --device cpu or auto")
-    device = (
-        torch.device("cuda", local % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
-    )
-    if use_cuda:
+    device = pick_device(device_choice, local)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
         log.info("rank %d of %d joined the %s process group", rank, world, backend)
     return Dist(rank=rank, world_size=world, local_rank=local, device=device)
 
 
-def teardown(dist: Dist) -> None:
+def teardown(dist: Dist, clean: bool = True) -> None:
+    """Leave the process group. After a clean run every rank first meets the others at a
+    barrier, so none destroys the group while another still has collective work in
+    flight (gloo then aborts the process: "terminate called without an active
+    exception"). After an error there is no barrier: the others may never come."""
     import torch
 
-    if dist.enabled and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if not (dist.enabled and torch.distributed.is_initialized()):
+        return
+    if clean:
+        barrier(dist)
+    torch.distributed.destroy_process_group()
 
 
-def any_true(dist: Dist, flag: bool) -> bool:
-    """True on every rank when it is true on any: all ranks stop at the same update."""
+def barrier(dist: Dist) -> None:
+    """Wait until every rank gets here (a no-op for one process)."""
     if not dist.enabled:
-        return flag
+        return
     import torch
 
-    value = torch.tensor([1.0 if flag else 0.0], device=dist.device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
+    if dist.device.type == "cuda":
+        torch.distributed.barrier(device_ids=[dist.device.index])
+    else:
+        torch.distributed.barrier()
+
+
+def max_all(dist: Dist, values: list[float]) -> list[float]:
+    """The element-wise maximum of `values` over all ranks: any rank's flag sets it on all."""
+    if not dist.enabled:
+        return values
+    import torch
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=dist.device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 def sum_all(dist: Dist, values: list[float]) -> list[float]:

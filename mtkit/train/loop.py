@@ -1,9 +1,14 @@
 """The training loop: updates, logging, validation, checkpoints, stopping and resuming.
 
-`Trainer` is built by `mtkit.train.setup.build_trainer` (data, model, optimiser,
-resume) and runs until a limit, early stopping or a signal. Everything it needs
-to continue exactly (step, epoch, position in the epoch's batch order, optimiser,
-RNG states) goes into train_state at every save.
+`Trainer` is built once by `mtkit.train.setup.build_trainer` (data, model,
+optimiser, resume) and runs until a limit, early stopping or a signal.
+Everything it needs to continue exactly (step, epoch, position in the epoch's
+batch order, optimiser, RNG states) goes into checkpoint_last.pt at every save;
+the files themselves are `mtkit.train.state.RunFiles`'.
+
+Under torchrun the ranks must agree on when to stop and save; they compare their
+signal, clock and save flags only every STOP_CHECK_EVERY updates, so an update
+does not wait for the host to hear from the other processes.
 """
 
 from __future__ import annotations
@@ -13,18 +18,23 @@ import logging
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mtkit.checkpoint import prune_checkpoints, save_checkpoint
+import numpy as np
+
 from mtkit.errors import MtkitError
 from mtkit.train import distributed
-from mtkit.train.batching import collate, epoch_order, rank_share, target_tokens
+from mtkit.train.batching import collate, epoch_order, rank_share
 from mtkit.train.optim import label_smoothed_loss, lr_at, set_lr
-from mtkit.train.state import publish, rng_state
-from mtkit.train.validate import validate
+from mtkit.train.state import rng_state
+from mtkit.train.validate import evaluate
 
 log = logging.getLogger(__name__)
+
+# Updates between the ranks' checks of signals, --max-time and --save-every-minutes
+# under torchrun (one process checks at every update: it has no one to ask).
+STOP_CHECK_EVERY = 10
 
 
 @dataclass
@@ -55,31 +65,45 @@ class Progress:
 
 
 class Trainer:
-    """One run. Attributes are filled in by setup.build_trainer."""
+    """One run: the model and optimiser, its data and batches, and where it stands."""
 
-    config = None  # TrainConfig
-    model_config = None  # ModelConfig
-    dist = None  # distributed.Dist
-    data = None  # RunData
-    pairs = None  # the filtered training Pairs
-    batches: list = None  # list of index lists, fixed for the run
-    raw = None  # the plain module: saved, validated
-    model = None  # what forward goes through (DDP and/or compiled)
-    ddp = None  # the DDP wrapper, for no_sync, or None
-    optimizer = None
-    scaler = None  # GradScaler for fp16, else None
-    autocast = None  # a callable returning a context manager
-    out: Path = None
-    metrics = None  # MetricsLog on rank 0
-    bar = None  # (rich Progress, task) on rank 0
+    def __init__(
+        self,
+        config,
+        model_config,
+        dist,
+        data,
+        batches,
+        raw,
+        optimizer,
+        *,
+        files,
+        precision: str,
+        model=None,
+        ddp=None,
+        scaler=None,
+        progress: Progress | None = None,
+        last_valid: dict | None = None,
+    ) -> None:
+        """`raw` is the plain module (saved, evaluated); `model` what forward goes through
+        (DDP and/or compiled; default `raw`), `ddp` the DDP wrapper for no_sync; `batches`
+        (batching.Batches) index data.train; `files` is the run's state.RunFiles."""
+        from mtkit.device import autocast_for
 
-    def __init__(self) -> None:
-        self.progress = Progress()
-        self.share: list = []
-        self.tgt_lengths: list = []
+        self.config, self.model_config, self.dist, self.data = config, model_config, dist, data
+        self.batches, self.raw, self.optimizer, self.files = batches, raw, optimizer, files
+        self.model, self.ddp, self.scaler = model or raw, ddp, scaler
+        self.precision, self.autocast = precision, autocast_for(precision, dist.device)
+        self.batch_tokens = batches.target_tokens(data.train)  # per batch, for the loss scale
+        self.progress = progress or Progress()
+        self.last_valid = last_valid or {}
+        self.resumed = progress is not None
+        self.rank_batches: list = []  # this rank's batches of the epoch in progress
+        self.epoch_batches = np.zeros(0, dtype=np.int64)  # every rank's, in turn
         self.signal: int | None = None
         self.interval = _Interval()
-        self.last_valid: dict = {}
+        self.bar = None  # (rich Progress, task) on rank 0 while running
+        self.last_save = time.monotonic()
 
     # -- the loop -----------------------------------------------------------------
 
@@ -87,14 +111,17 @@ class Trainer:
         """Train until a stop condition; always leaves checkpoint_last.pt behind."""
         self.started = time.monotonic() - self.progress.elapsed
         self.interval.reset(time.monotonic())
+        self.last_save = time.monotonic()
         if self.progress.epoch:
-            self.share = self._epoch_share(self.progress.epoch)
-        with _signals(self._on_signal), self._progress_bar():
+            self.rank_batches = self._epoch_share(self.progress.epoch)
+        resume_step = self.progress.step if self.resumed else None
+        files = self.files.open(self._run_description(), resume_step)
+        with files, _signals(self._on_signal), self._progress_bar():
             reason = self._already_done()
             while not reason:
                 reason = self._one_update()
         return TrainResult(
-            out=self.out,
+            out=self.files.out,
             step=self.progress.step,
             epoch=self.progress.epoch,
             stopped_by=reason,
@@ -107,18 +134,29 @@ class Trainer:
             last_valid=self.last_valid,
         )
 
+    def _run_description(self) -> dict:
+        """RUN/config.json: everything that made the run."""
+        from mtkit import __version__
+
+        return {
+            "mtkit_version": __version__,
+            "langs": self.data.langs,
+            "train": self.config.to_dict(),
+            "model": asdict(self.model_config),
+        }
+
     def _one_update(self) -> str | None:
         """Take the next update; validate and save when due; return why to stop, if so."""
         p, cfg = self.progress, self.config
-        if p.pos >= len(self.share):
+        if p.pos >= len(self.rank_batches):
             p.epoch, p.pos = p.epoch + 1, 0
-            self.share = self._epoch_share(p.epoch)
-        micro = self.share[p.pos : p.pos + cfg.update_freq]
+            self.rank_batches = self._epoch_share(p.epoch)
+        micro = self.rank_batches[p.pos : p.pos + cfg.update_freq]
         self._update(micro, self._global_tokens(p.pos, len(micro)))
         p.pos, p.step = p.pos + len(micro), p.step + 1
         p.elapsed = time.monotonic() - self.started
-        epoch_done = p.pos >= len(self.share)
-        reason = self._stop_reason(epoch_done)
+        epoch_done = p.pos >= len(self.rank_batches)
+        reason, save_due = self._stop_reason(epoch_done)
         if p.step % cfg.log_every == 0 or reason:
             self._log_train()
         if reason == "signal":
@@ -126,8 +164,10 @@ class Trainer:
             return reason
         every = cfg.valid_every
         if reason or (p.step % every == 0 if every else epoch_done):
-            reason = self._validate_and_save() or reason
-        return reason
+            return self._validate_and_save() or reason
+        if save_due:
+            self._save(numbered=True)
+        return None
 
     @contextlib.contextmanager
     def _progress_bar(self):
@@ -151,29 +191,25 @@ class Trainer:
                 self.bar = None
 
     def _epoch_share(self, epoch: int) -> list:
+        """This rank's batches of `epoch`; keeps every rank's, to count an update's tokens."""
         order = epoch_order(len(self.batches), seed=self.config.seed, epoch=epoch)
-        shares = [
-            rank_share(order, rank=r, world_size=self.dist.world_size)
-            for r in range(self.dist.world_size)
-        ]
-        self.all_shares = shares  # every rank's batches, to count the update's tokens
-        return shares[self.dist.rank]
+        world = self.dist.world_size
+        self.epoch_batches = np.asarray(order[: len(order) - len(order) % world], dtype=np.int64)
+        return rank_share(order, rank=self.dist.rank, world_size=world)
 
     def _global_tokens(self, pos: int, n: int) -> int:
-        """Target tokens of this update over all ranks: the loss is normalised by it."""
-        return sum(
-            target_tokens(self.tgt_lengths, self.batches[b])
-            for share in self.all_shares
-            for b in share[pos : pos + n]
-        )
+        """Target tokens of this update over all ranks: the loss is normalised by it.
+        Rank r's k-th batch is epoch_batches[k * world + r], so the update's batches of
+        all ranks are one slice."""
+        world = self.dist.world_size
+        return int(self.batch_tokens[self.epoch_batches[pos * world : (pos + n) * world]].sum())
 
     # -- one update ---------------------------------------------------------------
 
     def train_step(self, micro: list[int]) -> None:
         """One update on the batches `micro` (indices into self.batches), one process:
         what benchmarks time. The loop itself goes through _one_update."""
-        tokens = sum(target_tokens(self.tgt_lengths, self.batches[b]) for b in micro)
-        self._update(micro, tokens)
+        self._update(micro, int(self.batch_tokens[list(micro)].sum()))
         self.progress.step += 1
 
     def _update(self, micro: list[int], global_tokens: int) -> None:
@@ -192,7 +228,8 @@ class Trainer:
 
     def _forward_backward(self, index: list[int], global_tokens: int) -> None:
         cfg = self.model_config
-        batch = collate(self.pairs, index, pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
+        pairs = self.data.train
+        batch = collate(pairs, index, pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
         batch = batch.to(self.dist.device)
         with self.autocast():
             logits = self.model(batch.src, batch.tgt_in)  # [B,T,V]
@@ -242,7 +279,7 @@ class Trainer:
     def _already_done(self) -> str | None:
         """A resumed run whose limits were reached before: nothing to do (no extra update)."""
         cfg, p = self.config, self.progress
-        epoch_done = bool(self.share) and p.pos >= len(self.share)
+        epoch_done = bool(self.rank_batches) and p.pos >= len(self.rank_batches)
         if cfg.max_updates and p.step >= cfg.max_updates:
             reason = "max_updates"
         elif cfg.max_epochs and (
@@ -260,33 +297,55 @@ class Trainer:
         )
         return reason
 
-    def _stop_reason(self, epoch_done: bool) -> str | None:
+    def _stop_reason(self, epoch_done: bool) -> tuple[str | None, bool]:
+        """Why to stop after this update, if so; and whether a timed save is due."""
         cfg, p = self.config, self.progress
-        out_of_time = bool(cfg.max_time) and p.elapsed >= cfg.max_time
-        # Ranks must agree, or one would wait forever for the others' gradients.
-        signalled, out_of_time = distributed.sum_all(
-            self.dist, [float(self.signal is not None), float(out_of_time)]
-        )
+        signalled, out_of_time, save_due = self._agreed_flags()
         if signalled:
             self.signal = self.signal or signal.SIGTERM
-            return "signal"
+            return "signal", False
         if cfg.max_updates and p.step >= cfg.max_updates:
-            return "max_updates"
+            return "max_updates", False
         if cfg.max_epochs and epoch_done and p.epoch >= cfg.max_epochs:
-            return "max_epochs"
+            return "max_epochs", False
         if out_of_time:
-            return "max_time"
-        return None
+            return "max_time", False
+        return None, save_due
+
+    def _agreed_flags(self) -> tuple[bool, bool, bool]:
+        """(signalled, out of time, timed save due), the same on every rank.
+
+        Ranks must agree, or one would wait forever for the others' gradients; under
+        torchrun they compare flags every STOP_CHECK_EVERY updates only (a host sync)."""
+        cfg = self.config
+        now = time.monotonic()
+        flags = [
+            float(self.signal is not None),
+            float(bool(cfg.max_time) and self.progress.elapsed >= cfg.max_time),
+            float(
+                bool(cfg.save_every_minutes) and now - self.last_save >= 60 * cfg.save_every_minutes
+            ),
+        ]
+        if self.dist.enabled:
+            if self.progress.step % STOP_CHECK_EVERY:
+                return False, False, False
+            flags = distributed.max_all(self.dist, flags)
+        return bool(flags[0]), bool(flags[1]), bool(flags[2])
 
     # -- validation and checkpoints ---------------------------------------------------
 
     def _validate_and_save(self) -> str | None:
-        """Validate, save last/numbered/best; return "patience" when it runs out."""
+        """Validate, save last/numbered/best; return "patience" when it runs out.
+        Without a validation split: save only (no best checkpoint, no early stopping)."""
         cfg, p = self.config, self.progress
         if p.last_valid_step == p.step:
             return None
+        if self.data.valid is None:
+            p.last_valid_step = p.step
+            self._save(numbered=True)
+            return None
         began = time.monotonic()
-        metrics = validate(
+        metrics = evaluate(
             self.raw,
             self.model_config,
             self.data,
@@ -312,11 +371,11 @@ class Trainer:
         return None
 
     def _track_best(self, metrics: dict) -> bool:
+        """Follow --best-metric: BLEU and chrF higher is better, loss (NLL) lower."""
         p = self.progress
-        if self.config.best_metric == "bleu":
-            value, better = metrics["valid_bleu"], lambda a, b: a > b
-        else:
-            value, better = metrics["valid_nll_loss"], lambda a, b: a < b
+        metric = self.config.best_metric
+        value = metrics["valid_nll_loss" if metric == "loss" else f"valid_{metric}"]
+        better = (lambda a, b: a < b) if metric == "loss" else (lambda a, b: a > b)
         if p.best_value is None or better(value, p.best_value):
             p.best_value, p.best_step, p.bad_validations = value, p.step, 0
             return True
@@ -324,40 +383,39 @@ class Trainer:
         return False
 
     def _save(self, numbered: bool, best: bool = False) -> None:
-        """Write checkpoint_last.pt (and checkpoint_{step}.pt, checkpoint_best.pt) on rank 0."""
+        """checkpoint_last.pt (and checkpoint_{step}.pt, checkpoint_best.pt), written by rank 0
+        in the background: the loop waits only for the copy to host memory."""
         # Every rank's RNG state, so a multi-process resume is exact too (a collective call).
         rngs = distributed.gather_all(self.dist, rng_state(self.dist.device))
+        self.last_save = time.monotonic()
         if not self.dist.is_main:
             return
-        p = self.progress
-        first = self.out / (f"checkpoint_{p.step}.pt" if numbered else "checkpoint_last.pt")
-        save_checkpoint(first, self._payload(rngs))
-        if numbered:
-            publish(first, self.out / "checkpoint_last.pt")
-        if best:
-            publish(first, self.out / "checkpoint_best.pt")
-        if numbered:
-            prune_checkpoints(self.out, self.config.keep_last)
+        train_state = {
+            "progress": asdict(self.progress),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rngs,
+        }
+        self.files.save(
+            self.progress.step, self._weights(), train_state, numbered=numbered, best=best
+        )
 
-    def _payload(self, rngs: list) -> dict:
-        from dataclasses import asdict
-
+    def _weights(self) -> dict:
+        """A checkpoint without train_state: what numbered and best checkpoints hold."""
         p = self.progress
+        metrics = dict(self.last_valid)
+        if self.data.valid is not None:
+            metrics["best_" + self.config.best_metric] = p.best_value
         return {
             "model_config": asdict(self.model_config),
             "model": self.raw.state_dict(),
             "spm": self.data.spm_bytes,
+            "vocab": {},  # ids are SentencePiece's own
             "langs": self.data.langs,
             "train_config": self.config.to_dict(),
-            "train_state": {
-                "progress": asdict(p),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler else None,
-                "rng": rngs,
-            },
             "step": p.step,
             "epoch": p.epoch,
-            "metrics": {**self.last_valid, "best_" + self.config.best_metric: p.best_value},
+            "metrics": metrics,
         }
 
     # -- reporting ----------------------------------------------------------------
@@ -374,7 +432,7 @@ class Trainer:
             **stats,
             "elapsed": round(p.elapsed, 2),
         }
-        self.metrics.write(record)
+        self.files.log(record)
         if self.bar:
             bar, task = self.bar
             bar.update(
@@ -399,14 +457,15 @@ class Trainer:
             best: p.best_value,
             "elapsed": round(p.elapsed, 2),
         }
-        self.metrics.write(record)
+        self.files.log(record)
         log.info(
-            "step %d epoch %d: valid loss %.3f ppl %.2f bleu %.2f%s",
+            "step %d epoch %d: valid loss %.3f ppl %.2f bleu %.2f chrf %.2f%s",
             p.step,
             p.epoch,
             metrics["valid_loss"],
             metrics["valid_ppl"],
             metrics["valid_bleu"],
+            metrics["valid_chrf"],
             " (best)" if improved else "",
         )
 

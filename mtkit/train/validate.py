@@ -1,4 +1,5 @@
-"""Validation during training: loss and perplexity of the validation set, BLEU of greedy output.
+"""Validation during training: loss and perplexity of the validation set, BLEU and chrF of
+greedy output.
 
 Each rank takes every world_size-th batch and the results are shared, so all
 ranks end with the same numbers (and the same early-stopping decision).
@@ -9,14 +10,23 @@ from __future__ import annotations
 import math
 
 from mtkit.train import distributed
-from mtkit.train.batching import Pairs, collate, filter_pairs, make_batches, subset
+from mtkit.train.batching import (
+    Pairs,
+    clip_source,
+    collate,
+    filter_pairs,
+    make_batches,
+    pad_rows,
+    subset,
+)
 
 # Validation loss uses the usual smoothing, so it is comparable with the training loss.
 VALID_SMOOTHING = 0.1
 
 
-def validate(model, config, data, *, dist, max_tokens: int, bleu_sentences: int, autocast) -> dict:
-    """Validation metrics of `model` (the unwrapped module) with model config `config`."""
+def evaluate(model, config, data, *, dist, max_tokens: int, bleu_sentences: int, autocast) -> dict:
+    """Validation metrics of `model` (the unwrapped module) with model config `config`:
+    loss, NLL, perplexity, and sacreBLEU's BLEU and chrF of greedy translations."""
     import torch
 
     was_training = model.training
@@ -24,7 +34,7 @@ def validate(model, config, data, *, dist, max_tokens: int, bleu_sentences: int,
     try:
         with torch.no_grad(), autocast():
             loss, nll, tokens = _loss_sums(model, config, data.valid, dist, max_tokens)
-            bleu = _greedy_bleu(model, config, data, dist, max_tokens, bleu_sentences)
+            bleu, chrf = _greedy_scores(model, config, data, dist, max_tokens, bleu_sentences)
     finally:
         model.train(was_training)
     return {
@@ -32,6 +42,7 @@ def validate(model, config, data, *, dist, max_tokens: int, bleu_sentences: int,
         "valid_nll_loss": nll / max(tokens, 1),
         "valid_ppl": math.exp(min(nll / max(tokens, 1), 100.0)),
         "valid_bleu": bleu,
+        "valid_chrf": chrf,
     }
 
 
@@ -53,32 +64,23 @@ def _loss_sums(model, cfg, pairs: Pairs, dist, max_tokens: int) -> tuple[float, 
     return loss, nll, int(tokens)
 
 
-def _greedy_bleu(model, cfg, data, dist, max_tokens: int, n_sentences: int) -> float:
-    """Corpus BLEU (sacreBLEU on detokenized text) of greedy translations of the first lines."""
+def _greedy_scores(model, cfg, data, dist, max_tokens: int, n_sentences: int):
+    """Corpus BLEU and chrF (sacreBLEU, on detokenized text) of greedy translations of the
+    first `n_sentences` validation lines (0: all)."""
     import sacrebleu
-    import torch
 
     from mtkit.translate.search import greedy_search
 
     n = min(n_sentences, len(data.valid)) if n_sentences else len(data.valid)
-    index = torch.arange(n)
-    sample = Pairs(src=subset(data.valid.src, index), tgt=subset(data.valid.tgt, index))
+    sample = Pairs(src=subset(data.valid.src, range(n)), tgt=subset(data.valid.tgt, range(n)))
     hyps = {}
     for rows in make_batches(sample, max_tokens=max_tokens, seed=0)[dist.rank :: dist.world_size]:
-        batch = collate(sample, rows, pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
-        src = _clip(batch.src, cfg)
+        rows = rows.tolist()
+        sources = [clip_source(sample.src.sentence(i), cfg.max_positions) for i in rows]
+        src = pad_rows([ids + [cfg.eos_id] for ids in sources], cfg.pad_id)
         out = greedy_search(model, src.to(dist.device))
         hyps.update(zip(rows, data.tgt_tok.decode(out), strict=True))
     for part in distributed.gather_all(dist, hyps):
         hyps.update(part)
-    refs = data.valid_tgt_lines[:n]
-    return sacrebleu.corpus_bleu([hyps[i] for i in range(n)], [refs]).score
-
-
-def _clip(src, cfg):
-    """src [B,S] cut to the model's max_positions, keeping eos last (rare over-long lines)."""
-    if src.size(1) <= cfg.max_positions:
-        return src
-    src = src[:, : cfg.max_positions].clone()
-    src[src[:, -1] != cfg.pad_id, -1] = cfg.eos_id
-    return src
+    outputs, refs = [hyps[i] for i in range(n)], [data.valid_tgt_lines[:n]]
+    return sacrebleu.corpus_bleu(outputs, refs).score, sacrebleu.corpus_chrf(outputs, refs).score
