@@ -784,6 +784,24 @@ def logprob_command(
     )
 
 
+@app.command("plot")
+def plot_command(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN...", help="Run directories (RUN/metrics.jsonl); overlaid."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The figure to write: .png, .pdf or .svg.")
+    ] = Path("curves.png"),
+    title: Annotated[str | None, typer.Option(help="A title above the figure.")] = None,
+) -> None:
+    """Training curves: loss, validation BLEU/chrF and learning rate against updates and
+    minutes, several runs overlaid (needs matplotlib: pip install 'mtkit[plot]')."""
+    from mtkit.plot import plot_runs
+
+    print(f"wrote {plot_runs(runs, out, title)}", file=sys.stderr)
+
+
 # -- commands added by later issues go above this line -----------------------
 
 
