@@ -124,9 +124,11 @@ def measure(arch: str, data: str, spm: str, tmp: str, seconds: float, threads: i
 
 
 def _count(counts: dict, trainer, b: int) -> None:
+    import torch
+
     index = trainer.batches[b]
-    src = trainer.pairs.src.lengths()[index] + 1
-    tgt = trainer.pairs.tgt.lengths()[index] + 1
+    src = torch.from_numpy(trainer.data.train.src.lengths()[index] + 1)
+    tgt = torch.from_numpy(trainer.data.train.tgt.lengths()[index] + 1)
     counts["updates"] += 1
     counts["tgt_tokens"] += int(tgt.sum())
     counts["padded"] += len(index) * int(max(src.max(), tgt.max()))

@@ -5,6 +5,8 @@
 #
 #   DATA/manifest.json, train.SRC ...    prepare
 #   DATA/spm/spm.model                   train-bpe (joint)
+#   DATA/.encoded/KEY/                   train, on first use: the encoded training corpus
+#                                        that every later start, resume and GPU maps
 #   RUN/train.done, checkpoint_*.pt      train (train.done: the run finished)
 #   RUN/checkpoint_avg.pt                average of the last AVERAGE_LAST checkpoints
 #   RUN/test.hyp                         translate DATA/test.SRC
@@ -91,10 +93,14 @@ score: $(RUN)/bleu.txt
 show: score
 	@cat $(RUN)/bleu.txt
 
+# New text or a new vocabulary makes train encode the corpus again (under a new key):
+# the old encoding is removed here rather than left to fill the disk.
 $(DATA)/manifest.json: $(DATA)/.settings/prepare
+	rm -rf $(DATA)/.encoded
 	$(PREPARE_CMD)
 
 $(DATA)/spm/spm.model: $(DATA)/manifest.json $(DATA)/.settings/bpe
+	rm -rf $(DATA)/.encoded
 	$(MTKIT) train-bpe --input $(DATA)/train.$(SRC) --input $(DATA)/train.$(TGT) \
 		--vocab-size $(VOCAB) --model-type $(SPM_TYPE) --out $(DATA)/spm $(BPE_ARGS)
 

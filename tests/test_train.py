@@ -447,3 +447,49 @@ def test_torchrun_two_processes(m30k, tmp_path):
     alone = torch.load(tmp_path / "single" / "checkpoint_last.pt", weights_only=True)["model"]
     for key, value in ckpt["model"].items():
         torch.testing.assert_close(value, alone[key], atol=1e-5, rtol=1e-4)
+
+
+# -- WMT-size runs: no valid split, chrF selection, cheap checkpoints ------------------------
+
+
+def test_trains_without_a_valid_split(m30k, tmp_path, caplog):
+    lines = {lang: m30k["lines"][lang][:60] for lang in ("de", "en")}
+    data = write_data(tmp_path / "data", lines, {})
+    result = train(
+        tiny_config(m30k, tmp_path / "run", data=str(data), max_updates=3, valid_every=2)
+    )
+    assert result.stopped_by == "max_updates" and result.last_valid == {}
+    names = sorted(p.name for p in (tmp_path / "run").glob("checkpoint_*.pt"))
+    assert names == ["checkpoint_2.pt", "checkpoint_3.pt", "checkpoint_last.pt"]
+    assert records(tmp_path / "run", "valid") == []
+    warnings = [r.message for r in caplog.records if "no valid split" in r.getMessage()]
+    assert len(warnings) == 1
+    assert (data / ".encoded").is_dir()  # the encoded corpus sits next to the data
+
+
+def test_chrf_selects_the_best_checkpoint(m30k, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(
+        m30k, run, data=str(m30k["memorise"]), best_metric="chrf", valid_every=3, max_updates=12
+    )
+    config.lr, config.valid_bleu_sentences = 1e-2, 20
+    result = train(config)
+    valid = records(run, "valid")
+    assert all("valid_chrf" in r and "valid_bleu" in r for r in valid)
+    best = max(valid, key=lambda r: (r["valid_chrf"], -r["step"]))  # the first of the highest
+    ckpt = torch.load(run / "checkpoint_best.pt", weights_only=True)
+    assert ckpt["step"] == best["step"] == result.best["step"]
+    assert ckpt["metrics"]["best_chrf"] == pytest.approx(best["valid_chrf"])
+
+
+def test_numbered_checkpoints_hold_weights_only_and_timed_saves(m30k, tmp_path):
+    """--save-every-minutes (here: at once) saves between validations; only
+    checkpoint_last.pt carries the optimiser and RNG state."""
+    run = tmp_path / "run"
+    train(tiny_config(m30k, run, max_updates=3, valid_every=3, save_every_minutes=1e-9))
+    for step in (1, 2, 3):
+        numbered = torch.load(run / f"checkpoint_{step}.pt", weights_only=True)
+        assert numbered["step"] == step and "train_state" not in numbered
+    last = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert last["step"] == 3 and {"optimizer", "rng", "progress"} <= last["train_state"].keys()
+    assert (run / "checkpoint_best.pt").samefile(run / "checkpoint_3.pt")

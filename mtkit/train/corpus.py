@@ -132,6 +132,7 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
         }
         with atomic_write(temp / "meta.json", "w") as file:
             json.dump(meta, file, indent=2)
+        shutil.rmtree(final, ignore_errors=True)  # a directory without meta.json: incomplete
         os.rename(temp, final)
     except OSError as error:
         shutil.rmtree(temp, ignore_errors=True)
