@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from mtkit.train.batching import (
+    clip_source,
     collate,
     encode_pairs,
     epoch_order,
     filter_pairs,
+    id_dtype,
     make_batches,
     rank_share,
     subset,
@@ -132,3 +135,27 @@ def test_subset_picks_sentences_in_order(pairs):
     index = torch.tensor([5, 0, 2999, 5])
     part = subset(pairs.src, index)
     assert [part.sentence(k) for k in range(4)] == [pairs.src.sentence(int(i)) for i in index]
+
+
+def test_batches_of_an_index_hold_only_those_pairs(pairs):
+    index = np.arange(0, len(pairs), 3)
+    batches = make_batches(pairs, max_tokens=1000, seed=1, index=index)
+    assert sorted(int(i) for batch in batches for i in batch) == index.tolist()
+    tokens = batches.target_tokens(pairs)
+    assert tokens.tolist() == [sum(len(pairs.tgt.sentence(i)) + 1 for i in b) for b in batches]
+
+
+def test_one_pair_over_the_budget_is_a_batch_of_its_own(pairs):
+    batches = make_batches(pairs, max_tokens=8, seed=1)
+    assert all(len(b) == 1 or batch_cost(pairs, b) <= 8 for b in batches)
+    assert sum(len(b) for b in batches) == len(pairs)
+
+
+def test_clip_source_leaves_room_for_eos():
+    assert clip_source(list(range(10)), 4) == [0, 1, 2]
+    assert clip_source([5, 6], 4) == [5, 6]
+
+
+def test_ids_take_the_smallest_type():
+    assert id_dtype(256) == np.uint8 and id_dtype(32000) == np.uint16
+    assert id_dtype(70000) == np.uint32
