@@ -107,12 +107,36 @@ class AtomicFile:
             self.temp.unlink(missing_ok=True)
 
 
+class _WriteErrors:
+    """A file object that remembers the first OSError of its writes.
+
+    Libraries that write through a file object may turn that error into their
+    own: torch.save raises "RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos" when the disk fills. `atomic_write` still names the cause.
+    """
+
+    def __init__(self, file: IO) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
 @contextmanager
 def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
     """A file object whose contents appear at `path` only if the block completes."""
     target = AtomicFile(path, mode, fsync=fsync)
+    file = _WriteErrors(target.file)
     try:
-        yield target.file
+        yield file
         target.commit()
     except OSError as error:
         target.discard()
@@ -120,6 +144,11 @@ def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> 
         if error.filename not in (None, str(target.temp)):
             raise
         raise write_error(target.path, error) from None
+    except Exception:
+        target.discard()
+        if file.error is None:
+            raise
+        raise write_error(target.path, file.error) from None  # what a library's error hid
     finally:
         target.discard()
 
