@@ -1,0 +1,117 @@
+"""One training at a time per run directory: an OS lock on RUN/.lock.
+
+`claim_run_dir` takes an exclusive `fcntl.flock` on RUN/.lock for as long as the
+training runs, and writes the holder's pid, host and start time into the file
+so a second `mtkit train` on the same directory can say who holds it. The
+kernel drops the lock when its process ends, however it ends (exit, crash,
+`kill -9`, a power cut), so a claim never outlives its owner and nobody has to
+delete a file by hand: the stale pid left in the file is only a message, never
+a lock. Under torchrun only rank 0 claims; the other ranks of the same run
+follow it (they write nothing), and a second run's rank 0 fails at once.
+Readers (`average`, `inspect`, `translate`) take no lock: checkpoints appear
+by atomic rename, so a busy directory's finished checkpoints are safe to read.
+
+File systems without flock (some network mounts) get a warning and no lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mtkit.errors import MtkitError
+from mtkit.io import write_error
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+
+
+class RunDirBusy(MtkitError):
+    """The run directory is held by another training."""
+
+
+@contextmanager
+def claim_run_dir(run_dir: Path | str, dist=None) -> Iterator[None]:
+    """Hold RUN/.lock while the block runs; RunDirBusy at once if another process holds it.
+
+    `dist` (mtkit.train.distributed.Dist) makes every rank but 0 skip the claim.
+    The directory is created if missing (and removed again if the block leaves it
+    holding nothing but the lock file).
+    """
+    if dist is not None and not dist.is_main:
+        yield
+        return
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise write_error(run_dir / LOCK_NAME, error) from None
+    locked = False
+    try:
+        locked = _lock(fd, run_dir)
+        if locked:
+            _write_holder(fd)
+        yield
+    finally:
+        if created and locked:  # still ours: nobody else can be in there
+            _remove_if_only_lock(run_dir)
+        os.close(fd)  # closing releases the lock
+
+
+def _lock(fd: int, run_dir: Path) -> bool:
+    """Take the lock without waiting; False where the file system has no flock."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunDirBusy(
+            f"run directory {run_dir} is in use by another training ({holder(fd)}); wait for "
+            "it to end or stop it, or choose another --out"
+        ) from None
+    except OSError as error:
+        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        log.warning("cannot lock %s (%s): nothing stops a second training there", run_dir, error)
+        return False
+    return True
+
+
+def holder(fd: int) -> str:
+    """Who holds the lock, from the file's text: "pid 123 on host h since 02:31 UTC"."""
+    # The holder writes its line just after it locks: give it a moment.
+    for _ in range(20):
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "a process that has not said who it is yet"
+
+
+def _write_holder(fd: int) -> None:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    text = f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n"
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode("utf-8"), 0)
+    except OSError as error:  # the lock holds without the message; a full disk shows elsewhere
+        log.warning("could not write who holds %s: %s", LOCK_NAME, error)
+
+
+def _remove_if_only_lock(run_dir: Path) -> None:
+    """A run that failed before writing anything leaves no directory behind."""
+    try:
+        if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+            (run_dir / LOCK_NAME).unlink()
+            run_dir.rmdir()
+    except OSError:
+        pass  # another process came in meanwhile: leave it

@@ -1,0 +1,123 @@
+"""A run directory is held by one training at a time, and the hold dies with its holder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from mtkit.runlock import LOCK_NAME, RunDirBusy, claim_run_dir
+
+HOLD = """
+import sys, time
+from mtkit.runlock import claim_run_dir
+with claim_run_dir(sys.argv[1]):
+    open(sys.argv[1] + "/work", "w").close()
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+@dataclass
+class Rank:
+    rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def test_second_claim_refused_naming_directory_and_holder(tmp_path):
+    run = tmp_path / "run"
+    with claim_run_dir(run):
+        with pytest.raises(RunDirBusy) as caught:  # noqa: PT012, SIM117
+            with claim_run_dir(run):
+                pass
+        message = str(caught.value)
+        assert message.startswith(f"run directory {run} is in use by another training (pid ")
+        assert f"pid {os.getpid()} on host " in message and "\n" not in message
+        assert "choose another --out" in message
+        (run / "checkpoint_last.pt").write_bytes(b"x")
+    with claim_run_dir(run):  # released at the end of the block
+        pass
+    assert (run / LOCK_NAME).exists()  # left in place: a lock file is never deleted under a run
+
+
+def test_claim_dies_with_a_killed_holder(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        busy = f"in use by another training \\(pid {holder.pid} "
+        with pytest.raises(RunDirBusy, match=busy), claim_run_dir(run):
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        with claim_run_dir(run):  # nobody deleted anything
+            assert (run / LOCK_NAME).read_text().startswith(f"pid {os.getpid()} ")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_other_ranks_follow_rank_0(tmp_path):
+    run = tmp_path / "run"
+    with claim_run_dir(run, Rank(0)):
+        with claim_run_dir(run, Rank(1)):  # the same run's rank 1: no claim, no refusal
+            pass
+        with pytest.raises(RunDirBusy):  # noqa: SIM117
+            with claim_run_dir(run, Rank(0)):  # another run's rank 0
+                pass
+
+
+def test_a_run_that_wrote_nothing_leaves_no_directory(tmp_path):
+    run = tmp_path / "runs" / "new"
+    with pytest.raises(ValueError, match="bad option"):  # noqa: SIM117
+        with claim_run_dir(run):
+            assert run.is_dir()
+            raise ValueError("bad option")
+    assert not run.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with claim_run_dir(existing):
+        pass
+    assert existing.is_dir()  # a directory the user made stays
+
+
+def test_lock_file_without_holder_text_waits_briefly(tmp_path):
+    """A lock taken but not yet described still gives a one-line message."""
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        began = time.monotonic()
+        with pytest.raises(RunDirBusy, match="a process that has not said who it is yet"):  # noqa: SIM117
+            with claim_run_dir(run):
+                pass
+        assert time.monotonic() - began < 30
+    finally:
+        os.close(fd)
+
+
+def test_unwritable_place_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from mtkit import runlock
+    from mtkit.errors import WriteError
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(runlock.os, "open", read_only)
+    with pytest.raises(WriteError, match=f"could not write {tmp_path}/{LOCK_NAME}: read-only"):  # noqa: SIM117
+        with claim_run_dir(tmp_path):
+            pass
