@@ -178,7 +178,7 @@ def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]
 def _label(ax, panel: Panel, x: str, row: int, column: int) -> None:
     if row == 0:
         ax.set_title(panel.title)
-    ax.set_xlabel("updates" if x == "step" else "training time (minutes)")
+    ax.set_xlabel("updates" if x == "step" else "wall-clock time (minutes)")
     if column == 0 or panel.ylabel != "cross-entropy (nats/token)":
         ax.set_ylabel(panel.ylabel)
     if panel.title == "Learning rate":

@@ -68,3 +68,8 @@ fi
 endef
 
 include $(dir $(lastword $(MAKEFILE_LIST)))common.mk
+
+# The run's training curves beside bleu.txt (`make demo` says where): mtkit plot.
+all show: $(RUN)/curves.png
+$(RUN)/curves.png: $(RUN)/train.done
+	$(MTKIT) plot $(RUN) -o $@ --title "Multi30k $(SRC)-$(TGT), $(ARCH)"
