@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -404,6 +405,13 @@ def test_sigterm_saves_and_resume_goes_on(m30k, tmp_path):
     assert [r["step"] for r in records(run, "train")] == list(range(1, stopped_at + 3))
 
 
+def free_port() -> int:
+    """A port no one listens on now: two test runs on one machine do not collide."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextlib.contextmanager
 def busy_cpu(processes: int = 2):
     """Processes that keep every core busy while the block runs (users' machines are not quiet)."""
@@ -425,7 +433,7 @@ def test_torchrun_two_processes(m30k, tmp_path):
     args += ["--set", "dropout=0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_port", "29517", "-m", "mtkit", *map(str, args)]
+    command += ["--master_port", str(free_port()), "-m", "mtkit", *map(str, args)]
     with busy_cpu():
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,7 +5,8 @@ nothing) and of reading what resume needs. The checkpoint format itself is
 `mtkit.checkpoint`'s.
 
 Checkpoints are cheap for the loop: the state is copied to host memory on the
-loop's thread (the only part that blocks training), then written by one
+loop's thread (the only part that blocks training; into buffers kept from the
+previous save, so no memory is allocated after the first), then written by one
 background thread: checkpoint_{step}.pt holds the weights only, checkpoint_last.pt
 also the optimiser, scaler, counters and every rank's RNG state (what resume
 reads), checkpoint_best.pt is a hard link to the numbered one. Each file is
@@ -76,17 +77,36 @@ def publish(source: Path, target: Path) -> None:
             shutil.copyfileobj(src, dst, 1 << 24)
 
 
-def to_host(value):
-    """A copy of `value` (tensors in dicts/lists) in host memory that training cannot change."""
-    import torch
+class HostCopy:
+    """Copies of tensors (in dicts/lists) in host memory that training cannot change.
 
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: to_host(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_host(v) for v in value)
-    return value
+    The buffers are kept and reused by the next copy of the same structure, so a save
+    after the first is a plain memcpy: no gigabytes allocated (page faults) each time.
+    Only one copy may be in use at a time (RunFiles waits for its writer first)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict = {}
+
+    def __call__(self, value, path: tuple = ()):
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return self._tensor(value.detach(), path)
+        if isinstance(value, dict):
+            return {k: self(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self(v, (*path, i)) for i, v in enumerate(value))
+        return value
+
+    def _tensor(self, tensor, path: tuple):
+        import torch
+
+        buffer = self.buffers.get(path)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            pin = tensor.device.type == "cuda"  # page-locked: the copy runs at full speed
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=pin)
+            self.buffers[path] = buffer
+        return buffer.copy_(tensor)
 
 
 class MetricsLog:
@@ -133,6 +153,7 @@ class RunFiles:
         self.metrics: MetricsLog | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._host = HostCopy()
 
     @property
     def last(self) -> Path:
@@ -182,8 +203,9 @@ class RunFiles:
         train_state). Returns once the state is copied to host memory."""
         if not self.writer:
             return
-        self.wait()  # one writer at a time; an earlier failure surfaces here
-        weights, train_state = to_host(weights), to_host(train_state)
+        self.wait()  # one writer at a time (it reads the host copy); an earlier failure surfaces
+        weights = self._host(weights, ("weights",))
+        train_state = self._host(train_state, ("train_state",))
         self._thread = threading.Thread(
             target=self._write,
             args=(step, weights, train_state, numbered, best),
