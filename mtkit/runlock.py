@@ -5,9 +5,10 @@ training runs, and writes the holder's pid, host and start time into the file
 so a second `mtkit train` on the same directory can say who holds it. The
 kernel drops the lock when its process ends, however it ends (exit, crash,
 `kill -9`, a power cut), so a claim never outlives its owner and nobody has to
-delete a file by hand: the stale pid left in the file is only a message, never
-a lock. Under torchrun only rank 0 claims; the other ranks of the same run
-follow it (they write nothing), and a second run's rank 0 fails at once.
+delete a file by hand: the stale pid left in the file after a crash is only a
+message, never a lock (a run that ends removes the file). Under torchrun only
+rank 0 claims; the other ranks of the same run follow it (they write nothing),
+and a second run's rank 0 fails at once.
 Readers (`average`, `inspect`, `translate`) take no lock: checkpoints appear
 by atomic rename, so a busy directory's finished checkpoints are safe to read.
 
@@ -16,6 +17,7 @@ File systems without flock (some network mounts) get a warning and no lock.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -42,8 +44,9 @@ def claim_run_dir(run_dir: Path | str, dist=None) -> Iterator[None]:
     """Hold RUN/.lock while the block runs; RunDirBusy at once if another process holds it.
 
     `dist` (mtkit.train.distributed.Dist) makes every rank but 0 skip the claim.
-    The directory is created if missing (and removed again if the block leaves it
-    holding nothing but the lock file).
+    The directory is created if missing. At the end the lock file is removed (a
+    run directory keeps only the run's files), and so is the directory when the
+    claim created it and nothing else was written into it.
     """
     if dist is not None and not dist.is_main:
         yield
@@ -52,19 +55,42 @@ def claim_run_dir(run_dir: Path | str, dist=None) -> Iterator[None]:
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as error:
-        raise write_error(run_dir / LOCK_NAME, error) from None
-    locked = False
+        raise write_error(run_dir, error) from None
+    fd, locked = _open_locked(run_dir)
     try:
-        locked = _lock(fd, run_dir)
         if locked:
             _write_holder(fd)
         yield
     finally:
-        if created and locked:  # still ours: nobody else can be in there
-            _remove_if_only_lock(run_dir)
+        if locked:  # unlinked while still held: see _open_locked
+            with contextlib.suppress(OSError):
+                (run_dir / LOCK_NAME).unlink()
+            if created:
+                with contextlib.suppress(OSError):  # not empty: the run wrote something
+                    run_dir.rmdir()
         os.close(fd)  # closing releases the lock
+
+
+def _open_locked(run_dir: Path) -> tuple[int, bool]:
+    """RUN/.lock opened and locked: (fd, whether locked). A holder removes the file while
+    it still holds it, so a lock taken on a file that is no longer RUN/.lock is retried."""
+    path = run_dir / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise write_error(path, error) from None
+        try:
+            locked = _lock(fd, run_dir)
+            if not locked or os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd, locked
+        except FileNotFoundError:
+            pass  # removed by the holder that just ended: take the new one
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _lock(fd: int, run_dir: Path) -> bool:
@@ -105,13 +131,3 @@ def _write_holder(fd: int) -> None:
         os.pwrite(fd, text.encode("utf-8"), 0)
     except OSError as error:  # the lock holds without the message; a full disk shows elsewhere
         log.warning("could not write who holds %s: %s", LOCK_NAME, error)
-
-
-def _remove_if_only_lock(run_dir: Path) -> None:
-    """A run that failed before writing anything leaves no directory behind."""
-    try:
-        if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
-            (run_dir / LOCK_NAME).unlink()
-            run_dir.rmdir()
-    except OSError:
-        pass  # another process came in meanwhile: leave it

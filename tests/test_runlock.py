@@ -44,8 +44,38 @@ def test_second_claim_refused_naming_directory_and_holder(tmp_path):
         assert "choose another --out" in message
         (run / "checkpoint_last.pt").write_bytes(b"x")
     with claim_run_dir(run):  # released at the end of the block
-        pass
-    assert (run / LOCK_NAME).exists()  # left in place: a lock file is never deleted under a run
+        assert (run / LOCK_NAME).exists()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_last.pt"]  # only the run's
+
+
+def test_a_released_lock_file_cannot_be_taken_by_a_late_opener(tmp_path, monkeypatch):
+    """The holder removes .lock while it holds it; a claim that opened the old file before
+    that, and locks it after, must take the new RUN/.lock instead."""
+    import fcntl
+
+    from mtkit import runlock
+
+    run = tmp_path / "run"
+    with claim_run_dir(run):
+        late = os.open(run / LOCK_NAME, os.O_RDWR)  # opened while the first run holds it
+    real_open, opened = os.open, []
+
+    def open_late_first(path, *args):  # the claim's first open returns the old file
+        opened.append(path)
+        return os.dup(late) if len(opened) == 1 else real_open(path, *args)
+
+    monkeypatch.setattr(runlock.os, "open", open_late_first)
+    try:
+        with claim_run_dir(run):
+            assert len(opened) == 2  # the old file was locked, seen to be stale, and left
+            other = real_open(run / LOCK_NAME, os.O_RDWR)
+            try:
+                with pytest.raises(BlockingIOError):  # the live RUN/.lock is held
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(other)
+    finally:
+        os.close(late)
 
 
 def test_claim_dies_with_a_killed_holder(tmp_path):
