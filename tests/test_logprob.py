@@ -20,8 +20,6 @@ from mtkit.translate.search import SearchOptions, search
 from mtkit.translate.stream import (
     BatchOptions,
     RuntimeOptions,
-    _fit,
-    _pad,
     format_nbest,
     load_translator,
     translate_lines,
@@ -68,12 +66,15 @@ def lines(multi30k) -> list[str]:
 
 
 def _exact_tokens(translator, lines):
-    """The search's own n-best token ids per non-blank line, with the line's source ids."""
-    ids = [_fit(x, translator.max_src_len, i, [0])
-           for i, x in enumerate(translator.src_tokenizer.encode(lines))]  # fmt: skip
+    """The search's own n-best token ids per non-blank line, with the line's source ids
+    (cut and ended as translate does)."""
+    eos, pad = translator.models[0].config.eos_id, translator.models[0].config.pad_id
+    room = translator.max_src_len - 1
+    ids = [x[:room] + [eos] if x else [] for x in translator.src_tokenizer.encode(lines)]
     todo = [i for i, x in enumerate(ids) if x]
-    hyps = [h for per in search(translator.models, _pad(todo, ids, translator), NBEST)
-            for h in per]  # fmt: skip
+    width = max(len(ids[i]) for i in todo)
+    src = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in todo])
+    hyps = [h for per in search(translator.models, src, NBEST) for h in per]
     return [ids[i] for i in todo for _ in range(NBEST.nbest)], hyps
 
 
@@ -120,6 +121,12 @@ def test_cli_nbest_input_equals_translate_nbest(which, ckpt, ensemble, lines, tm
             assert figure == pytest.approx(float(score), abs=2e-4), line
             same += 1
     assert same >= 5  # a tiny model writes odd pieces, but many hypotheses round-trip
+    # The n-best list from standard input (translate ... | logprob --nbest-input -).
+    stdin = nbest.read_bytes()
+    code = call_main(monkeypatch, "logprob", *models, "-i", src, "--nbest-input", "-",
+                     "--threads", "1", "--max-tokens", "300", "--chunk-lines", "5",
+                     stdin=stdin)  # fmt: skip
+    assert code == 0 and capsys.readouterr().out.splitlines() == out
 
 
 def _canonical_hypotheses(translator, lines) -> set[tuple[int, str]]:

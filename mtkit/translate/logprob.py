@@ -259,9 +259,9 @@ def logprob_file(
     """Score pairs from files and write one line per line in; returns the lines written.
 
     Pairs come from `src_path` and `tgt_path` line by line, from an n-best list
-    (`nbest_path`, with the sources in `src_path`; each line comes back with
-    ` ||| figure` appended), or, with neither `tgt_path` nor `nbest_path`, from a
-    TSV `source<TAB>target` in `src_path` (standard input when None).
+    (`nbest_path`, "-" for standard input, with the sources in `src_path`; each
+    line comes back with ` ||| figure` appended), or, with neither `tgt_path` nor
+    `nbest_path`, from a TSV `source<TAB>target` in `src_path` (stdin when None).
     """
     _check(options, tgt_path, nbest_path, src_path)
     translator = load_translator(model_paths, runtime)
@@ -283,9 +283,11 @@ def _check(options: LogprobOptions, tgt_path, nbest_path, src_path) -> None:
         raise ConfigError("--per-token and --normalize exclude each other; choose one")
     if tgt_path is not None and nbest_path is not None:
         raise ConfigError("give the hypotheses either as -r TARGET or as --nbest-input, not both")
-    if nbest_path is not None and src_path is None:
+    if nbest_path is not None and src_path is None and not _is_stdin(nbest_path):
         raise ConfigError("--nbest-input needs the sources it translates: add -i SOURCE")
-    for path in (src_path, tgt_path, nbest_path):
+    if _is_stdin(nbest_path) and src_path is None:
+        raise ConfigError("--nbest-input - reads standard input; give the sources as -i SOURCE")
+    for path in (src_path, tgt_path, None if _is_stdin(nbest_path) else nbest_path):
         if path is not None and not Path(path).is_file():
             what = "is a directory" if Path(path).is_dir() else "not found"
             raise DataError(f"input file {what}: {path} (check the path)")
@@ -298,9 +300,10 @@ def _pair_source(src_path, tgt_path, nbest_path):
     with input_stream(src_path) as src_stream:
         sources = _lines(src_stream, src_name)
         if nbest_path is not None:
-            with input_stream(nbest_path) as nbest_stream:
-                triples = nbest_pairs(sources, _lines(nbest_stream, str(nbest_path)),
-                                      str(nbest_path))  # fmt: skip
+            stdin = _is_stdin(nbest_path)
+            name = "standard input" if stdin else str(nbest_path)
+            with input_stream(None if stdin else nbest_path) as nbest_stream:
+                triples = nbest_pairs(sources, _lines(nbest_stream, name), name)
                 pairs, lines = _split(triples)
                 yield pairs, lines
         elif tgt_path is not None:
@@ -309,6 +312,10 @@ def _pair_source(src_path, tgt_path, nbest_path):
                 yield parallel_pairs(sources, targets, (src_name, str(tgt_path))), _nones()
         else:
             yield tsv_pairs(sources, src_name), _nones()
+
+
+def _is_stdin(path) -> bool:
+    return path is not None and str(path) == "-"
 
 
 def _lines(stream, name: str) -> Iterator[str]:
