@@ -741,8 +741,8 @@ def logprob_command(
         Path | None,
         typer.Option(
             metavar="FILE",
-            help="An n-best list 'N ||| hyp ||| score' (N from 0 into -i): each line comes "
-            "back with ' ||| logprob' appended.",
+            help="An n-best list 'N ||| hyp ||| score' (N from 0 into -i; '-': stdin): each "
+            "line comes back with ' ||| logprob' appended.",
         ),
     ] = None,
     out: OutputFile = None,
