@@ -87,8 +87,7 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
     _check_runtime(runtime)
     import torch
 
-    from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
-    from mtkit.tokenizer import Tokenizer
+    from mtkit.checkpoint import checkpoint_tokenizers, model_from_checkpoint
 
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
@@ -98,7 +97,7 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
         raise ConfigError(
             "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
         )
-    ckpts = [load_checkpoint(path) for path in paths]
+    ckpts = [_load(path) for path in paths]
     _check_same_vocab(ckpts, paths)
     models = []
     for ckpt in ckpts:
@@ -107,15 +106,23 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
             model = _quantize_int8(model)
         models.append(model.to(device=device, dtype=dtype).eval())
         del ckpt["model"]  # the weights now live in the model; free the copy
-    spm = ckpts[0]["spm"]
+    src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
     return Translator(
         models=models,
-        src_tokenizer=Tokenizer.from_bytes(spm["src"], name=f"{paths[0]} (source)"),
-        tgt_tokenizer=Tokenizer.from_bytes(spm["tgt"], name=f"{paths[0]} (target)"),
+        src_tokenizer=src_tokenizer,
+        tgt_tokenizer=tgt_tokenizer,
         device=device,
         dtype=dtype,
         max_src_len=min(m.config.max_positions for m in models),
     )
+
+
+def _load(path: Path) -> dict:
+    """A checkpoint file, or a Hugging Face Marian directory imported in memory."""
+    from mtkit.checkpoint import load_checkpoint
+    from mtkit.interop.marian import is_marian_dir, marian_checkpoint
+
+    return marian_checkpoint(path) if is_marian_dir(path) else load_checkpoint(path)
 
 
 def _check_runtime(runtime: RuntimeOptions) -> None:
@@ -128,7 +135,8 @@ def _check_same_vocab(ckpts: list[dict], paths: list[Path]) -> None:
     """An ensemble averages distributions over one target vocabulary: insist on it."""
     first = ckpts[0]["spm"]
     for ckpt, path in zip(ckpts[1:], paths[1:], strict=True):
-        if ckpt["spm"]["src"] != first["src"] or ckpt["spm"]["tgt"] != first["tgt"]:
+        same_tables = ckpt.get("vocab") == ckpts[0].get("vocab")  # imported models' ids
+        if ckpt["spm"] != first or not same_tables:
             raise CheckpointError(
                 f"{path} uses other SentencePiece models than {paths[0]}; an ensemble needs "
                 "checkpoints trained with the same vocabulary"
@@ -225,7 +233,7 @@ def _translate_chunk(translator, lines, first, options, batching, warned):
     """Encode, sort by length, batch, search, decode: results in input order."""
     ids = translator.src_tokenizer.encode(lines)
     ids = [
-        _fit(piece_ids, translator.max_src_len, first + i, warned)
+        _fit(piece_ids, translator.max_src_len, first + i, warned, translator.src_tokenizer.eos_id)
         for i, piece_ids in enumerate(ids)
     ]
     results: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
@@ -243,10 +251,10 @@ def _translate_chunk(translator, lines, first, options, batching, warned):
     return results
 
 
-def _fit(piece_ids: list[int], max_src_len: int, line_no: int, warned: list[int]) -> list[int]:
+def _fit(
+    piece_ids: list[int], max_src_len: int, line_no: int, warned: list[int], eos_id: int
+) -> list[int]:
     """Source ids + eos, cut to the model's max_positions (with a warning); [] for a blank line."""
-    from mtkit.tokenizer import EOS_ID
-
     if not piece_ids:
         return []
     if len(piece_ids) + 1 > max_src_len:
@@ -260,7 +268,7 @@ def _fit(piece_ids: list[int], max_src_len: int, line_no: int, warned: list[int]
                 max_src_len - 1,
             )
         piece_ids = piece_ids[: max_src_len - 1]
-    return [*piece_ids, EOS_ID]
+    return [*piece_ids, eos_id]
 
 
 def _batches(order: list[int], ids, rows_per_sentence: int, max_tokens: int, batch_size):
@@ -283,10 +291,8 @@ def _pad(batch: list[int], ids, translator: Translator):
     """[B,S] long on the translator's device, right-padded."""
     import torch
 
-    from mtkit.tokenizer import PAD_ID
-
-    width = max(len(ids[i]) for i in batch)
-    rows = [ids[i] + [PAD_ID] * (width - len(ids[i])) for i in batch]
+    width, pad = max(len(ids[i]) for i in batch), translator.models[0].config.pad_id
+    rows = [ids[i] + [pad] * (width - len(ids[i])) for i in batch]
     return torch.tensor(rows, dtype=torch.long).to(translator.device, non_blocking=True)
 
 
