@@ -802,6 +802,25 @@ def plot_command(
     print(f"wrote {plot_runs(runs, out, title)}", file=sys.stderr)
 
 
+@app.command("import")
+def import_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="A directory in Hugging Face's Marian layout, or a hub id "
+            "(Helsinki-NLP/opus-mt-de-en).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The checkpoint to write.")],
+) -> None:
+    """Import a MarianMT (OPUS-MT) model as an mtkit checkpoint: translate, average,
+    ensembles, export and `train --init-from` take it (hub ids need mtkit[hub])."""
+    from mtkit.interop.marian import import_marian
+
+    print(f"wrote {import_marian(source, out)}", file=sys.stderr)
+
+
 # -- commands added by later issues go above this line -----------------------
 
 
