@@ -7,6 +7,7 @@ transformer with a perturbed copy of itself.
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 from pathlib import Path
 
@@ -189,6 +190,12 @@ def test_batching_changes_nothing(ckpt, lines):
     for a, b in zip(big, small, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
         assert all(math.isfinite(v) for v in a)
+    # Streaming: results come a chunk at a time from an endless input.
+    endless = itertools.cycle(pairs)
+    first = list(itertools.islice(score_pairs(translator, endless, BatchOptions(chunk_lines=4)), 6))
+    assert len(first) == 6
+    for a, b in zip(first, big[:6], strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
 
 
 def test_user_errors_are_one_line(ckpt, tmp_path, monkeypatch, capsys):
