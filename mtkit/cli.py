@@ -788,7 +788,7 @@ def logprob_command(
 def plot_command(
     runs: Annotated[
         list[Path],
-        typer.Argument(metavar="RUN...", help="Run directories (RUN/metrics.jsonl); overlaid."),
+        typer.Argument(metavar="RUN", help="Run directories (RUN/metrics.jsonl); overlaid."),
     ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="The figure to write: .png, .pdf or .svg.")
