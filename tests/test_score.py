@@ -220,6 +220,11 @@ def test_confidence_and_plain_table_equal_sacrebleu(files, monkeypatch, capsys):
     theirs = sacrebleu(files["ref"], "-i", files["hyp"], "-m", "bleu", "chrf", *ci, "-f", "text",
                        seed=3)  # fmt: skip
     assert ours == theirs and "(μ = " in ours and "bs:200|seed:3|" in ours
+    assert call_main(monkeypatch, "score", "-r", files["ref"], "-i", files["hyp"], "-m",
+                     "bleu,chrf", *ci, "--seed", "3", "--json") == 0  # fmt: skip
+    theirs = sacrebleu(files["ref"], "-i", files["hyp"], "-m", "bleu", "chrf", *ci, "-f", "json",
+                       seed=3)  # fmt: skip
+    assert capsys.readouterr().out == theirs
     # Several systems without a test: sacreBLEU's table of scores.
     two = ["-i", files["hyp"], "-i", files["hyp2"]]
     assert call_main(monkeypatch, "score", "-r", files["ref"], *two, "-m", "bleu,ter") == 0
