@@ -49,6 +49,16 @@ def write_error(path: Path | str, error: OSError) -> Exception:
     return WriteError(f"could not write {path}: {reason}; {advice}")
 
 
+def make_directory(path: Path | str) -> Path:
+    """`mkdir -p`, with a failure for space or permission as one WriteError line."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

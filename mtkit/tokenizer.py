@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtkit.errors import ConfigError, DataError
+from mtkit.io import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
@@ -127,24 +126,22 @@ def _train_one(inputs: list[Path], out_dir: Path, name: str, options: SpmOptions
     """Train one model in a temporary directory beside the output, then move it into place."""
     from mtkit.console import progress
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
-    try:
-        with progress() as bar:
-            reading = bar.add_task(f"reading {name} input", total=_total_bytes(inputs))
-            reader = _LineReader(inputs, on_bytes=lambda n: bar.update(reading, completed=n))
-            # SentencePiece reads every line before it trains, so training starts
-            # when the reader is exhausted; it has no progress of its own to show.
-            training = []
-            reader.on_done = lambda: training.append(
-                bar.add_task(f"training {name} ({options.model_type})", total=None)
-            )
-            _sentencepiece_train(reader, tmp / name, options)
-            bar.update(training[0], total=1, completed=1)
-        # The .model is what other stages look for, so it arrives last.
-        os.replace(tmp / f"{name}.vocab", out_dir / f"{name}.vocab")
-        os.replace(tmp / f"{name}.model", out_dir / f"{name}.model")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with progress() as bar:
+        reading = bar.add_task(f"reading {name} input", total=_total_bytes(inputs))
+        reader = _LineReader(inputs, on_bytes=lambda n: bar.update(reading, completed=n))
+        # SentencePiece reads every line before it trains, so training starts
+        # when the reader is exhausted; it has no progress of its own to show.
+        training = []
+        reader.on_done = lambda: training.append(
+            bar.add_task(f"training {name} ({options.model_type})", total=None)
+        )
+        model = _sentencepiece_train(reader, options)
+        bar.update(training[0], total=1, completed=1)
+    # SentencePiece's own writer reports success on a full disk, so it hands us the
+    # bytes and we write them; the .model is what other stages look for: it comes last.
+    write_text(out_dir / f"{name}.vocab", _vocab_text(model))
+    with atomic_write(out_dir / f"{name}.model") as file:
+        file.write(model)
     log.info(
         "wrote %s (%s, vocab %d)", out_dir / f"{name}.model", options.model_type, options.vocab_size
     )
@@ -155,15 +152,18 @@ def _total_bytes(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
-def _sentencepiece_train(reader: _LineReader, prefix: Path, options: SpmOptions) -> None:
-    """Call SentencePiece's trainer, turning its errors into ours."""
+def _sentencepiece_train(reader: _LineReader, options: SpmOptions) -> bytes:
+    """Call SentencePiece's trainer and return the model, turning its errors into ours."""
+    import io
+
     import sentencepiece as spm
 
+    model = io.BytesIO()
     threads = options.threads or min(16, os.cpu_count() or 1)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(reader),
-            model_prefix=str(prefix),
+            model_writer=model,
             vocab_size=options.vocab_size,
             model_type=options.model_type,
             character_coverage=options.character_coverage,
@@ -182,6 +182,18 @@ def _sentencepiece_train(reader: _LineReader, prefix: Path, options: SpmOptions)
     except RuntimeError as error:
         # An error in our reader reaches us wrapped in SentencePiece's RuntimeError.
         raise reader.error or _spm_error(str(error)) from None
+    return model.getvalue()
+
+
+def _vocab_text(model: bytes) -> str:
+    """The .vocab file SentencePiece writes beside a model: `piece<TAB>score`, in id order."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    return "".join(
+        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
+        for i in range(processor.get_piece_size())
+    )
 
 
 def _spm_error(message: str) -> Exception:

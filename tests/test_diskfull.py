@@ -192,11 +192,6 @@ def test_prepare_into_a_read_only_directory(multi30k, read_only):
     assert list(directory.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare creates --out with a plain mkdir: EROFS/EACCES "
-    "there is a traceback (cli._one_line could map every OSError of io's table)",
-)
 def test_prepare_creating_its_directory_read_only(multi30k, read_only):
     directory, reason = read_only
     line = error_line(mtkit(*prepare_args(multi30k, directory / "data")))
@@ -206,11 +201,6 @@ def test_prepare_creating_its_directory_read_only(multi30k, read_only):
 # -- train-bpe ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SentencePiece's C++ writer truncates spm.model at the limit "
-    "and reports success: a torn model under its final name (tokenizer.py)",
-)
 def test_train_bpe_past_a_file_size_limit(multi30k, tmp_path):
     text = tmp_path / "train.de"
     with gzip.open(multi30k / "train.de.gz", "rt", encoding="utf-8") as file:

@@ -27,7 +27,7 @@ from typing import Any
 
 from mtkit import __version__
 from mtkit.errors import ConfigError, DataError
-from mtkit.io import AtomicFile, write_text
+from mtkit.io import AtomicFile, make_directory, write_text
 from mtkit.prepare.cleaning import Cleaner, CleanOptions, normalize_lines
 from mtkit.prepare.sources import LineBatch, Source, SourceOptions, SplitStream, from_options
 
@@ -96,7 +96,7 @@ def prepare(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out)
     reports: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack, progress(_kept_column()) as bar:
         writers = []
