@@ -31,6 +31,15 @@ CONFIGS = {
     "transformer-separate-vocabs": dataclasses.replace(
         TINY, share_embeddings=False, src_vocab_size=40, tgt_vocab_size=60
     ),
+    # The settings imported Marian (OPUS-MT) models use, with mtkit's special ids.
+    "transformer-marian-settings": dataclasses.replace(
+        TINY,
+        pre_norm=False,
+        activation="swish",
+        positions="halves",
+        scale_embeddings=False,
+        final_logits_bias=True,
+    ),
     "rnn-lstm-luong": dataclasses.replace(TINY, arch="rnn"),
     "rnn-gru-bahdanau": dataclasses.replace(TINY, arch="rnn", rnn_cell="gru", attention="bahdanau"),
     "rnn-separate-vocabs": dataclasses.replace(
@@ -208,3 +217,71 @@ def test_decoding_under_bf16_autocast_matches_forward(arch):
         stepped = decode_teacher_forced(model, src, tgt)
     assert stepped.dtype == torch.bfloat16
     torch.testing.assert_close(stepped.float(), full.float(), atol=0.1, rtol=0.05)
+
+
+# -- settings for imported models (issue 11) ---------------------------------------
+
+
+def test_default_settings_rebuild_older_checkpoints_unchanged():
+    """A config saved before these settings existed gets mtkit's old model: ReLU,
+    interleaved sinusoids, sqrt(D) scaling, no output bias, the same parameter names."""
+    old = dataclasses.asdict(TINY)
+    for key in ("activation", "positions", "scale_embeddings", "final_logits_bias"):
+        del old[key]
+    model = build_model(old)
+    assert isinstance(model.decoder[0].ffn[1], torch.nn.ReLU)
+    assert model.scale == pytest.approx(32**0.5)
+    assert "final_logits_bias" not in model.state_dict()
+    rate = 1e4 ** (-2 / 32)  # the second frequency
+    angle = torch.tensor(3 * rate)
+    torch.testing.assert_close(model.positions[3, 2:4], torch.stack([angle.sin(), angle.cos()]))
+
+
+def test_halves_layout_is_marians_sinusoid():
+    """Hugging Face's MarianSinusoidalPositionalEmbedding: pos / 10000^(2*(j//2)/D), sin of
+    the even j in the first half, cos of the odd j in the second, from position 0."""
+    from mtkit.models.transformer import sinusoidal_positions
+
+    n, d = 20, 16
+    angle = torch.tensor(
+        [[pos / 10000 ** (2 * (j // 2) / d) for j in range(d)] for pos in range(n)],
+        dtype=torch.float64,
+    )
+    expected = torch.cat([angle[:, 0::2].sin(), angle[:, 1::2].cos()], 1).float()
+    torch.testing.assert_close(sinusoidal_positions(n, d, "halves"), expected)
+    interleaved = sinusoidal_positions(n, d)
+    torch.testing.assert_close(interleaved[:, 0::2], expected[:, : d // 2])
+
+
+@torch.no_grad()
+def test_final_logits_bias_is_added_to_every_output_and_saved():
+    config = dataclasses.replace(TINY, final_logits_bias=True)
+    model = build_model(config).eval()
+    src, tgt = random_batch(config, [5, 3], [4, 2])
+    before = model(src, tgt)
+    bias = torch.randn(V)
+    model.final_logits_bias.copy_(bias)
+    torch.testing.assert_close(model(src, tgt), before + bias)
+    logits, _ = model.decode_step(tgt[:, 0], model.encode(src))
+    torch.testing.assert_close(logits, before[:, 0] + bias, atol=1e-5, rtol=1e-4)
+    assert torch.equal(model.state_dict()["final_logits_bias"], bias)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"activation": "tanh"}, "unknown activation 'tanh'; choose one of: relu, swish, gelu"),
+        ({"positions": "learned"}, "unknown positions 'learned'"),
+        ({"pad_id": V}, f"pad_id {V} is outside the target vocabulary"),
+    ],
+)
+def test_build_model_rejects_bad_import_settings(values, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model({**dataclasses.asdict(TINY), **values})
+
+
+@pytest.mark.parametrize("activation", ["relu", "swish", "gelu"])
+def test_activation_setting_picks_the_feed_forward_nonlinearity(activation):
+    model = build_model(dataclasses.replace(TINY, activation=activation))
+    expected = {"relu": torch.nn.ReLU, "swish": torch.nn.SiLU, "gelu": torch.nn.GELU}
+    assert all(isinstance(layer.ffn[1], expected[activation]) for layer in model.encoder)
