@@ -98,10 +98,18 @@ def check_checkpoint(ckpt: object, path: Path | str) -> dict:
 
 def migrate(ckpt: dict) -> dict:
     """An older format's dict brought up to FORMAT_VERSION, in place."""
+    import dataclasses
+
+    from mtkit.models.config import ModelConfig
+
     if ckpt["format_version"] < 2:
         # Version 1 had no vocabulary tables: its ids are SentencePiece's own.
         ckpt.setdefault("vocab", {})
         ckpt["format_version"] = 2
+    # Model settings added since (activation, positions ...) default to what mtkit did
+    # before them, so an older run rebuilds, and resumes, with the values it trained with.
+    if isinstance(ckpt["model_config"], dict):
+        ckpt["model_config"] = dataclasses.asdict(ModelConfig()) | ckpt["model_config"]
     return ckpt
 
 
