@@ -5,14 +5,20 @@ Owns the layers, the weight init and the decoding state; attention runs through
 Pre-norm by default (Xiong et al., 2020: trains without a long warm-up), post-norm
 as in the paper when `config.pre_norm` is false.
 
-The decoding state is a dict of batch-first tensors plus the int "step":
-    src_mask  [B,1,1,S] bool, True where the source is a real token
-    cross_k/v [B,L,H,S,Dh]    each decoder layer's keys/values of the encoder memory
-    self_k/v  [B,L,H,C,Dh]    the self-attention cache, C >= step, grown by doubling
-The cache is preallocated and each step writes one position and attends over the
-first `step + 1`: on the 2-core CPU (B=150, 3 layers) this ties with concatenating
-per step up to 30 steps and is 10-30% faster at 100, and it allocates nothing per
-step, which also suits the GPU's caching allocator.
+The decoding state is a dict of tensors plus the int "step", for n sentences decoded
+as N = n*r rows (r = 1, or the beam: the r rows of a sentence are adjacent):
+    src_mask  [n,1,1,S] bool, True where the source is a real token
+    cross_k/v [L,n,H,S,Dh]    each decoder layer's keys/values of the encoder memory
+    self_k/v  [L,N,H,C,Dh]    the self-attention cache, C >= step, grown by doubling
+The memory's keys/values belong to the sentence, not the row: a beam move never
+copies them (that copy was 40% of beam search's time), and cross-attention runs the
+r rows of a sentence as r queries against its one memory. `reorder_beams` takes the
+rows and, only when sentences leave, the sentences to keep; `reorder_state` takes any
+rows (duplicates and permutations too) and so gives every row its own memory (r = 1).
+Layer first, so a layer's caches are contiguous. The cache is preallocated and each
+step writes one position and attends over the first `step + 1`: on the 2-core CPU
+(B=150, 3 layers) this ties with concatenating per step up to 30 steps and is 10-30%
+faster at 100, and it allocates nothing per step, which suits the GPU's allocator.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ class SelfAttention(nn.Module):
         return self._merge(y)
 
     def step(self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, t: int):
-        """One position x [B,1,D] at step t; writes its key/value into the [B,H,C,Dh] caches."""
+        """One position x [N,1,D] at step t; writes its key/value into the [N,H,C,Dh] caches."""
         q, k, v = self._heads(x)
         cache_k[:, :, t : t + 1] = k
         cache_v[:, :, t : t + 1] = v
@@ -109,6 +115,15 @@ class CrossAttention(nn.Module):
         p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+    def step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor):
+        """x [N,1,D], N = n*r rows of n sentences, against k, v [n,H,S,Dh] and mask [n,1,1,S]:
+        a sentence's r rows (its beams) are r queries on its memory, one matmul."""
+        N, _, D = x.shape
+        n = k.size(0)
+        q = self.q(x).view(n, N // n, self.n_heads, self.head_dim).transpose(1, 2)  # [n,H,r,Dh]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [n,H,r,Dh]
+        return self.out(y.transpose(1, 2).reshape(N, 1, D))
 
 
 # The feed-forward nonlinearity by its config name; swish is SiLU (Marian's default).
@@ -156,21 +171,27 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, k, v, mask, cache=None):
-        """x [B,T,D]; k, v [B,H,S,Dh] of the memory; cache (cache_k, cache_v, t) for one step."""
+    def forward(self, x, k, v, mask):
+        """x [B,T,D]; k, v [B,H,S,Dh] of the memory. Right padding: causal masking alone
+        keeps real positions off the pads."""
         if self.pre_norm:
-            x = x + self.drop(self._self_attn(self.norm1(x), cache))
+            x = x + self.drop(self.self_attn(self.norm1(x), is_causal=True))
             x = x + self.drop(self.cross_attn(self.norm2(x), k, v, mask))
             return x + self.drop(self.ffn(self.norm3(x)))
-        x = self.norm1(x + self.drop(self._self_attn(x, cache)))
+        x = self.norm1(x + self.drop(self.self_attn(x, is_causal=True)))
         x = self.norm2(x + self.drop(self.cross_attn(x, k, v, mask)))
         return self.norm3(x + self.drop(self.ffn(x)))
 
-    def _self_attn(self, x, cache):
-        if cache is None:
-            # Right padding: causal masking alone keeps real positions off the pads.
-            return self.self_attn(x, is_causal=True)
-        return self.self_attn.step(x, *cache)
+    def step(self, x, k, v, mask, cache_k, cache_v, t: int):
+        """One position x [N,1,D] at step t: the memory's k, v [n,H,S,Dh] per sentence
+        (CrossAttention.step), this layer's self-attention caches [N,H,C,Dh]."""
+        if self.pre_norm:
+            x = x + self.drop(self.self_attn.step(self.norm1(x), cache_k, cache_v, t))
+            x = x + self.drop(self.cross_attn.step(self.norm2(x), k, v, mask))
+            return x + self.drop(self.ffn(self.norm3(x)))
+        x = self.norm1(x + self.drop(self.self_attn.step(x, cache_k, cache_v, t)))
+        x = self.norm2(x + self.drop(self.cross_attn.step(x, k, v, mask)))
+        return self.norm3(x + self.drop(self.ffn(x)))
 
 
 class Transformer(nn.Module):
@@ -195,6 +216,8 @@ class Transformer(nn.Module):
         # Marian's fixed output bias [V] (a saved buffer, never trained); None: no bias.
         bias = torch.zeros(config.tgt_vocab_size) if config.final_logits_bias else None
         self.register_buffer("final_logits_bias", bias)
+        # Decoding's output layer when quantized (see _step_logits); None: the embedding.
+        self.step_output: nn.Module | None = None
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.dec_layers))
         # Pre-norm leaves the residual stream unnormalised: one LayerNorm at each end.
@@ -237,9 +260,9 @@ class Transformer(nn.Module):
         weight = torch.cat([layer.cross_attn.kv.weight for layer in self.decoder])
         bias = torch.cat([layer.cross_attn.kv.bias for layer in self.decoder])
         kv = F.linear(memory, weight, bias).view(B, S, L, 2, H, D // H)
-        kv = kv.permute(3, 0, 2, 4, 1, 5).contiguous()  # [2,B,L,H,S,Dh]
+        kv = kv.permute(3, 2, 0, 4, 1, 5).contiguous()  # [2,L,B,H,S,Dh]
         # The cache takes the projections' dtype: bf16 under autocast, not the memory's fp32.
-        empty = kv.new_zeros(B, L, H, CACHE_CHUNK, D // H)
+        empty = kv.new_zeros(L, B, H, CACHE_CHUNK, D // H)
         return {
             "src_mask": mask,
             "cross_k": kv[0],
@@ -250,31 +273,50 @@ class Transformer(nn.Module):
         }
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        """tokens [B] at position state["step"] -> logits [B,V]; updates state in place."""
+        """tokens [N] at position state["step"] -> logits [N,V]; updates state in place."""
         t = state["step"]
         if t >= state["self_k"].size(3):
             _grow_cache(state)
-        x = self._embed(self.tgt_embed, tokens[:, None], t)  # [B,1,D]
+        x = self._embed(self.tgt_embed, tokens[:, None], t)  # [N,1,D]
         self_k, self_v = state["self_k"], state["self_v"]
         cross_k, cross_v, mask = state["cross_k"], state["cross_v"], state["src_mask"]
         for i, layer in enumerate(self.decoder):
-            cache = (self_k[:, i], self_v[:, i], t)
-            x = layer(x, cross_k[:, i], cross_v[:, i], mask, cache)
+            x = layer.step(x, cross_k[i], cross_v[i], mask, self_k[i], self_v[i], t)
         state["step"] = t + 1
-        logits = F.linear(self.dec_norm(x[:, 0]), self.tgt_embed.weight, self.final_logits_bias)
-        return logits, state
+        return self._step_logits(self.dec_norm(x[:, 0])), state
 
     def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
-        """Keep/reorder the batch rows `index` [B'] of every tensor in the state."""
-        # Beam search reorders every step: copy the caches' filled steps, not their
-        # spare room (at B=150 this halved the time of a reorder).
+        """Keep/reorder the rows `index` [N'] (any rows, repeats allowed) of the state."""
+        rows_per_sentence = state["self_k"].size(1) // state["cross_k"].size(1)
+        return self.reorder_beams(state, index, index // rows_per_sentence)
+
+    def reorder_beams(
+        self, state: dict, rows: torch.Tensor, sentences: torch.Tensor | None = None
+    ) -> dict:
+        """Keep/reorder rows [N'] of the self-attention caches; the memory's rows only
+        when `sentences` [n'] (which of the n sentences stay, in order) is given.
+
+        The caller keeps each sentence's rows adjacent: the n' sentences (or the n
+        ones) get N'/n' rows each, in that order; beam search's moves do.
+        """
+        # Copy the caches' filled steps, not their spare room (at B=150 this halved
+        # the time of a reorder).
         keep = -(-(state["step"] + 1) // CACHE_CHUNK) * CACHE_CHUNK
-        state = dict(state, self_k=state["self_k"][:, :, :, :keep])
-        state["self_v"] = state["self_v"][:, :, :, :keep]
-        return {
-            key: value.index_select(0, index) if torch.is_tensor(value) else value
-            for key, value in state.items()
-        }
+        state = dict(state)
+        for key in ("self_k", "self_v"):
+            state[key] = state[key][:, :, :, :keep].index_select(1, rows)
+        if sentences is not None:
+            state["src_mask"] = state["src_mask"].index_select(0, sentences)
+            for key in ("cross_k", "cross_v"):
+                state[key] = state[key].index_select(1, sentences)
+        return state
+
+    def _step_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h [N,D] -> logits [N,V]: the tied output projection, or its int8 copy
+        `step_output` when mtkit.translate.stream quantized the model for decoding."""
+        if self.step_output is not None:
+            return self.step_output(h)
+        return F.linear(h, self.tgt_embed.weight, self.final_logits_bias)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -298,7 +340,7 @@ class Transformer(nn.Module):
 
 
 def _grow_cache(state: dict) -> None:
-    """Double the capacity C of the self-attention caches [B,L,H,C,Dh]."""
+    """Double the capacity C of the self-attention caches [L,N,H,C,Dh]."""
     for key in ("self_k", "self_v"):
         old = state[key]
         state[key] = torch.cat([old, torch.zeros_like(old)], dim=3)

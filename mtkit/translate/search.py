@@ -203,9 +203,14 @@ class Ensemble:
         mean = torch.stack(lprobs).logsumexp(0) - math.log(len(lprobs))
         return mean, states
 
-    def reorder(self, states: list, index) -> list:
+    def reorder(self, states: list, rows, sentences=None) -> list:
+        """Keep/reorder the rows [N'] of each state; `sentences` [n'] when sentences leave
+        (each keeps its rows adjacent). A model with `reorder_beams` (the Transformer)
+        then leaves the per-sentence memory alone on beam moves."""
         return [
-            model.reorder_state(state, index)
+            model.reorder_beams(state, rows, sentences)
+            if hasattr(model, "reorder_beams")
+            else model.reorder_state(state, rows)
             for model, state in zip(self.models, states, strict=True)
         ]
 
@@ -305,7 +310,7 @@ def _one_path(ensemble: Ensemble, src, max_lens, options: SearchOptions, pick) -
         keep = (~ended).nonzero().squeeze(1)
         if keep.numel() == 0:
             break
-        states = ensemble.reorder(states, keep)
+        states = ensemble.reorder(states, keep, keep)
         alive, tokens, limits = alive[keep], tokens[keep], limits[keep]
         first_limit = int(limits.min())
     return _hypotheses(out.cpu(), lengths, log_prob.cpu(), options)
@@ -391,67 +396,71 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
     alive = torch.arange(B, device=device)  # original sentence of each active sentence
     limits = max_lens.to(device)
     first_limit = int(max_lens.min())
-    states = ensemble.reorder(ensemble.encode(src), alive.repeat_interleave(K))
-    prefix = torch.full((B * K, 1), ensemble.bos_id, dtype=torch.long, device=device)  # [N*K,t+1]
-    # Only the first beam of a sentence is live at the start: the others would repeat it.
-    scores = torch.full((B, K), -math.inf, device=device)
-    scores[:, 0] = 0.0
+    states = ensemble.encode(src)
+    # Step 0 runs one row per sentence (K beams would all repeat it, as CTranslate2
+    # also does); its best candidates then fill the K beams.
+    prefix = torch.full((B, 1), ensemble.bos_id, dtype=torch.long, device=device)  # [n*k,t+1]
+    scores = torch.zeros((B, 1), device=device)  # [n,k]: k beams a sentence, 1 then K
     beam_rank = torch.arange(2 * K, device=device)
     for t in range(T):
-        lprobs, states = ensemble.step(prefix[:, -1], states)  # [n*K,V]
+        lprobs, states = ensemble.step(prefix[:, -1], states)  # [n*k,V]
         ensemble.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
-            lprobs = ensemble.force_eos(lprobs, (limits <= t).repeat_interleave(K))
+            lprobs = ensemble.force_eos(lprobs, (limits <= t).repeat_interleave(scores.size(1)))
         top_scores, beam, token = _top_candidates(lprobs, scores, K)  # [n,2K] each
         is_eos = token == ensemble.eos_id
         # eos among the best K candidates finishes a hypothesis (fairseq's rule).
         ends = is_eos[:, :K] & (top_scores[:, :K] > -math.inf)
         ended = bool(ends.any())
         if ended:
-            _finish(finished, alive, ends, top_scores, beam, prefix, t, options)
+            _finish(finished, alive, ends, top_scores, beam, prefix, t, scores.size(1), options)
             finished.best_ended[alive] |= ends[:, 0]
-        scores, rows, token = _carry_on(top_scores, beam, token, is_eos, beam_rank)
+        scores, rows, token = _carry_on(top_scores, beam, token, is_eos, beam_rank, scores.size(1))
+        sentences = None  # the same sentences go on: their memory stays as it is
         if ended or t >= first_limit:  # only then can a sentence be done
             keep = (~finished.done(alive, options) & (limits > t)).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
             if keep.numel() < alive.numel():
                 alive, limits, scores = alive[keep], limits[keep], scores[keep]
-                rows, token = rows[keep], token[keep]
+                rows, token, sentences = rows[keep], token[keep], keep
                 first_limit = int(limits.min())
         rows = rows.view(-1)
-        states = ensemble.reorder(states, rows)
+        states = ensemble.reorder(states, rows, sentences)
         prefix = torch.cat([prefix.index_select(0, rows), token.view(-1, 1)], 1)
     return finished.hypotheses(options.nbest)
 
 
 def _top_candidates(lprobs, scores, K: int):
-    """The best 2K of each sentence's K*V continuations: scores, source beam, token [n,2K]."""
-    NK, V = lprobs.shape
+    """The best 2K of each sentence's k*V continuations: scores, source beam, token [n,2K]."""
+    Nk, V = lprobs.shape
+    n, k = scores.shape
     # In place: lprobs is this step's own tensor, and [N,V] is the biggest one of the step.
-    cand = lprobs.add_(scores.view(NK, 1)).view(NK // K, K * V)
+    cand = lprobs.add_(scores.view(Nk, 1)).view(n, k * V)
     top_scores, top_index = cand.topk(2 * K, dim=1)  # best first
     return top_scores, top_index // V, top_index % V
 
 
-def _carry_on(top_scores, beam, token, is_eos, beam_rank):
+def _carry_on(top_scores, beam, token, is_eos, beam_rank, k: int):
     """The best K candidates that do not end: scores, rows of the batch, tokens [n,K].
 
-    At most K of the 2K candidates end in eos (one per beam), so K always remain.
+    k is the number of beams the candidates came from (rows per sentence of the batch).
+    At most k <= K of the 2K candidates end in eos (one per beam), so K always remain.
     """
     import torch
 
     n, K = top_scores.size(0), top_scores.size(1) // 2
     _, carry = (is_eos.long() * 2 * K + beam_rank).topk(K, dim=1, largest=False)  # eos last
-    first_row = (torch.arange(n, device=beam.device) * K)[:, None]
+    first_row = (torch.arange(n, device=beam.device) * k)[:, None]
     return top_scores.gather(1, carry), beam.gather(1, carry) + first_row, token.gather(1, carry)
 
 
-def _finish(finished, alive, ends, top_scores, beam, prefix, t, options) -> None:
-    """Hand the candidates that end at step t to `finished`, sentence by sentence (batched)."""
+def _finish(finished, alive, ends, top_scores, beam, prefix, t, k, options) -> None:
+    """Hand the candidates that end at step t to `finished`, sentence by sentence (batched);
+    k is the number of rows per sentence of the current batch."""
     K = finished.K
     hit = ends.any(1).nonzero().squeeze(1)  # active sentences with something ending
     log_probs = top_scores[hit, :K].masked_fill(~ends[hit], -math.inf)  # [h,K]
-    rows = beam[hit, :K] + (hit * K)[:, None]  # [h,K] rows of the current batch
+    rows = beam[hit, :K] + (hit * k)[:, None]  # [h,K] rows of the current batch
     prefixes = prefix.index_select(0, rows.view(-1))[:, 1:]  # drop bos: [h*K,t]
     finished.add(alive[hit], log_probs, prefixes.view(hit.numel(), K, t), t, options)

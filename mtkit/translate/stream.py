@@ -144,7 +144,8 @@ def _check_same_vocab(ckpts: list[dict], paths: list[Path]) -> None:
 
 
 def _quantize_int8(model):
-    """Dynamic int8 quantization of the linear layers (weights int8, activations per batch)."""
+    """Dynamic int8 quantization of the linear layers (weights int8, activations per batch),
+    and of the Transformer's tied output projection, a third of a decoding step's work."""
     import torch
     from torch import nn
 
@@ -158,9 +159,29 @@ def _quantize_int8(model):
     qconfig = torch.ao.quantization.default_dynamic_qconfig
     with warnings.catch_warnings():  # torch.ao says it will move to torchao; it works today
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
+        model = torch.ao.quantization.quantize_dynamic(
             model, {name: qconfig for name in names}, dtype=torch.qint8
         )
+        if hasattr(model, "step_output"):
+            model.step_output = _int8_output(model, qconfig)
+    return model
+
+
+def _int8_output(model, qconfig):
+    """An int8 copy of the output projection (the target embedding, and its bias if any),
+    used by decoding only: training and `forward` keep the float weights."""
+    import torch
+    from torch import nn
+
+    V, D = model.tgt_embed.weight.shape
+    bias = model.final_logits_bias
+    linear = nn.Linear(D, V, bias=bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(model.tgt_embed.weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    linear.qconfig = qconfig
+    return torch.ao.nn.quantized.dynamic.Linear.from_float(linear)
 
 
 # -- reading and writing -------------------------------------------------------

@@ -1,0 +1,228 @@
+"""Decoding speed at equal work: mtkit against its own CTranslate2 export, side by side.
+
+One checkpoint (a transformer-small: 3+3 layers, d 256, 4 heads, FFN 1024, 8k joint
+SentencePiece on Multi30k de-en, trained briefly so its outputs have natural
+lengths), decoded by mtkit (`mtkit.translate.stream.translate_lines`, its default
+batching) and by CTranslate2 from `mtkit export` (intra_threads=THREADS,
+inter_threads=1, batches of 64 sentences), over the first N sentences of
+test_2016_flickr, in the same process:
+  - fixed: every output forced to exactly 25 pieces (mtkit min_len = max_len = 25,
+    CTranslate2 min/max_decoding_length = 25), so both do the same work;
+  - natural: outputs end where the model ends them, with matching search settings
+    (ranking by log-probability / length, CTranslate2's length_penalty=1 and mtkit's
+    --len-norm; a sentence stops when its best candidate ends, mtkit's --early-stop);
+    the pieces per sentence of each side are printed, as is BLEU;
+for beam 5 and greedy, float32 and int8 (mtkit --quantize int8 against CTranslate2's
+compute_type int8). Times cover tokenizing, decoding and detokenizing 1,000 lines;
+model load and a 50-sentence warm-up are excluded on both sides. The runs alternate
+A/B/A (mtkit, CTranslate2, mtkit; ROUNDS=2 gives A/B/A/B/A) and each side's best
+counts, because the machine is shared; the load average is printed with each row.
+
+Environment: MTKIT_BENCH_MODEL (a checkpoint; default: train one into
+bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENTENCES
+(1000), MTKIT_BENCH_THREADS (2), MTKIT_BENCH_ROUNDS (1), MTKIT_BENCH_CASES (e.g.
+"fixed-beam5-fp32,natural-greedy-int8"; default all eight).
+
+`python -m bench decode`
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
+OUT = REPO / "bench" / "out" / "decode"
+FIXED_LEN = 25
+CT2_BATCH = 64
+WARMUP = 50
+
+
+def main() -> None:
+    n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
+    threads = int(os.environ.get("MTKIT_BENCH_THREADS", "2"))
+    rounds = int(os.environ.get("MTKIT_BENCH_ROUNDS", "1"))
+    source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
+    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
+    model = Path(os.environ.get("MTKIT_BENCH_MODEL") or _checkpoint())
+    export = _export(model)
+    print(f"model: {model}; CTranslate2 export: {export}")
+    print(f"{len(source)} sentences, {threads} threads, best of alternating runs (A/B/A)")
+    print(f"{'case':<24} {'mtkit':>9} {'CT2':>9} {'ratio':>6}  pieces/sent mtkit CT2, BLEU, load")
+    for case in _cases():
+        _compare(case, model, export, source, refs, threads, rounds)
+
+
+def _read(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        return [line.rstrip("\n") for line in file]
+
+
+def _cases() -> list[tuple[str, int, str]]:
+    """(length mode, beam, precision) for the cases asked for, in table order."""
+    every = [
+        (mode, beam, precision)
+        for mode in ("fixed", "natural")
+        for precision in ("fp32", "int8")
+        for beam in (5, 1)
+    ]
+    asked = os.environ.get("MTKIT_BENCH_CASES")
+    if not asked:
+        return every
+    names = {_name(c): c for c in every}
+    return [names[name] for name in asked.split(",")]
+
+
+def _name(case) -> str:
+    mode, beam, precision = case
+    return f"{mode}-{'greedy' if beam == 1 else f'beam{beam}'}-{precision}"
+
+
+# -- the checkpoint and its export -------------------------------------------------
+
+
+def _checkpoint() -> Path:
+    """bench/out/decode/run/checkpoint_last.pt, trained once (400 updates) if missing."""
+    path = OUT / "run" / "checkpoint_last.pt"
+    if path.exists():
+        return path
+    data, spm = OUT / "data", OUT / "spm"
+    m = MULTI30K
+    _mtkit("prepare", "--src", "de", "--tgt", "en", "--out", data,
+           "--src-file", m / "train.de.gz", "--tgt-file", m / "train.en.gz",
+           "--valid-src-file", m / "val.de.gz", "--valid-tgt-file", m / "val.en.gz",
+           "--test-src-file", m / "test_2016_flickr.de.gz",
+           "--test-tgt-file", m / "test_2016_flickr.en.gz")  # fmt: skip
+    _mtkit("train-bpe", "--input", data / "train.de", "--input", data / "train.en",
+           "--vocab-size", "8000", "--out", spm)  # fmt: skip
+    _mtkit("train", "--data", data, "--spm", spm / "spm.model", "--out", OUT / "run",
+           "--max-updates", "400", "--max-tokens", "2048", "--lr", "1e-3", "--warmup", "300",
+           "--valid-every", "400", "--valid-bleu-sentences", "100", "--keep-last", "1",
+           "--threads", "2")  # fmt: skip
+    return path
+
+
+def _mtkit(*args) -> None:
+    print("mtkit", *args, file=sys.stderr, flush=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "mtkit", *map(str, args)], check=True, env=env)
+
+
+def _export(model: Path) -> Path:
+    from mtkit.interop.ctranslate2 import ExportOptions, export_ctranslate2
+
+    out = OUT / "ct2"
+    export_ctranslate2(model, out, ExportOptions(force=True))
+    return out
+
+
+# -- one case ----------------------------------------------------------------------
+
+
+def _compare(case, model, export, source, refs, threads, rounds) -> None:
+    mode, beam, precision = case
+    ours = _mtkit_runner(model, beam, mode, precision, threads)
+    theirs = _ct2_runner(export, beam, mode, precision, threads)
+    best = {"mtkit": None, "ct2": None}
+    # A/B/A: mtkit, CTranslate2, mtkit (ROUNDS=2: A/B/A/B/A), the best of each side.
+    for side, run in [("mtkit", ours), ("ct2", theirs)] * rounds + [("mtkit", ours)]:
+        seconds, out = run(source)
+        if best[side] is None or seconds < best[side][0]:
+            best[side] = (seconds, out)
+    (t_ours, out_ours), (t_theirs, out_theirs) = best["mtkit"], best["ct2"]
+    speed_ours, speed_theirs = len(source) / t_ours, len(source) / t_theirs
+    pieces = [out[1] / len(source) for out in (out_ours, out_theirs)]
+    bleu = f"BLEU {_bleu(out_ours[0], refs):.1f} {_bleu(out_theirs[0], refs):.1f}"
+    print(
+        f"{_name(case):<24} {speed_ours:9.1f} {speed_theirs:9.1f} {speed_ours / speed_theirs:5.2f}x"
+        f"  {pieces[0]:.1f} {pieces[1]:.1f} {bleu} load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+
+
+def _bleu(hyps: list[str], refs: list[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
+
+
+class _Counting:
+    """A tokenizer proxy that counts the target pieces it is asked to decode."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.pieces = tokenizer, 0
+
+    def decode(self, ids):
+        ids = list(ids)
+        self.pieces += sum(len(x) for x in ids)
+        return self.tokenizer.decode(ids)
+
+
+def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: int):
+    """A function timing mtkit over lines: (seconds, (texts, target pieces))."""
+    from mtkit.translate.search import SearchOptions
+    from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
+
+    quantize = "int8" if precision == "int8" else "none"
+    translator = load_translator([model], RuntimeOptions(quantize=quantize, threads=threads))
+    if mode == "fixed":
+        options = SearchOptions(beam_size=beam, max_len_a=0, max_len_b=FIXED_LEN, min_len=FIXED_LEN)
+    else:
+        options = SearchOptions(beam_size=beam, len_norm=True, early_stop=True)
+    translator.tgt_tokenizer = counter = _Counting(translator.tgt_tokenizer)
+
+    def run(lines):
+        list(translate_lines(translator, lines[:WARMUP], options))
+        counter.pieces = 0
+        start = time.perf_counter()
+        texts = [hyps[0][0] for hyps in translate_lines(translator, lines, options)]
+        return time.perf_counter() - start, (texts, counter.pieces)
+
+    return run
+
+
+def _ct2_runner(export: Path, beam: int, mode: str, precision: str, threads: int):
+    """A function timing CTranslate2 over lines: (seconds, (texts, target pieces))."""
+    import ctranslate2
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(export / "spm.model"))
+    translator = ctranslate2.Translator(
+        str(export),
+        device="cpu",
+        compute_type="int8" if precision == "int8" else "float32",
+        intra_threads=threads,
+        inter_threads=1,
+    )
+    if mode == "fixed":
+        lengths = dict(min_decoding_length=FIXED_LEN, max_decoding_length=FIXED_LEN)
+    else:
+        lengths = dict(max_decoding_length=256, length_penalty=1.0)
+
+    def translate(lines):
+        results = translator.translate_batch(
+            sp.encode(lines, out_type=str),
+            max_batch_size=CT2_BATCH,
+            beam_size=beam,
+            suppress_sequences=[["<pad>"], ["<s>"]],  # mtkit never produces them
+            **lengths,
+        )
+        hyps = [r.hypotheses[0] for r in results]
+        return [sp.decode(h) for h in hyps], sum(len(h) for h in hyps)
+
+    def run(lines):
+        translate(lines[:WARMUP])
+        start = time.perf_counter()
+        out = translate(lines)
+        return time.perf_counter() - start, out
+
+    return run
+
+
+if __name__ == "__main__":
+    main()
