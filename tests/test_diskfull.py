@@ -259,3 +259,19 @@ def test_library_error_during_a_write_is_named(tmp_path, monkeypatch):
         with atomic_write(target) as file:
             torch.save({"w": torch.zeros(1000)}, file)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_encoded_corpus_past_a_file_size_limit(m30k, tmp_path):  # noqa: F811
+    """train's first start encodes the corpus beside the data: a failed write is one line,
+    and no encoding (finished-looking or half-written) is left for the next start."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(m30k["data"], data, ignore=shutil.ignore_patterns(".*"))
+    args = ["train", "--data", data, "--spm", m30k["spm"], "--out", tmp_path / "run",
+            *TINY_FLAGS, "--max-updates", "1", "--threads", "1", "--device", "cpu"]  # fmt: skip
+    line = error_line(mtkit(*args, limit=20_000))  # each side encodes to ~100 KB
+    assert line.startswith(f"error: could not write {data}/.encoded/") and FILE_SIZE_LIMIT in line
+    # No encoding, finished-looking or temporary: only the flock and checksum files.
+    assert [p.name for p in (data / ".encoded").iterdir() if p.is_dir()] == []
+    assert not (tmp_path / "run").exists()
