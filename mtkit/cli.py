@@ -698,7 +698,7 @@ def prepare_command(
 def export_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="Transformer checkpoint (.pt).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
-    to: Annotated[str, typer.Option(help="Target format: ctranslate2.")] = "ctranslate2",
+    to: Annotated[str, typer.Option(help="Target format: ctranslate2.")] = ExportOptions.to,
     quantize: Annotated[
         str,
         typer.Option(help="Weights: none (float32), int8, int8_float16, float16, bfloat16."),
@@ -708,12 +708,9 @@ def export_command(
     ] = ExportOptions.force,
 ) -> None:
     """Export a Transformer checkpoint to CTranslate2 (model, vocabularies, SentencePiece)."""
-    from mtkit.errors import ConfigError
     from mtkit.interop.ctranslate2 import export_ctranslate2
 
-    if to != "ctranslate2":
-        raise ConfigError(f"unknown --to {to!r}; choose one of: ctranslate2")
-    export_ctranslate2(model, out, ExportOptions(quantize=quantize, force=force))
+    export_ctranslate2(model, out, ExportOptions(to=to, quantize=quantize, force=force))
 
 
 # Option defaults of `logprob` (a light module until it runs: torch loads late).

@@ -43,6 +43,7 @@ LAYER_NORM_EPSILON = 1e-5
 class ExportOptions:
     """How to export; `mtkit export` maps its flags onto these fields."""
 
+    to: str = "ctranslate2"  # the format written; CTranslate2 is the only one today
     quantize: str = "none"  # weight type of the exported model, see QUANTIZATIONS
     force: bool = False  # replace an existing output directory
 
@@ -55,6 +56,8 @@ def export_ctranslate2(model_path: Path, out_dir: Path, options: ExportOptions =
     """
     from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
 
+    if options.to != "ctranslate2":
+        raise ConfigError(f"unknown --to {options.to!r}; choose one of: ctranslate2")
     if options.quantize not in QUANTIZATIONS:
         raise ConfigError(
             f"unknown --quantize {options.quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}"
