@@ -369,3 +369,9 @@ def _language_code(line: str) -> tuple[list[str], str]:
     if line.startswith(">>") and (end := line.find("<<")) != -1:
         return [line[: end + 2]], line[end + 2 :]
     return [], line
+
+
+def clip_source(ids: list[int], max_positions: int) -> list[int]:
+    """The source pieces that fit a model of `max_positions` with eos appended (the first
+    max_positions - 1): validation, translate and logprob cut over-long sources the same way."""
+    return ids[: max_positions - 1]

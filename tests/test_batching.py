@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mtkit.train.batching import (
-    clip_source,
     collate,
     encode_pairs,
     epoch_order,
@@ -152,6 +151,8 @@ def test_one_pair_over_the_budget_is_a_batch_of_its_own(pairs):
 
 
 def test_clip_source_leaves_room_for_eos():
+    from mtkit.tokenizer import clip_source
+
     assert clip_source(list(range(10)), 4) == [0, 1, 2]
     assert clip_source([5, 6], 4) == [5, 6]
 

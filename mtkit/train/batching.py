@@ -4,8 +4,7 @@ Owns how a parallel corpus becomes padded tensors: encoding with SentencePiece
 (`encode_side`, `encode_pairs`), choosing the pairs the model can take
 (`keep_index`, `filter_pairs`), cutting token-budget batches from length-sorted
 pairs (`make_batches`), the per-epoch batch order (`epoch_order`), each rank's
-share (`rank_share`), padding a batch (`collate`) and fitting a source to the
-model's positions (`clip_source`). The training loop decides which batch to
+share (`rank_share`) and padding a batch (`collate`). The training loop decides which batch to
 take when; the on-disk encoded corpus is `mtkit.train.corpus`'s.
 
 Every step is vectorised numpy over flat arrays (no Python loop over pairs and
@@ -270,12 +269,6 @@ def _padded(side: Side, rows: np.ndarray, pad_id: int, eos_id: int | None, befor
     else:
         out[np.arange(len(rows)), lengths] = eos_id
     return torch.from_numpy(out), int(lengths.sum()) + len(rows)
-
-
-def clip_source(ids: list[int], max_positions: int) -> list[int]:
-    """The source pieces that fit a model of `max_positions` with eos appended (the first
-    max_positions - 1): validation and translation cut over-long sources the same way."""
-    return ids[: max_positions - 1]
 
 
 def pad_rows(rows: list[list[int]], pad_id: int):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
+from mtkit.tokenizer import clip_source
 from mtkit.train import distributed
 from mtkit.train.batching import (
     Pairs,
-    clip_source,
     collate,
     filter_pairs,
     make_batches,

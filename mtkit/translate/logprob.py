@@ -35,6 +35,7 @@ from pathlib import Path
 
 from mtkit.errors import ConfigError, DataError
 from mtkit.io import atomic_write, input_stream, text_lines
+from mtkit.tokenizer import clip_source
 from mtkit.translate.stream import BatchOptions, RuntimeOptions, Translator, load_translator
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _encode(translator: Translator, chunk, first: int, warned) -> _Pairs:
             continue
         if len(s) > src_room or len(t) > tgt_room:
             _warn(warned, number, "source" if len(s) > src_room else "target")
-        pairs.src.append([*s[:src_room], config.eos_id])
+        pairs.src.append([*clip_source(s, translator.max_src_len), config.eos_id])
         pairs.tgt.append(t[:tgt_room])
     return pairs
 

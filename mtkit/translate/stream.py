@@ -28,6 +28,7 @@ from typing import BinaryIO
 from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError, DataError
 from mtkit.io import atomic_write, input_stream, text_lines
+from mtkit.tokenizer import clip_source
 from mtkit.translate.search import SearchOptions, check_options, search
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def _fit(
                 len(piece_ids),
                 max_src_len - 1,
             )
-        piece_ids = piece_ids[: max_src_len - 1]
+        piece_ids = clip_source(piece_ids, max_src_len)
     return [*piece_ids, eos_id]
 
 
