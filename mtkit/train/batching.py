@@ -47,8 +47,11 @@ class Side:
         return len(self.offsets) - 1
 
     def lengths(self) -> np.ndarray:
-        """Pieces per sentence, int64 [N]."""
-        return np.diff(self.offsets)
+        """Pieces per sentence, int32 [N]: 4 bytes a sentence, so the arrays that cutting
+        batches makes from it stay small next to a mapped WMT-size corpus."""
+        out = np.empty(len(self), dtype=np.int32)
+        np.subtract(self.offsets[1:], self.offsets[:-1], out=out, casting="unsafe")
+        return out
 
     def sentence(self, index: int) -> list[int]:
         return self.ids[self.offsets[index] : self.offsets[index + 1]].tolist()
