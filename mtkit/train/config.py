@@ -77,6 +77,10 @@ class TrainConfig:
     seed: int = 1
     log_every: int = 50
     resume: bool = False
+    # Fine-tuning: start from this checkpoint's weights, model settings, SentencePiece
+    # models and vocabulary (an imported OPUS-MT model or an mtkit run), with a fresh
+    # optimiser, schedule and step count; --spm and --arch are not used.
+    init_from: str | None = None
     world_size: int = 1  # set from the environment under torchrun
 
     def to_dict(self) -> dict:
@@ -118,6 +122,13 @@ def check(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.schedule == "cosine" and not config.max_updates:
         raise ConfigError("--schedule cosine decays over --max-updates; pass --max-updates N")
+    if config.init_from and (config.spm or config.src_spm or config.tgt_spm):
+        raise ConfigError(
+            "--init-from brings the checkpoint's own SentencePiece models and vocabulary; "
+            "drop --spm/--src-spm/--tgt-spm"
+        )
+    if config.init_from:
+        return config
     if config.spm and (config.src_spm or config.tgt_spm):
         raise ConfigError("pass either --spm (joint) or --src-spm and --tgt-spm, not both")
     if not config.spm and not (config.src_spm and config.tgt_spm):

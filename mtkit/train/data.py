@@ -123,9 +123,10 @@ def check_unk_rate(tok, lines: list[str], lang: str, path: Path) -> float:
     return rate
 
 
-def load_run_data(config) -> RunData:
+def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
     """The run's languages, tokenizers, mapped training pairs and validation pairs
-    for `config` (a TrainConfig)."""
+    for `config` (a TrainConfig); `tokenizers` (source, target) instead of --spm's
+    (those of the checkpoint --init-from names)."""
     from mtkit.train.corpus import cache_root, open_corpus
 
     data_dir = Path(config.data)
@@ -136,7 +137,9 @@ def load_run_data(config) -> RunData:
     langs = pair_langs(data_dir, config.src, config.tgt)
     if langs["src"] == langs["tgt"]:
         raise DataError(f"source and target are both {langs['src']!r}; pass --src and --tgt")
-    src_tok, tgt_tok = load_tokenizers(config.spm, config.src_spm, config.tgt_spm, langs)
+    src_tok, tgt_tok = tokenizers or load_tokenizers(
+        config.spm, config.src_spm, config.tgt_spm, langs
+    )
     toks = {"src": src_tok, "tgt": tgt_tok}
     paths = {side: data_dir / f"train.{langs[side]}" for side in ("src", "tgt")}
     for side, tok in toks.items():

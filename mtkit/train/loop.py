@@ -400,6 +400,9 @@ class Trainer:
             self.progress.step, self._weights(), train_state, numbered=numbered, best=best
         )
 
+    def _toks(self) -> dict:
+        return {"src": self.data.src_tok, "tgt": self.data.tgt_tok}
+
     def _weights(self) -> dict:
         """A checkpoint without train_state: what numbered and best checkpoints hold."""
         p = self.progress
@@ -410,7 +413,8 @@ class Trainer:
             "model_config": asdict(self.model_config),
             "model": self.raw.state_dict(),
             "spm": self.data.spm_bytes,
-            "vocab": {},  # ids are SentencePiece's own
+            # An imported model's id tables (--init-from); none: SentencePiece's own ids.
+            "vocab": {side: t.vocab for side, t in self._toks().items() if t.vocab is not None},
             "langs": self.data.langs,
             "train_config": self.config.to_dict(),
             "step": p.step,

@@ -75,15 +75,19 @@ def build_trainer(config: TrainConfig, dist):
     set_threads(config, dist)
     files = RunFiles(Path(config.out), writer=dist.is_main, keep_last=config.keep_last)
     ckpt = files.load_resume(config.resume)
-    data = load_run_data(config)
+    init = load_init(config)
+    data = load_run_data(config, init and init["tokenizers"])
     joint = data.src_tok is data.tgt_tok or data.spm_bytes["src"] == data.spm_bytes["tgt"]
-    model_config = model_config_for(config, data.src_tok.vocab_size, data.tgt_tok.vocab_size, joint)
+    sizes = (data.src_tok.vocab_size, data.tgt_tok.vocab_size)
+    model_config = init["model_config"] if init else model_config_for(config, *sizes, joint)
     if ckpt:
         check_resume(ckpt, config, model_config, data)
     batches = make_run_batches(config, model_config, data.train, dist.world_size)
     precision = pick_precision(config.precision, dist.device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     raw = build_model(model_config).to(dist.device)
+    if init and not ckpt:
+        raw.load_state_dict(init["model"])
     optimizer = _optimizer(raw, config)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     torch.manual_seed(config.seed + dist.rank)  # different dropout on each rank
@@ -95,7 +99,7 @@ def build_trainer(config: TrainConfig, dist):
             f"{config.arch}: {len(batches.order):,} pairs in {len(batches):,} batches of <= "
             f"{config.max_tokens} tokens, {n_params:,} parameters, {precision} on {dist.device}"
         )
-    return Trainer(
+    trainer = Trainer(
         config,
         model_config,
         dist,
@@ -111,6 +115,54 @@ def build_trainer(config: TrainConfig, dist):
         progress=progress,
         last_valid=last_valid,
     )
+    if init and not ckpt:
+        trainer.last_valid = first_validation(trainer)
+    return trainer
+
+
+def load_init(config: TrainConfig) -> dict | None:
+    """--init-from's checkpoint as {"model_config", "model", "tokenizers"} (None without
+    it): the checkpoint's settings with --set applied (dropout, say), its weights, and
+    its SentencePiece models with its vocabulary tables."""
+    if not config.init_from:
+        return None
+    from mtkit.checkpoint import checkpoint_tokenizers, load_checkpoint, plain_state_dict
+    from mtkit.models.config import config_from_dict, override
+
+    ckpt = load_checkpoint(config.init_from)
+    model_config = override(config_from_dict(ckpt["model_config"]), config.model_overrides)
+    log.info(
+        "starting from %s (step %d): fresh optimiser and schedule", config.init_from, ckpt["step"]
+    )
+    return {
+        "model_config": model_config,
+        "model": plain_state_dict(ckpt["model"]),
+        "tokenizers": checkpoint_tokenizers(ckpt, name=str(config.init_from)),
+    }
+
+
+def first_validation(trainer) -> dict:
+    """Validate the starting weights before the first update, so a fine-tuning run's
+    gain shows; the numbers go to the log and the first checkpoint's metrics."""
+    from mtkit.train.validate import evaluate
+
+    if trainer.data.valid is None:
+        return {}
+    metrics = evaluate(
+        trainer.raw,
+        trainer.model_config,
+        trainer.data,
+        dist=trainer.dist,
+        max_tokens=trainer.config.max_tokens,
+        bleu_sentences=trainer.config.valid_bleu_sentences,
+        autocast=trainer.autocast,
+    )
+    if trainer.dist.is_main:
+        log.info(
+            "step 0 (--init-from, before any update): valid loss %.3f ppl %.2f bleu %.2f chrf %.2f",
+            *(metrics[k] for k in ("valid_loss", "valid_ppl", "valid_bleu", "valid_chrf")),
+        )
+    return metrics
 
 
 def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int):
