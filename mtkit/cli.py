@@ -418,6 +418,14 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from checkpoint_last.pt.")
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="CKPT",
+            help="Fine-tune: start from this checkpoint's weights, settings, SentencePiece "
+            "models and vocabulary (fresh optimiser and schedule; no --spm).",
+        ),
+    ] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate (after warm-up).")] = 5e-4,
     warmup: Annotated[int, typer.Option(help="Warm-up updates (linear).")] = 4000,
     schedule: Annotated[
@@ -466,6 +474,7 @@ def train_command(
         max_time=parse_duration(max_time),
         patience=patience,
         resume=resume,
+        init_from=_str(init_from),
         lr=lr,
         warmup=warmup,
         schedule=schedule,
