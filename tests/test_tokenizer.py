@@ -136,3 +136,55 @@ def test_models_without_mtkits_ids_are_rejected(corpus, tmp_path):
         Tokenizer.from_bytes(b"not a model")
     with pytest.raises(DataError, match="not found"):
         Tokenizer.from_file(tmp_path / "missing.model")
+
+
+# -- a model's own vocabulary table (imported Marian models, issue 11) ----------------
+
+
+def _marian_table(sp, drop: set[str]) -> list[str]:
+    """Marian's layout: </s> 0, <unk> 1, pieces (here in reverse id order), <pad> last."""
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size() - 1, 3, -1)]
+    return ["</s>", "<unk>", *[p for p in pieces if p not in drop], ">>fr<<", "<pad>"]
+
+
+def test_vocab_table_maps_pieces_by_string(joint):
+    sp = Tokenizer.from_file(joint).sp
+    line = "Ein Mann fährt Fahrrad."
+    dropped = sp.encode(line, out_type=str)[1]
+    table = _marian_table(sp, {dropped})
+    tok = Tokenizer.from_file(joint, vocab=table)
+    assert (tok.eos_id, tok.unk_id, tok.pad_id, tok.bos_id) == (
+        0,
+        1,
+        len(table) - 1,
+        len(table) - 1,
+    )
+    assert tok.vocab_size == len(table)
+    [ids] = tok.encode([line], add_eos=True)
+    pieces = sp.encode(line, out_type=str)
+    expected = [1 if p == dropped else table.index(p) for p in pieces] + [0]
+    assert ids == expected  # looked up by string; the missing piece is <unk>; eos is </s>
+    assert tok.encode([">>fr<< Ein Mann"])[0][0] == table.index(">>fr<<")  # kept whole
+    assert tok.encode([""]) == [[]] and tok.encode([]) == []
+    # pad/start and eos decode to nothing; the rest to text (the <unk> as SentencePiece's mark)
+    full = tok.encode(["Zwei Hunde spielen."])[0]
+    assert tok.decode([[tok.pad_id, *full, tok.eos_id]]) == ["Zwei Hunde spielen."]
+
+
+def test_vocab_table_without_specials_is_refused(joint):
+    with pytest.raises(DataError, match="lacks <pad>"):
+        Tokenizer.from_file(joint, vocab=["</s>", "<unk>", "a"])
+    with pytest.raises(DataError, match="has a piece twice"):
+        Tokenizer.from_file(joint, vocab=["</s>", "<unk>", "a", "a", "<pad>"])
+
+
+def test_spm_training_reads_gzip_through_mtkit_io(corpus, tmp_path):
+    """train-bpe's reader is mtkit.io's: gzip input, and a broken gzip is one DataError."""
+    packed = tmp_path / "train.de.gz"
+    packed.write_bytes(gzip.compress(corpus["de"].read_bytes()))
+    [model] = train_spm([packed], tmp_path / "spm", SpmOptions(vocab_size=300))
+    assert Tokenizer.from_file(model).vocab_size == 300
+    broken = tmp_path / "broken.de.gz"
+    broken.write_bytes(gzip.compress(corpus["de"].read_bytes())[:2000])
+    with pytest.raises(DataError, match="broken.de.gz"):
+        train_spm([broken], tmp_path / "spm2", SpmOptions(vocab_size=300))
