@@ -355,12 +355,17 @@ class Tokenizer:
             return self.sp.decode([list(x) for x in ids])
         skip = {self.pad_id, self.bos_id, self.eos_id}
         pieces = [[self.vocab[i] for i in x if i not in skip] for x in ids]
-        # Pieces the SentencePiece model lacks (language codes) decode as its unknown mark.
-        return self.sp.decode(pieces) if pieces else []
+        # A joint table also holds the other side's pieces, which this SentencePiece
+        # model leaves as they are: their word marks become spaces, as MarianTokenizer does.
+        texts = self.sp.decode(pieces) if pieces else []
+        return [t.replace(_WORD_MARK, " ").strip() if _WORD_MARK in t else t for t in texts]
 
     def pieces(self, line: str) -> list[str]:
         """The subword pieces of one line, for inspection."""
         return self.sp.encode(line, out_type=str)
+
+
+_WORD_MARK = "\u2581"  # SentencePiece's "▁", the start of a word
 
 
 def _language_code(line: str) -> tuple[list[str], str]:
