@@ -169,6 +169,9 @@ def test_vocab_table_maps_pieces_by_string(joint):
     # pad/start and eos decode to nothing; the rest to text (the <unk> as SentencePiece's mark)
     full = tok.encode(["Zwei Hunde spielen."])[0]
     assert tok.decode([[tok.pad_id, *full, tok.eos_id]]) == ["Zwei Hunde spielen."]
+    # A joint table's piece this SentencePiece model lacks: its word mark is a space.
+    foreign = Tokenizer.from_file(joint, vocab=["</s>", "<unk>", "▁Zwei", "▁Qxzyw", "<pad>"])
+    assert foreign.decode([[2, 3, 2]]) == ["Zwei Qxzyw Zwei"]
 
 
 def test_vocab_table_without_specials_is_refused(joint):
