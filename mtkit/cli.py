@@ -370,6 +370,9 @@ def translate_command(
     translate_file(models, input, out, search, batching, runtime)
 
 
+from mtkit.train.config import TrainConfig  # noqa: E402
+
+
 @app.command("train")
 def train_command(
     data: Annotated[
@@ -441,9 +444,14 @@ def train_command(
         int, typer.Option(help="Validation lines translated for BLEU; 0: all.")
     ] = 1000,
     best_metric: Annotated[
-        str, typer.Option(help="What checkpoint_best.pt and --patience track: bleu or loss.")
+        str,
+        typer.Option(help="What checkpoint_best.pt and --patience track: bleu, chrf or loss."),
     ] = "bleu",
     keep_last: Annotated[int, typer.Option(help="Numbered checkpoints to keep; 0: all.")] = 5,
+    save_every_minutes: Annotated[
+        float,
+        typer.Option(help="Also save checkpoints every M minutes of training; 0: at validation."),
+    ] = TrainConfig.save_every_minutes,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[
         str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
@@ -454,7 +462,7 @@ def train_command(
     log_every: Annotated[int, typer.Option(help="Log (metrics.jsonl) every N updates.")] = 50,
 ) -> None:
     """Train a Transformer or RNN; exits 128+signal after Ctrl-C/SIGTERM (checkpoint saved)."""
-    from mtkit.train import TrainConfig, parse_duration, train
+    from mtkit.train import parse_duration, train
     from mtkit.train.config import model_overrides
 
     settings = TrainConfig(
@@ -485,6 +493,7 @@ def train_command(
         valid_bleu_sentences=valid_bleu_sentences,
         best_metric=best_metric,
         keep_last=keep_last,
+        save_every_minutes=save_every_minutes,
         device=device,
         precision=precision,
         compile=compile,
