@@ -139,3 +139,23 @@ def test_two_processes_starting_at_once_build_once_and_map_one_file(tmp_path):
     assert meta["pairs"] == 100
     digest = hashlib.sha256(b"").hexdigest()
     assert digest not in outputs.pop()
+
+
+def test_batches_are_cut_once_and_mapped(tmp_path, monkeypatch):
+    from mtkit.train import batching
+
+    paths, tok = write_corpus(tmp_path, n=200), FakeTokenizer()
+    pairs = corpus.open_corpus(paths, {"src": tok, "tgt": tok}, tmp_path / ".encoded")
+    first, dropped = corpus.run_batches(pairs, max_len=9, max_tokens=60, seed=3)
+    in_memory = batching.make_batches(
+        pairs, max_tokens=60, seed=3, index=batching.keep_index(pairs, max_len=9, max_tokens=60)[0]
+    )
+    assert first == in_memory and dropped["longer_than_max_positions"] > 0
+
+    def no_cut(*args, **kwargs):
+        raise AssertionError("the batches were cut again")
+
+    monkeypatch.setattr(corpus, "make_batches", no_cut)
+    again, dropped_again = corpus.run_batches(pairs, max_len=9, max_tokens=60, seed=3)
+    assert isinstance(again.order, np.memmap) and again == first and dropped_again == dropped
+    assert again.target_tokens(pairs).tolist() == in_memory.target_tokens(pairs).tolist()

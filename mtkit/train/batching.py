@@ -63,6 +63,7 @@ class Pairs:
 
     src: Side
     tgt: Side
+    directory: object = None  # the encoded corpus's directory when mapped from disk
 
     def __len__(self) -> int:
         return len(self.src)
@@ -147,8 +148,8 @@ def filter_pairs(pairs: Pairs, *, max_len: int, max_tokens: int) -> tuple[Pairs,
 class Batches(Sequence):
     """Token-budget batches as two flat arrays: batch b is pairs order[bounds[b]:bounds[b+1]]."""
 
-    def __init__(self, order: np.ndarray, bounds: np.ndarray) -> None:
-        self.order, self.bounds = order, bounds
+    def __init__(self, order: np.ndarray, bounds: np.ndarray, tokens=None) -> None:
+        self.order, self.bounds, self.tokens = order, bounds, tokens
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -171,7 +172,9 @@ class Batches(Sequence):
 
     def target_tokens(self, pairs: Pairs) -> np.ndarray:
         """Non-padding target tokens (ids + eos) of every batch, int64 [n_batches]."""
-        per_pair = pairs.tgt.lengths()[self.order] + 1
+        if self.tokens is not None:
+            return self.tokens
+        per_pair = pairs.tgt.lengths()[self.order].astype(np.int64) + 1
         return np.add.reduceat(per_pair, self.bounds[:-1]) if len(self) else per_pair[:0]
 
 

@@ -35,9 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mtkit.errors import DataError
+from mtkit.errors import DataError, MtkitError
 from mtkit.io import atomic_write, open_binary, text_lines, write_error, write_text
-from mtkit.train.batching import Pairs, Side, encode_chunks, id_dtype
+from mtkit.train.batching import (
+    Batches,
+    Pairs,
+    Side,
+    encode_chunks,
+    id_dtype,
+    keep_index,
+    make_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +194,45 @@ def map_corpus(directory: Path) -> Pairs:
         )
         for side in ("src", "tgt")
     }
-    return Pairs(src=sides["src"], tgt=sides["tgt"])
+    return Pairs(src=sides["src"], tgt=sides["tgt"], directory=directory)
+
+
+def run_batches(pairs: Pairs, *, max_len: int, max_tokens: int, seed: int):
+    """(Batches, dropped counts) of the pairs the model can take. For a mapped corpus they
+    are cut once per (--max-tokens, --seed, max_positions) and kept beside it as .npy
+    files that every later start and process maps: no per-pair arrays in memory."""
+
+    def cut():
+        index, dropped = keep_index(pairs, max_len=max_len, max_tokens=max_tokens)
+        return make_batches(pairs, max_tokens=max_tokens, seed=seed, index=index), dropped
+
+    if pairs.directory is None:
+        return cut()
+    stem = Path(pairs.directory) / f"batches-t{max_tokens}-s{seed}-p{max_len}"
+    meta = Path(f"{stem}.json")
+    try:
+        if not meta.is_file():
+            with _locked(Path(pairs.directory).parent / f"{Path(pairs.directory).name}.lock"):
+                if not meta.is_file():
+                    _write_batches(stem, pairs, *cut())
+        dropped = json.loads(meta.read_text(encoding="utf-8"))["dropped"]
+        arrays = {k: np.load(f"{stem}.{k}.npy", mmap_mode="r") for k in BATCH_ARRAYS}
+    except (OSError, MtkitError, ValueError) as error:  # a shortcut only: cut them here
+        log.warning("could not keep the batches beside the corpus (%s); cutting them", error)
+        return cut()
+    return Batches(arrays["order"], arrays["bounds"], arrays["tokens"]), dropped
+
+
+BATCH_ARRAYS = ("order", "bounds", "tokens")
+
+
+def _write_batches(stem: Path, pairs: Pairs, batches: Batches, dropped: dict) -> None:
+    """Each array atomically, then the .json that says they are complete."""
+    tokens = batches.target_tokens(pairs)
+    for name, array in (("order", batches.order), ("bounds", batches.bounds), ("tokens", tokens)):
+        with atomic_write(f"{stem}.{name}.npy", "wb") as file:
+            np.save(file, array)
+    write_text(f"{stem}.json", json.dumps({"dropped": dropped}) + "\n")
 
 
 def _map(path: Path, dtype) -> np.ndarray:

@@ -167,14 +167,13 @@ def first_validation(trainer) -> dict:
 
 def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int):
     """The trainable pairs' token-budget batches, fixed for the whole run (indices into
-    the mapped corpus: nothing is copied)."""
-    from mtkit.train.batching import keep_index, make_batches
+    the mapped corpus, themselves kept beside it: nothing is copied)."""
+    from mtkit.train.corpus import run_batches
 
-    index, dropped = keep_index(
-        pairs, max_len=model_config.max_positions, max_tokens=config.max_tokens
+    batches, dropped = run_batches(
+        pairs, max_len=model_config.max_positions, max_tokens=config.max_tokens, seed=config.seed
     )
     _log_dropped(dropped, len(pairs))
-    batches = make_batches(pairs, max_tokens=config.max_tokens, seed=config.seed, index=index)
     if not len(batches):
         raise DataError(
             f"no training pairs left after skipping {dropped}; raise --max-tokens or "
