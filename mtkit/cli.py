@@ -372,136 +372,139 @@ def translate_command(
 
 from mtkit.train.config import TrainConfig  # noqa: E402
 
+_TrainData = Annotated[
+    Path, typer.Option(help="Prepared data: DATA/{train,valid}.{src,tgt} (+ manifest.json).")
+]
+_TrainOut = Annotated[
+    Path, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.")
+]
+_TrainSpm = Annotated[
+    Path | None, typer.Option(help="Joint SentencePiece model (train-bpe's spm.model).")
+]
+_TrainSrcSpm = Annotated[Path | None, typer.Option(help="Source model, with --tgt-spm.")]
+_TrainTgtSpm = Annotated[Path | None, typer.Option(help="Target model, with --src-spm.")]
+_TrainArch = Annotated[
+    str,
+    typer.Option(help="Preset: transformer-small, transformer-base, transformer-big, rnn."),
+]
+_TrainSrc = Annotated[str | None, typer.Option(help="Source language; default from manifest.json.")]
+_TrainTgt = Annotated[str | None, typer.Option(help="Target language; default from manifest.json.")]
+_TrainSet = Annotated[
+    list[str],
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a model setting (repeat)."),
+]
+_TrainConfig = Annotated[
+    Path | None,
+    typer.Option(help="JSON file of model settings (or a run's config.json)."),
+]
+_TrainMaxTokens = Annotated[
+    int, typer.Option(help="Batch budget: padded source or target tokens, the larger.")
+]
+_TrainUpdateFreq = Annotated[int, typer.Option(help="Batches per update (gradient accumulation).")]
+_TrainMaxUpdates = Annotated[int, typer.Option(help="Stop after N updates; 0: no limit.")]
+_TrainMaxEpochs = Annotated[int, typer.Option(help="Stop after N epochs; 0: no limit.")]
+_TrainMaxTime = Annotated[
+    str, typer.Option(help="Stop after this much training: 90s, 20m, 1h30m; 0: no limit.")
+]
+_TrainPatience = Annotated[
+    int, typer.Option(help="Stop after N validations without improvement; 0: never.")
+]
+_TrainResume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from checkpoint_last.pt.")
+]
+_TrainInitFrom = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="CKPT",
+        help="Fine-tune: start from this checkpoint's weights, settings, SentencePiece "
+        "models and vocabulary (fresh optimiser and schedule; no --spm).",
+    ),
+]
+_TrainSchedule = Annotated[
+    str, typer.Option(help="After warm-up: inverse_sqrt, cosine or constant.")
+]
+_TrainLabelSmoothing = Annotated[float, typer.Option(help="Label smoothing epsilon.")]
+_TrainClipNorm = Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")]
+_TrainWeightDecay = Annotated[float, typer.Option(help="AdamW weight decay; 0: Adam.")]
+_TrainValidEvery = Annotated[
+    int, typer.Option(help="Validate (and save) every N updates; 0: at each epoch end.")
+]
+_TrainValidBleuSentences = Annotated[
+    int, typer.Option(help="Validation lines translated for BLEU; 0: all.")
+]
+_TrainBestMetric = Annotated[
+    str,
+    typer.Option(help="What checkpoint_best.pt and --patience track: bleu, chrf or loss."),
+]
+_TrainKeepLast = Annotated[int, typer.Option(help="Numbered checkpoints to keep; 0: all.")]
+_TrainSaveEveryMinutes = Annotated[
+    float,
+    typer.Option(help="Also save checkpoints every M minutes of training; 0: at validation."),
+]
+_TrainCompile = Annotated[bool, typer.Option("--compile", help="Use torch.compile.")]
+_TrainSeed = Annotated[int, typer.Option(help="Random seed: weights, batches, dropout.")]
+_TrainLogEvery = Annotated[int, typer.Option(help="Log (metrics.jsonl) every N updates.")]
+
 
 @app.command("train")
 def train_command(
-    data: Annotated[
-        Path, typer.Option(help="Prepared data: DATA/{train,valid}.{src,tgt} (+ manifest.json).")
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.")
-    ],
-    spm: Annotated[
-        Path | None, typer.Option(help="Joint SentencePiece model (train-bpe's spm.model).")
-    ] = None,
-    src_spm: Annotated[Path | None, typer.Option(help="Source model, with --tgt-spm.")] = None,
-    tgt_spm: Annotated[Path | None, typer.Option(help="Target model, with --src-spm.")] = None,
-    arch: Annotated[
-        str,
-        typer.Option(help="Preset: transformer-small, transformer-base, transformer-big, rnn."),
-    ] = "transformer-small",
-    src: Annotated[
-        str | None, typer.Option(help="Source language; default from manifest.json.")
-    ] = None,
-    tgt: Annotated[
-        str | None, typer.Option(help="Target language; default from manifest.json.")
-    ] = None,
-    set_: Annotated[
-        list[str],
-        typer.Option("--set", metavar="KEY=VALUE", help="Override a model setting (repeat)."),
-    ] = [],  # noqa: B006 (typer needs a literal default)
-    config: Annotated[
-        Path | None,
-        typer.Option(help="JSON file of model settings (or a run's config.json)."),
-    ] = None,
-    max_tokens: Annotated[
-        int, typer.Option(help="Batch budget: padded source or target tokens, the larger.")
-    ] = 4096,
-    update_freq: Annotated[
-        int, typer.Option(help="Batches per update (gradient accumulation).")
-    ] = 1,
-    max_updates: Annotated[int, typer.Option(help="Stop after N updates; 0: no limit.")] = 0,
-    max_epochs: Annotated[int, typer.Option(help="Stop after N epochs; 0: no limit.")] = 0,
-    max_time: Annotated[
-        str, typer.Option(help="Stop after this much training: 90s, 20m, 1h30m; 0: no limit.")
-    ] = "0",
-    patience: Annotated[
-        int, typer.Option(help="Stop after N validations without improvement; 0: never.")
-    ] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from checkpoint_last.pt.")
-    ] = False,
-    init_from: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="CKPT",
-            help="Fine-tune: start from this checkpoint's weights, settings, SentencePiece "
-            "models and vocabulary (fresh optimiser and schedule; no --spm).",
-        ),
-    ] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (after warm-up).")] = 5e-4,
-    warmup: Annotated[int, typer.Option(help="Warm-up updates (linear).")] = 4000,
-    schedule: Annotated[
-        str, typer.Option(help="After warm-up: inverse_sqrt, cosine or constant.")
-    ] = "inverse_sqrt",
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon.")] = 0.1,
-    clip_norm: Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")] = 1.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay; 0: Adam.")] = 0.0,
-    valid_every: Annotated[
-        int, typer.Option(help="Validate (and save) every N updates; 0: at each epoch end.")
-    ] = 1000,
-    valid_bleu_sentences: Annotated[
-        int, typer.Option(help="Validation lines translated for BLEU; 0: all.")
-    ] = 1000,
-    best_metric: Annotated[
-        str,
-        typer.Option(help="What checkpoint_best.pt and --patience track: bleu, chrf or loss."),
-    ] = "bleu",
-    keep_last: Annotated[int, typer.Option(help="Numbered checkpoints to keep; 0: all.")] = 5,
-    save_every_minutes: Annotated[
-        float,
-        typer.Option(help="Also save checkpoints every M minutes of training; 0: at validation."),
-    ] = TrainConfig.save_every_minutes,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
-    ] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile.")] = False,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed: weights, batches, dropout.")] = 1,
-    log_every: Annotated[int, typer.Option(help="Log (metrics.jsonl) every N updates.")] = 50,
+    data: _TrainData,
+    out: _TrainOut,
+    spm: _TrainSpm = TrainConfig.spm,
+    src_spm: _TrainSrcSpm = TrainConfig.src_spm,
+    tgt_spm: _TrainTgtSpm = TrainConfig.tgt_spm,
+    arch: _TrainArch = TrainConfig.arch,
+    src: _TrainSrc = TrainConfig.src,
+    tgt: _TrainTgt = TrainConfig.tgt,
+    set_: _TrainSet = [],  # noqa: B006 (typer needs a literal default)
+    config: _TrainConfig = None,
+    max_tokens: _TrainMaxTokens = TrainConfig.max_tokens,
+    update_freq: _TrainUpdateFreq = TrainConfig.update_freq,
+    max_updates: _TrainMaxUpdates = TrainConfig.max_updates,
+    max_epochs: _TrainMaxEpochs = TrainConfig.max_epochs,
+    max_time: _TrainMaxTime = str(TrainConfig.max_time),
+    patience: _TrainPatience = TrainConfig.patience,
+    resume: _TrainResume = TrainConfig.resume,
+    init_from: _TrainInitFrom = TrainConfig.init_from,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (after warm-up).")] = TrainConfig.lr,
+    warmup: Annotated[int, typer.Option(help="Warm-up updates (linear).")] = TrainConfig.warmup,
+    schedule: _TrainSchedule = TrainConfig.schedule,
+    label_smoothing: _TrainLabelSmoothing = TrainConfig.label_smoothing,
+    clip_norm: _TrainClipNorm = TrainConfig.clip_norm,
+    weight_decay: _TrainWeightDecay = TrainConfig.weight_decay,
+    valid_every: _TrainValidEvery = TrainConfig.valid_every,
+    valid_bleu_sentences: _TrainValidBleuSentences = TrainConfig.valid_bleu_sentences,
+    best_metric: _TrainBestMetric = TrainConfig.best_metric,
+    keep_last: _TrainKeepLast = TrainConfig.keep_last,
+    save_every_minutes: _TrainSaveEveryMinutes = TrainConfig.save_every_minutes,
+    device: Device = TrainConfig.device,
+    precision: Precision = TrainConfig.precision,
+    compile: _TrainCompile = TrainConfig.compile,
+    threads: Threads = TrainConfig.threads,
+    seed: _TrainSeed = TrainConfig.seed,
+    log_every: _TrainLogEvery = TrainConfig.log_every,
 ) -> None:
     """Train a Transformer or RNN; exits 128+signal after Ctrl-C/SIGTERM (checkpoint saved)."""
     from mtkit.train import parse_duration, train
     from mtkit.train.config import model_overrides
 
     settings = TrainConfig(
-        data=str(data),
-        out=str(out),
-        spm=_str(spm),
-        src_spm=_str(src_spm),
-        tgt_spm=_str(tgt_spm),
-        src=src,
-        tgt=tgt,
-        arch=arch,
-        model_overrides=model_overrides(_str(config), set_),
-        max_tokens=max_tokens,
-        update_freq=update_freq,
-        max_updates=max_updates,
-        max_epochs=max_epochs,
-        max_time=parse_duration(max_time),
-        patience=patience,
-        resume=resume,
-        init_from=_str(init_from),
-        lr=lr,
-        warmup=warmup,
-        schedule=schedule,
-        label_smoothing=label_smoothing,
-        clip_norm=clip_norm,
-        weight_decay=weight_decay,
-        valid_every=valid_every,
-        valid_bleu_sentences=valid_bleu_sentences,
-        best_metric=best_metric,
-        keep_last=keep_last,
-        save_every_minutes=save_every_minutes,
-        device=device,
-        precision=precision,
-        compile=compile,
-        threads=threads,
-        seed=seed,
+        data=str(data), out=str(out), spm=_str(spm), src_spm=_str(src_spm), tgt_spm=_str(tgt_spm),
+        src=src, tgt=tgt, arch=arch, model_overrides=model_overrides(_str(config), set_),
+        max_tokens=max_tokens, update_freq=update_freq, max_updates=max_updates,
+        max_epochs=max_epochs, max_time=parse_duration(max_time), patience=patience,
+        resume=resume, init_from=_str(init_from), lr=lr, warmup=warmup, schedule=schedule,
+        label_smoothing=label_smoothing, clip_norm=clip_norm, weight_decay=weight_decay,
+        valid_every=valid_every, valid_bleu_sentences=valid_bleu_sentences,
+        best_metric=best_metric, keep_last=keep_last, save_every_minutes=save_every_minutes,
+        device=device, precision=precision, compile=compile, threads=threads, seed=seed,
         log_every=log_every,
-    )
-    result = train(settings)
+    )  # fmt: skip
+    _exit_if_signalled(train(settings), out)
+
+
+def _exit_if_signalled(result, out: Path) -> None:
+    """A run stopped by Ctrl-C/SIGTERM saved its checkpoint; exit 128+signal, as shells do."""
     if result.signal:
         print(
             f"stopped by signal {result.signal} at update {result.step}; "
