@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 import pytest
+import torch
+from test_train import TINY_FLAGS, m30k  # noqa: F401 - m30k is a fixture
 
 from mtkit.runlock import LOCK_NAME, RunDirBusy, claim_run_dir
 
@@ -151,3 +154,43 @@ def test_unwritable_place_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match=f"could not write {tmp_path}/{LOCK_NAME}: read-only"):  # noqa: SIM117
         with claim_run_dir(tmp_path):
             pass
+
+
+def test_second_train_refused_then_resume_after_kill_9(m30k, tmp_path):  # noqa: F811
+    """`mtkit train` twice on one --out: the second stops at once with one line naming the
+    directory and the first's pid; after `kill -9` of the first, --resume goes on."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "mtkit", "train", "--data", m30k["data"], "--spm",
+            m30k["spm"], "--out", run, *TINY_FLAGS, "--max-tokens", "800", "--threads", "1",
+            "--device", "cpu", "--valid-every", "3", "--valid-bleu-sentences", "2",
+            "--log-every", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - a pipe could fill and stall it
+    first = subprocess.Popen([*map(str, args), "--max-updates", "100000"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "checkpoint_last.pt").exists():  # a checkpoint to resume from
+            alive = first.poll() is None and time.monotonic() < deadline
+            assert alive, (tmp_path / "first.log").read_text()[-2000:]
+            time.sleep(0.2)
+        second = subprocess.run([*map(str, args), "--resume", "--max-updates", "100000"],
+                                env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [
+            f"error: run directory {run} is in use by another training (pid {first.pid} on host "
+            f"{socket.gethostname()} since {errors[0].split(' since ')[1]}"
+        ]
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        step = torch.load(run / "checkpoint_last.pt", weights_only=True)["step"]
+        resumed = subprocess.run([*map(str, args), "--resume", "--max-updates", str(step + 1)],
+                                 env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert torch.load(run / "checkpoint_last.pt", weights_only=True)["step"] == step + 1
+        assert not (run / LOCK_NAME).exists()  # the run ended: its claim file is gone
+    finally:
+        first.kill()
+        first.wait()
+        log.close()

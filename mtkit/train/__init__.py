@@ -18,6 +18,7 @@ __all__ = ["TrainConfig", "parse_duration", "train"]
 
 def train(config: TrainConfig):
     """Run training as `config` says; returns a `loop.TrainResult`."""
+    from mtkit.runlock import claim_run_dir
     from mtkit.train import distributed
     from mtkit.train.setup import build_trainer
 
@@ -25,7 +26,9 @@ def train(config: TrainConfig):
     dist = distributed.setup(config.device)
     clean = False
     try:
-        result = build_trainer(config, dist).run()
+        # One training per run directory: rank 0 holds RUN/.lock (mtkit.runlock).
+        with claim_run_dir(config.out, dist):
+            result = build_trainer(config, dist).run()
         clean = True
         return result
     finally:
