@@ -10,8 +10,10 @@ test_2016_flickr, in the same process:
     CTranslate2 min/max_decoding_length = 25), so both do the same work;
   - natural: outputs end where the model ends them, with matching search settings
     (ranking by log-probability / length, CTranslate2's length_penalty=1 and mtkit's
-    --len-norm; a sentence stops when its best candidate ends, mtkit's --early-stop);
-    the pieces per sentence of each side are printed, as is BLEU;
+    --len-norm; a sentence stops when its best candidate ends, mtkit's --early-stop)
+    and the same cap of NATURAL_CAP pieces on both sides (CTranslate2 has no per-source
+    limit such as mtkit's --max-len-a, and a briefly trained model loops on a few
+    sentences); the pieces per sentence of each side are printed, as is BLEU;
 for beam 5 and greedy, float32 and int8 (mtkit --quantize int8 against CTranslate2's
 compute_type int8). Times cover tokenizing, decoding and detokenizing 1,000 lines;
 model load and a 50-sentence warm-up are excluded on both sides. The runs alternate
@@ -21,7 +23,8 @@ counts, because the machine is shared; the load average is printed with each row
 Environment: MTKIT_BENCH_MODEL (a checkpoint; default: train one into
 bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENTENCES
 (1000), MTKIT_BENCH_THREADS (2), MTKIT_BENCH_ROUNDS (1), MTKIT_BENCH_CASES (e.g.
-"fixed-beam5-fp32,natural-greedy-int8"; default all eight).
+"fixed-beam5-fp32,natural-greedy-int8"; default all eight), MTKIT_BENCH_CT2_PASSIVE=1
+(CTranslate2 also with OMP_WAIT_POLICY=PASSIVE, mtkit's default; see mtkit.translate.search).
 
 `python -m bench decode`
 """
@@ -39,11 +42,13 @@ REPO = Path(__file__).resolve().parent.parent
 MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
 OUT = REPO / "bench" / "out" / "decode"
 FIXED_LEN = 25
+NATURAL_CAP = 64
 CT2_BATCH = 64
 WARMUP = 50
 
 
 def main() -> None:
+    _wait_policies()
     n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
     threads = int(os.environ.get("MTKIT_BENCH_THREADS", "2"))
     rounds = int(os.environ.get("MTKIT_BENCH_ROUNDS", "1"))
@@ -56,6 +61,26 @@ def main() -> None:
     print(f"{'case':<24} {'mtkit':>9} {'CT2':>9} {'ratio':>6}  pieces/sent mtkit CT2, BLEU, load")
     for case in _cases():
         _compare(case, model, export, source, refs, threads, rounds)
+
+
+def _wait_policies() -> None:
+    """Each side with its own default OpenMP wait policy: mtkit's (set when mtkit is
+    imported, before torch) for torch's libgomp, and CTranslate2's own for the libgomp
+    it bundles, which reads the environment when ctranslate2 is imported."""
+    user_set = "OMP_WAIT_POLICY" in os.environ
+    import importlib
+
+    importlib.import_module("mtkit.translate.search")  # sets mtkit's default, then
+    importlib.import_module("torch")  # torch's libgomp reads it as it loads
+
+    if not user_set and not os.environ.get("MTKIT_BENCH_CT2_PASSIVE"):
+        del os.environ["OMP_WAIT_POLICY"]
+    import ctranslate2  # noqa: F401
+
+    print(
+        f"OMP_WAIT_POLICY: mtkit {'as set' if user_set else 'PASSIVE (its default)'}, "
+        f"CTranslate2 {os.environ.get('OMP_WAIT_POLICY', 'unset (its default)')}"
+    )
 
 
 def _read(path: Path) -> list[str]:
@@ -173,7 +198,9 @@ def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: in
     if mode == "fixed":
         options = SearchOptions(beam_size=beam, max_len_a=0, max_len_b=FIXED_LEN, min_len=FIXED_LEN)
     else:
-        options = SearchOptions(beam_size=beam, len_norm=True, early_stop=True)
+        options = SearchOptions(
+            beam_size=beam, max_len_a=0, max_len_b=NATURAL_CAP, len_norm=True, early_stop=True
+        )
     translator.tgt_tokenizer = counter = _Counting(translator.tgt_tokenizer)
 
     def run(lines):
@@ -202,7 +229,7 @@ def _ct2_runner(export: Path, beam: int, mode: str, precision: str, threads: int
     if mode == "fixed":
         lengths = dict(min_decoding_length=FIXED_LEN, max_decoding_length=FIXED_LEN)
     else:
-        lengths = dict(max_decoding_length=256, length_penalty=1.0)
+        lengths = dict(max_decoding_length=NATURAL_CAP, length_penalty=1.0)
 
     def translate(lines):
         results = translator.translate_batch(
