@@ -852,6 +852,12 @@ def _one_line(error: BaseException) -> str | None:
         return f"expected a file but found a directory: {error.filename}"
     if isinstance(error, PermissionError):
         return f"permission denied: {error.filename}"
+    if isinstance(error, OSError) and error.filename:
+        from mtkit.io import write_error
+
+        known = write_error(error.filename, error)  # no space, read-only, permission ...
+        if known is not error:
+            return str(known)
     return None
 
 

@@ -153,6 +153,7 @@ class Trainer:
             self.rank_batches = self._epoch_share(p.epoch)
         micro = self.rank_batches[p.pos : p.pos + cfg.update_freq]
         self._update(micro, self._global_tokens(p.pos, len(micro)))
+        self.files.check()
         p.pos, p.step = p.pos + len(micro), p.step + 1
         p.elapsed = time.monotonic() - self.started
         epoch_done = p.pos >= len(self.rank_batches)

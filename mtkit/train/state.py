@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 
 from mtkit.errors import ConfigError
-from mtkit.io import atomic_write
+from mtkit.io import atomic_write, write_error
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,11 @@ class MetricsLog:
             file.write("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as error:
+            raise write_error(self.path, error) from None
 
     def close(self) -> None:
         self.file.close()
@@ -237,6 +240,12 @@ class RunFiles:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    def check(self) -> None:
+        """Raise the error of a background save that has already failed, without waiting:
+        training stops at the update after a failed save, not at the next save."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
 
     def close(self) -> None:
         """Finish the checkpoint being written and close metrics.jsonl."""
