@@ -420,3 +420,16 @@ def test_version_1_checkpoints_still_load(tmp_path):
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in model.state_dict().items())
     src_tok, _ = checkpoint_tokenizers(ckpt)
     assert src_tok.vocab is None and src_tok.encode(["ein hund"], add_eos=True)[0][-1] == 3
+
+
+@pytest.mark.parametrize("pair", ["shared-swish"], indirect=True)
+def test_import_command(pair, tmp_path, monkeypatch, capsys):
+    from conftest import call_main
+
+    _, _, directory, ckpt = pair
+    assert call_main(monkeypatch, "import", str(directory), "-o", str(tmp_path / "m.pt")) == 0
+    assert load_checkpoint(tmp_path / "m.pt")["vocab"] == ckpt["vocab"]
+    assert "wrote" in capsys.readouterr().err
+    code = call_main(monkeypatch, "import", "Helsinki-NLP/opus-mt-xx-yy", "-o", str(tmp_path / "x"))
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: cannot download") and err.count("\n") == 1
