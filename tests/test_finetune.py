@@ -138,3 +138,14 @@ def test_init_from_imported_marian_model_keeps_its_vocabulary(own_run, multi30k,
     lines = ["Ein Hund läuft.", ""]
     translator = load_translator([out / "checkpoint_last.pt"])
     assert [h[0][0] for h in translate_lines(translator, lines)][1] == ""
+
+
+def test_init_from_with_a_shape_changing_setting_is_one_clear_error(own_run):
+    config = _config(
+        own_run["data"],
+        own_run["root"] / "z",
+        init_from=str(own_run["base"]),
+        model_overrides={"d_ff": 128},
+    )
+    with pytest.raises(ConfigError, match="do not fit the model its settings and --set give"):
+        train(config)

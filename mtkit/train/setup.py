@@ -87,7 +87,7 @@ def build_trainer(config: TrainConfig, dist):
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     raw = build_model(model_config).to(dist.device)
     if init and not ckpt:
-        raw.load_state_dict(init["model"])
+        load_init_weights(raw, init, config)
     optimizer = _optimizer(raw, config)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     torch.manual_seed(config.seed + dist.rank)  # different dropout on each rank
@@ -139,6 +139,19 @@ def load_init(config: TrainConfig) -> dict | None:
         "model": plain_state_dict(ckpt["model"]),
         "tokenizers": checkpoint_tokenizers(ckpt, name=str(config.init_from)),
     }
+
+
+def load_init_weights(raw, init: dict, config: TrainConfig) -> None:
+    """The --init-from weights into the fresh model; --set values that change their
+    shapes (d_model, layers ...) are a clear error."""
+    try:
+        raw.load_state_dict(init["model"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(
+            f"the weights of {config.init_from} do not fit the model its settings and --set "
+            f"give ({first}); with --init-from, --set only what keeps the shapes (dropout)"
+        ) from None
 
 
 def first_validation(trainer) -> dict:
