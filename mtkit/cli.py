@@ -18,7 +18,10 @@ from mtkit.errors import MtkitError
 from mtkit.interop.ctranslate2 import ExportOptions
 from mtkit.prepare.cleaning import CleanOptions
 from mtkit.prepare.sources import SourceOptions
+from mtkit.score import ReportOptions, ScoreOptions, SignificanceOptions
 from mtkit.tokenizer import SpmOptions
+from mtkit.train.config import TrainConfig
+from mtkit.translate.logprob import LogprobOptions
 from mtkit.translate.search import SearchOptions
 from mtkit.translate.stream import BatchOptions, RuntimeOptions
 
@@ -146,102 +149,113 @@ def train_bpe(
     train_spm(inputs, out, options, separate=separate)
 
 
-# Option defaults of `score` come from its dataclasses (a light module: sacreBLEU loads late).
-from mtkit.score import ReportOptions, ScoreOptions, SignificanceOptions  # noqa: E402
+_ScoreRefs = Annotated[
+    list[Path],
+    typer.Option(
+        "--ref",
+        "-r",
+        metavar="FILE",
+        help="A reference file (plain or .gz); repeat for several.",
+    ),
+]
+_ScoreInputs = Annotated[
+    list[Path],
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="Hypotheses, one a line (stdin when absent); repeat to compare systems, "
+        "the baseline first.",
+    ),
+]
+_ScoreMetrics = Annotated[
+    str, typer.Option("--metrics", "-m", help="Comma-separated: bleu, chrf, ter.")
+]
+_ScoreTokenize = Annotated[
+    str,
+    typer.Option(
+        "--tokenize",
+        "-tok",
+        help="BLEU's tokenizer: 13a (the WMT standard), intl, zh, char or none.",
+    ),
+]
+_ScoreLowercase = Annotated[
+    bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU and chrF.")
+]
+_ScoreChrfWordOrder = Annotated[
+    int, typer.Option(help="Word n-gram order of chrF; 2 gives chrF++.")
+]
+_ScoreTerCaseSensitive = Annotated[
+    bool,
+    typer.Option("--ter-case-sensitive", help="Case-sensitive TER (sacreBLEU's TER ignores case)."),
+]
+_ScorePairedBs = Annotated[
+    bool,
+    typer.Option(
+        "--paired-bs",
+        help="Paired bootstrap resampling: each -i system against the first (sacreBLEU's).",
+        rich_help_panel="Significance",
+    ),
+]
+_ScorePairedAr = Annotated[
+    bool,
+    typer.Option(
+        "--paired-ar",
+        help="Paired approximate randomization against the first -i system.",
+        rich_help_panel="Significance",
+    ),
+]
+_ScorePairedBsN = Annotated[
+    int, typer.Option(help="Bootstrap resamples.", rich_help_panel="Significance")
+]
+_ScorePairedArN = Annotated[
+    int, typer.Option(help="Randomization trials.", rich_help_panel="Significance")
+]
+_ScoreConfidence = Annotated[
+    bool,
+    typer.Option(
+        "--confidence",
+        help="95% bootstrap confidence interval of one system.",
+        rich_help_panel="Significance",
+    ),
+]
+_ScoreConfidenceN = Annotated[
+    int, typer.Option(help="Resamples for --confidence.", rich_help_panel="Significance")
+]
+_ScoreSeed = Annotated[
+    int,
+    typer.Option(
+        help="Resampling seed (sacreBLEU's SACREBLEU_SEED).", rich_help_panel="Significance"
+    ),
+]
+_ScoreWidth = Annotated[int, typer.Option("--width", "-w", help="Decimals in the scores.")]
+_ScoreScoreOnly = Annotated[
+    bool, typer.Option("--score-only", "-b", help="Print only the numbers.")
+]
+_ScoreAsJson = Annotated[
+    bool, typer.Option("--json", help="sacreBLEU's JSON: an object, or a list for several.")
+]
 
 
 @app.command("score")
 def score_command(
-    refs: Annotated[
-        list[Path],
-        typer.Option(
-            "--ref",
-            "-r",
-            metavar="FILE",
-            help="A reference file (plain or .gz); repeat for several.",
-        ),
-    ],
-    inputs: Annotated[
-        list[Path],
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Hypotheses, one a line (stdin when absent); repeat to compare systems, "
-            "the baseline first.",
-        ),
-    ] = [],  # noqa: B006 (typer needs a literal default)
-    metrics: Annotated[
-        str, typer.Option("--metrics", "-m", help="Comma-separated: bleu, chrf, ter.")
-    ] = ",".join(ScoreOptions.metrics),
-    tokenize: Annotated[
-        str,
-        typer.Option(
-            "--tokenize",
-            "-tok",
-            help="BLEU's tokenizer: 13a (the WMT standard), intl, zh, char or none.",
-        ),
-    ] = ScoreOptions.tokenize,
-    lowercase: Annotated[
-        bool, typer.Option("--lowercase", "-lc", help="Case-insensitive BLEU and chrF.")
-    ] = ScoreOptions.lowercase,
-    chrf_word_order: Annotated[
-        int, typer.Option(help="Word n-gram order of chrF; 2 gives chrF++.")
-    ] = ScoreOptions.chrf_word_order,
-    ter_case_sensitive: Annotated[
-        bool,
-        typer.Option(
-            "--ter-case-sensitive", help="Case-sensitive TER (sacreBLEU's TER ignores case)."
-        ),
-    ] = ScoreOptions.ter_case_sensitive,
-    paired_bs: Annotated[
-        bool,
-        typer.Option(
-            "--paired-bs",
-            help="Paired bootstrap resampling: each -i system against the first (sacreBLEU's).",
-            rich_help_panel="Significance",
-        ),
-    ] = False,
-    paired_ar: Annotated[
-        bool,
-        typer.Option(
-            "--paired-ar",
-            help="Paired approximate randomization against the first -i system.",
-            rich_help_panel="Significance",
-        ),
-    ] = False,
-    paired_bs_n: Annotated[
-        int, typer.Option(help="Bootstrap resamples.", rich_help_panel="Significance")
-    ] = SignificanceOptions.paired_bs_n,
-    paired_ar_n: Annotated[
-        int, typer.Option(help="Randomization trials.", rich_help_panel="Significance")
-    ] = SignificanceOptions.paired_ar_n,
-    confidence: Annotated[
-        bool,
-        typer.Option(
-            "--confidence",
-            help="95% bootstrap confidence interval of one system.",
-            rich_help_panel="Significance",
-        ),
-    ] = False,
-    confidence_n: Annotated[
-        int, typer.Option(help="Resamples for --confidence.", rich_help_panel="Significance")
-    ] = SignificanceOptions.confidence_n,
-    seed: Annotated[
-        int,
-        typer.Option(
-            help="Resampling seed (sacreBLEU's SACREBLEU_SEED).", rich_help_panel="Significance"
-        ),
-    ] = SignificanceOptions.seed,
-    width: Annotated[
-        int, typer.Option("--width", "-w", help="Decimals in the scores.")
-    ] = ReportOptions.width,
-    score_only: Annotated[
-        bool, typer.Option("--score-only", "-b", help="Print only the numbers.")
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="sacreBLEU's JSON: an object, or a list for several.")
-    ] = False,
+    refs: _ScoreRefs,
+    inputs: _ScoreInputs = [],  # noqa: B006 (typer needs a literal default)
+    metrics: _ScoreMetrics = ",".join(ScoreOptions.metrics),
+    tokenize: _ScoreTokenize = ScoreOptions.tokenize,
+    lowercase: _ScoreLowercase = ScoreOptions.lowercase,
+    chrf_word_order: _ScoreChrfWordOrder = ScoreOptions.chrf_word_order,
+    ter_case_sensitive: _ScoreTerCaseSensitive = ScoreOptions.ter_case_sensitive,
+    paired_bs: _ScorePairedBs = False,
+    paired_ar: _ScorePairedAr = False,
+    paired_bs_n: _ScorePairedBsN = SignificanceOptions.paired_bs_n,
+    paired_ar_n: _ScorePairedArN = SignificanceOptions.paired_ar_n,
+    confidence: _ScoreConfidence = False,
+    confidence_n: _ScoreConfidenceN = SignificanceOptions.confidence_n,
+    seed: _ScoreSeed = SignificanceOptions.seed,
+    width: _ScoreWidth = ReportOptions.width,
+    score_only: _ScoreScoreOnly = False,
+    as_json: _ScoreAsJson = False,
 ) -> None:
     """Score hypotheses with sacreBLEU (BLEU, chrF, TER, signatures); compare systems with
     sacreBLEU's paired significance tests."""
@@ -369,8 +383,6 @@ def translate_command(
     runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)
     translate_file(models, input, out, search, batching, runtime)
 
-
-from mtkit.train.config import TrainConfig  # noqa: E402
 
 _TrainData = Annotated[
     Path, typer.Option(help="Prepared data: DATA/{train,valid}.{src,tgt} (+ manifest.json).")
@@ -734,54 +746,58 @@ def export_command(
     export_ctranslate2(model, out, ExportOptions(to=to, quantize=quantize, force=force))
 
 
-# Option defaults of `logprob` (a light module until it runs: torch loads late).
-from mtkit.translate.logprob import LogprobOptions  # noqa: E402
+_LogprobInput = Annotated[
+    Path | None,
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="Sources (plain or .gz); without -r/--nbest-input, source<TAB>target lines. "
+        "stdin if absent.",
+    ),
+]
+_LogprobRef = Annotated[
+    Path | None,
+    typer.Option("--ref", "-r", metavar="FILE", help="Targets to score, line for line."),
+]
+_LogprobNbestInput = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="An n-best list 'N ||| hyp ||| score' (N from 0 into -i; '-': stdin): each "
+        "line comes back with ' ||| logprob' appended.",
+    ),
+]
+_LogprobPerToken = Annotated[
+    bool,
+    typer.Option("--per-token", help="Every piece's log-probability, eos last."),
+]
+_LogprobNormalize = Annotated[
+    bool,
+    typer.Option("--normalize", help="The mean per piece (eos counted), not the sum."),
+]
+_LogprobMaxTokens = Annotated[
+    int | None,
+    typer.Option(help="Batch budget: sentences x longest side; default 4000 CPU, 32000 GPU."),
+]
+_LogprobBatchSize = Annotated[int | None, typer.Option(help="At most this many pairs a batch.")]
+_LogprobChunkLines = Annotated[
+    int, typer.Option(help="Pairs read, sorted and scored together (bounds memory).")
+]
 
 
 @app.command("logprob")
 def logprob_command(
     models: Models = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
-    input: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            metavar="FILE",
-            help="Sources (plain or .gz); without -r/--nbest-input, source<TAB>target lines. "
-            "stdin if absent.",
-        ),
-    ] = None,
-    ref: Annotated[
-        Path | None,
-        typer.Option("--ref", "-r", metavar="FILE", help="Targets to score, line for line."),
-    ] = None,
-    nbest_input: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FILE",
-            help="An n-best list 'N ||| hyp ||| score' (N from 0 into -i; '-': stdin): each "
-            "line comes back with ' ||| logprob' appended.",
-        ),
-    ] = None,
+    input: _LogprobInput = None,
+    ref: _LogprobRef = None,
+    nbest_input: _LogprobNbestInput = None,
     out: OutputFile = None,
-    per_token: Annotated[
-        bool,
-        typer.Option("--per-token", help="Every piece's log-probability, eos last."),
-    ] = LogprobOptions.per_token,
-    normalize: Annotated[
-        bool,
-        typer.Option("--normalize", help="The mean per piece (eos counted), not the sum."),
-    ] = LogprobOptions.normalize,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option(help="Batch budget: sentences x longest side; default 4000 CPU, 32000 GPU."),
-    ] = BatchOptions.max_tokens,
-    batch_size: Annotated[
-        int | None, typer.Option(help="At most this many pairs a batch.")
-    ] = BatchOptions.batch_size,
-    chunk_lines: Annotated[
-        int, typer.Option(help="Pairs read, sorted and scored together (bounds memory).")
-    ] = BatchOptions.chunk_lines,
+    per_token: _LogprobPerToken = LogprobOptions.per_token,
+    normalize: _LogprobNormalize = LogprobOptions.normalize,
+    max_tokens: _LogprobMaxTokens = BatchOptions.max_tokens,
+    batch_size: _LogprobBatchSize = BatchOptions.batch_size,
+    chunk_lines: _LogprobChunkLines = BatchOptions.chunk_lines,
     device: Device = RuntimeOptions.device,
     precision: Precision = RuntimeOptions.precision,
     threads: Threads = RuntimeOptions.threads,

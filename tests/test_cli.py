@@ -33,10 +33,23 @@ DEFAULT_SOURCES = {
                 "mtkit.prepare.pipeline:prepare_corpus"),
     "average": ("mtkit.checkpoint:average_into",),
     "train": ("mtkit.train.config:TrainConfig",),
+    "score": ("mtkit.score:ScoreOptions", "mtkit.score:SignificanceOptions",
+              "mtkit.score:ReportOptions"),
+    "logprob": ("mtkit.translate.logprob:LogprobOptions", "mtkit.translate.stream:BatchOptions",
+                "mtkit.translate.stream:RuntimeOptions"),
+    "export": ("mtkit.interop.ctranslate2:ExportOptions",),
 }  # fmt: skip
 # Flags that are not a library field, and flags the CLI reads in another form.
-CLI_ONLY = {"translate": {"models", "input", "out"}, "train": {"set_", "config"}}
-CLI_FORM = {("train", "max_time"): "mtkit.train.config:parse_duration"}
+CLI_ONLY = {
+    "translate": {"models", "input", "out"},
+    "train": {"set_", "config"},
+    "score": {"inputs"},
+    "logprob": {"models", "input", "ref", "out", "nbest_input"},
+}
+CLI_FORM = {
+    ("train", "max_time"): "mtkit.train.config:parse_duration",
+    ("score", "metrics"): "mtkit.score:parse_metrics",
+}
 
 
 def _library_defaults(names: tuple[str, ...]) -> dict[str, object]:
