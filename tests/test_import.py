@@ -433,3 +433,24 @@ def test_import_command(pair, tmp_path, monkeypatch, capsys):
     code = call_main(monkeypatch, "import", "Helsinki-NLP/opus-mt-xx-yy", "-o", str(tmp_path / "x"))
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: cannot download") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("pair", ["shared-swish", "separate-gelu"], indirect=True)
+def test_pytorch_model_bin_with_every_tied_name_imports_alike(pair, tmp_path):
+    """Older hub repos hold pytorch_model.bin with every tied name (shared, both
+    embed_tokens, lm_head) and the sinusoid tables; the import is the same."""
+    import shutil
+
+    hf_model, _, directory, ckpt = pair
+    copy = tmp_path / "bin"
+    shutil.copytree(directory, copy)
+    (copy / "model.safetensors").unlink()
+    torch.save(hf_model.state_dict(), copy / "pytorch_model.bin")
+    again = marian_checkpoint(copy)
+    assert again["model"].keys() == ckpt["model"].keys()
+    assert all(torch.equal(again["model"][k], v) for k, v in ckpt["model"].items())
+    untied = hf_model.state_dict()
+    untied["lm_head.weight"] = untied["lm_head.weight"] + 1.0
+    torch.save(untied, copy / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="lm_head"):
+        marian_checkpoint(copy)
