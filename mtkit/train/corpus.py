@@ -77,11 +77,14 @@ def open_corpus(paths: dict, toks: dict, root: Path) -> Pairs:
 
 
 def corpus_key(paths: dict, toks: dict, root: Path) -> str:
-    """A name for what the corpus is made from: the texts' and the models' checksums."""
+    """A name for what the corpus is made from: the texts', the models' and (imported
+    models) the vocabulary tables' checksums."""
     digest = hashlib.sha256(f"mtkit-encoded-{FORMAT}".encode())
     for side in ("src", "tgt"):
         digest.update(file_checksum(Path(paths[side]), root).encode())
         digest.update(hashlib.sha256(toks[side].model_bytes).hexdigest().encode())
+        if toks[side].vocab is not None:  # a model's own piece->id table maps pieces anew
+            digest.update(hashlib.sha256("\n".join(toks[side].vocab).encode()).hexdigest().encode())
     return digest.hexdigest()[:24]
 
 
