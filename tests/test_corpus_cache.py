@@ -20,8 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 class FakeTokenizer:
     """A tokenizer without SentencePiece: one id per word, from the word's length."""
 
-    def __init__(self, model: bytes = b"fake-model-1", vocab_size: int = 300) -> None:
+    def __init__(
+        self, model: bytes = b"fake-model-1", vocab_size: int = 300, vocab: list | None = None
+    ) -> None:
         self.model_bytes, self.vocab_size, self.name = model, vocab_size, "fake"
+        self.vocab = vocab  # an imported model's own piece->id table, or None
 
     def encode(self, lines: list[str]) -> list[list[int]]:
         return [[4 + len(word) for word in line.split()] for line in lines]
@@ -71,6 +74,10 @@ def test_changed_text_or_model_gives_a_new_corpus(tmp_path):
     other = FakeTokenizer(model=b"fake-model-2")
     corpus.open_corpus(paths, {"src": tok, "tgt": other}, root)
     assert len(built_dirs(root)) == 3
+    # The same SentencePiece model with another piece->id table maps pieces anew.
+    table = FakeTokenizer(vocab=["</s>", "<unk>", "a", "<pad>"])
+    corpus.open_corpus(paths, {"src": tok, "tgt": table}, root)
+    assert len(built_dirs(root)) == 4
 
 
 def test_half_written_corpus_is_never_used(tmp_path, monkeypatch):
