@@ -89,6 +89,8 @@ def test_init_from_own_checkpoint_starts_fresh_from_its_weights(own_run, caplog)
     assert "valid_bleu" in tuned["metrics"]  # the validation before the first update
     records = [r for r in _metrics(out) if r["kind"] == "train"]
     assert records[0]["step"] == 1 and records[0]["lr"] < 2e-3  # the warm-up starts again
+    start = [r for r in _metrics(out) if r["kind"] == "valid" and r["step"] == 0]
+    assert start and start[0]["valid_bleu"] == tuned["metrics"]["valid_bleu"]  # curves start there
     changed = [k for k, v in tuned["model"].items() if not torch.equal(v, base["model"][k])]
     assert changed  # it trained
 

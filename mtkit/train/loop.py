@@ -117,6 +117,9 @@ class Trainer:
         resume_step = self.progress.step if self.resumed else None
         files = self.files.open(self._run_description(), resume_step)
         with files, _signals(self._on_signal), self._progress_bar():
+            if resume_step is None and self.last_valid and self.dist.is_main:
+                # --init-from measured the starting point: the curves start from it too
+                files.log({"kind": "valid", "step": 0, "epoch": 0, **self.last_valid})
             reason = self._already_done()
             while not reason:
                 reason = self._one_update()
