@@ -72,15 +72,13 @@ def _wait_policies() -> None:
 
     importlib.import_module("mtkit.translate.search")  # sets mtkit's default, then
     importlib.import_module("torch")  # torch's libgomp reads it as it loads
-
+    mtkit_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     if not user_set and not os.environ.get("MTKIT_BENCH_CT2_PASSIVE"):
-        del os.environ["OMP_WAIT_POLICY"]
+        os.environ.pop("OMP_WAIT_POLICY", None)
     import ctranslate2  # noqa: F401
 
-    print(
-        f"OMP_WAIT_POLICY: mtkit {'as set' if user_set else 'PASSIVE (its default)'}, "
-        f"CTranslate2 {os.environ.get('OMP_WAIT_POLICY', 'unset (its default)')}"
-    )
+    ct2_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"OMP_WAIT_POLICY: mtkit {mtkit_policy}, CTranslate2 {ct2_policy}")
 
 
 def _read(path: Path) -> list[str]:
