@@ -255,6 +255,32 @@ def test_greedy_equals_generate(pair, sources):
     assert any(len(x) < limit for x in hf) and any(len(x) == limit for x in hf)
 
 
+def test_imported_model_exports_to_ctranslate2_alike(pair, sources, tmp_path):
+    """The CTranslate2 export of an imported model reads pieces through the model's own
+    table and starts decoding from its decoder-start id: greedy output equals mtkit's."""
+    import ctranslate2
+
+    from mtkit.interop.ctranslate2 import export_ctranslate2
+
+    _, _, directory, ckpt = pair
+    limit = 12
+    options = SearchOptions(beam_size=1, max_len_a=0.0, max_len_b=limit)
+    ours = [
+        h[0].tokens for h in search(model_from_checkpoint(ckpt), _mtkit_src(ckpt, sources), options)
+    ]
+    out = export_ctranslate2(import_marian(directory, tmp_path / "m.pt"), tmp_path / "ct2")
+    src_table, tgt_table = ckpt["vocab"]["src"], ckpt["vocab"]["tgt"]
+    src_tok, _ = checkpoint_tokenizers(ckpt)
+    pieces = [[src_table[i] for i in ids] for ids in src_tok.encode(sources)]
+    translator = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
+    results = translator.translate_batch(
+        pieces, beam_size=1, max_decoding_length=limit, suppress_sequences=[["<pad>"]]
+    )
+    index = {piece: i for i, piece in enumerate(tgt_table)}
+    assert [[index[p] for p in r.hypotheses[0]] for r in results] == ours
+    assert any(ours)
+
+
 @pytest.mark.parametrize(
     "hf_options, ours",
     [

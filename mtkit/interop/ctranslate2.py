@@ -75,9 +75,15 @@ def export_ctranslate2(model_path: Path, out_dir: Path, options: ExportOptions =
         )
     model = model_from_checkpoint(ckpt, device="cpu")
     spec = transformer_spec(ct2, model)
-    src_pieces, tgt_pieces = (_pieces(ckpt["spm"][side]) for side in ("src", "tgt"))
+    # An imported model's own id tables (Marian's vocab.json), else SentencePiece's ids.
+    tables = ckpt.get("vocab") or {}
+    src_pieces, tgt_pieces = (
+        tables.get(side) or _pieces(ckpt["spm"][side]) for side in ("src", "tgt")
+    )
     spec.register_source_vocabulary(src_pieces)
     spec.register_target_vocabulary(tgt_pieces)
+    # Marian starts decoding from <pad>; mtkit's bos_id is the decoder-start id.
+    spec.config.decoder_start_token = tgt_pieces[model.config.bos_id]
     spec.validate()
     spec.optimize(quantization=None if options.quantize == "none" else options.quantize)
     _save(spec, out_dir, ckpt, options.force)
