@@ -25,6 +25,18 @@ def multi30k() -> Path:
     return MULTI30K
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures(...)`): on a
+    busy 2-core machine two spin-waiting threads are many times slower than one."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def run_mtkit(*args: str, input: str | None = None, cwd: Path | None = None):
     """Run `python -m mtkit ARGS` as a user would; returns the CompletedProcess."""
     return subprocess.run(

@@ -18,7 +18,7 @@ import torch
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 from conftest import call_main  # noqa: E402
-from test_search import _config, _spm_bytes, _threads, tiny_checkpoint  # noqa: E402
+from test_search import _config, _spm_bytes, tiny_checkpoint  # noqa: E402
 
 from mtkit.errors import CheckpointError, ConfigError, WriteError  # noqa: E402
 from mtkit.interop.ctranslate2 import ExportOptions, export_ctranslate2  # noqa: E402
@@ -27,10 +27,7 @@ LINES = 100  # validation sentences decoded by both
 MAX_LEN = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with _threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _val_lines(multi30k: Path) -> list[str]:

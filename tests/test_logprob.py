@@ -29,12 +29,7 @@ from mtkit.translate.stream import (
 NBEST = SearchOptions(beam_size=3, nbest=3, len_penalty=0.0)  # the score is the log-probability
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -126,10 +126,7 @@ class _threads:
         torch.set_num_threads(self.old)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with _threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=ARCHS)
