@@ -24,7 +24,7 @@ Environment: MTKIT_BENCH_MODEL (a checkpoint; default: train one into
 bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENTENCES
 (1000), MTKIT_BENCH_THREADS (2), MTKIT_BENCH_ROUNDS (1), MTKIT_BENCH_CASES (e.g.
 "fixed-beam5-fp32,natural-greedy-int8"; default all eight), MTKIT_BENCH_CT2_PASSIVE=1
-(CTranslate2 also with OMP_WAIT_POLICY=PASSIVE, mtkit's default; see mtkit.translate.search).
+(CTranslate2 also with OMP_WAIT_POLICY=PASSIVE, mtkit's default; see mtkit.device).
 
 `python -m bench decode`
 """
@@ -70,7 +70,7 @@ def _wait_policies() -> None:
     user_set = "OMP_WAIT_POLICY" in os.environ
     import importlib
 
-    importlib.import_module("mtkit.translate.search")  # sets mtkit's default, then
+    importlib.import_module("mtkit.device").sleep_idle_threads()  # mtkit's default, then
     importlib.import_module("torch")  # torch's libgomp reads it as it loads
     mtkit_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     if not user_set and not os.environ.get("MTKIT_BENCH_CT2_PASSIVE"):

@@ -30,17 +30,8 @@ counts the source eos), capped by the model's max_positions.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-# Idle OpenMP threads sleep instead of spinning, unless the user says otherwise. A
-# decoding step is many short parallel regions; on a CPU shared with other jobs, a
-# thread spinning for its descheduled partner wastes its time slice: greedy decoding
-# with 2 threads at load 6 on 2 cores ran at 7-9 sentences/s spinning (libgomp's
-# default) and 30-65 sleeping (bench/decode.py, issue 10). It must be set before torch
-# loads libgomp, and the CLI imports this module first.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Defaults shared with `mtkit translate`: room for a target 20% longer than the
 # source plus 10 tokens (Multi30k and WMT targets are within 1.5x of the source).
