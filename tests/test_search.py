@@ -205,7 +205,7 @@ def test_nbest_sorted_distinct_and_scored(trained):
         assert scores == sorted(scores, reverse=True)
         assert len({tuple(h.tokens) for h in hyps}) == 4
         for h in hyps:
-            penalty = ((5 + len(h.tokens) + 1) / 6) ** 0.6
+            penalty = ((5 + len(h.tokens) + 1) / 6) ** SearchOptions.len_penalty
             assert h.score == pytest.approx(h.log_prob / penalty, rel=1e-5)
 
 

@@ -37,8 +37,10 @@ from dataclasses import dataclass
 # source plus 10 tokens (Multi30k and WMT targets are within 1.5x of the source).
 DEFAULT_MAX_LEN_A = 1.2
 DEFAULT_MAX_LEN_B = 10
-# Vaswani et al. (2017), sec. 6.1: alpha = 0.6 with GNMT's length penalty.
-DEFAULT_LEN_PENALTY = 0.6
+# GNMT's length penalty (Wu et al., 2016). Vaswani et al. (2017) used alpha = 0.6; on
+# Multi30k valid, over six transformer-small models of 600-1400 updates and two
+# averages, alpha = 1.0 scored 0.3-0.5 BLEU more than 0.6 every time (issue 10's note).
+DEFAULT_LEN_PENALTY = 1.0
 
 
 @dataclass
