@@ -73,7 +73,6 @@ Device = Annotated[str, typer.Option(help="auto (a CUDA GPU if there is one), cp
 Precision = Annotated[
     str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
 ]
-Seed = Annotated[int, typer.Option(help="Random seed.")]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
 
 
