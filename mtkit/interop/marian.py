@@ -226,6 +226,10 @@ def _read_weights(directory: Path) -> dict:
                 state = load_file(str(path))
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
+        except ImportError:
+            raise ConfigError(
+                f"reading {path} needs the safetensors package; pip install 'mtkit[hub]'"
+            ) from None
         except Exception as error:  # torn or foreign files raise many types
             raise CheckpointError(f"cannot read the weights in {path}: {error}") from None
         return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
