@@ -174,18 +174,6 @@ def _bleu(hyps: list[str], refs: list[str]) -> float:
     return sacrebleu.corpus_bleu(hyps, [refs]).score
 
 
-class _Counting:
-    """A tokenizer proxy that counts the target pieces it is asked to decode."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer, self.pieces = tokenizer, 0
-
-    def decode(self, ids):
-        ids = list(ids)
-        self.pieces += sum(len(x) for x in ids)
-        return self.tokenizer.decode(ids)
-
-
 def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: int):
     """A function timing mtkit over lines: (seconds, (texts, target pieces))."""
     from mtkit.translate.search import SearchOptions
@@ -199,6 +187,8 @@ def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: in
         options = SearchOptions(
             beam_size=beam, max_len_a=0, max_len_b=NATURAL_CAP, len_norm=True, early_stop=True
         )
+    from bench.translate_speed import _Counting
+
     translator.tgt_tokenizer = counter = _Counting(translator.tgt_tokenizer)
 
     def run(lines):
