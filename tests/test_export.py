@@ -18,7 +18,7 @@ import torch
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 from conftest import call_main  # noqa: E402
-from test_search import _config, _spm_bytes, tiny_checkpoint  # noqa: E402
+from test_search import _config, _spm_bytes, checkpoint_payload, tiny_checkpoint  # noqa: E402
 
 from mtkit.errors import CheckpointError, ConfigError, WriteError  # noqa: E402
 from mtkit.interop.ctranslate2 import ExportOptions, export_ctranslate2  # noqa: E402
@@ -56,16 +56,7 @@ def _post_norm_separate(multi30k: Path, tmp: Path) -> Path:
         strict=True,
     )
     _train_pairs(model, [(s[:24], t[:24]) for s, t in pairs], steps=40)
-    payload = {
-        "model_config": dataclasses.asdict(config),
-        "model": model.state_dict(),
-        "spm": {"src": src_spm, "tgt": tgt_spm},
-        "langs": {"src": "de", "tgt": "xx"},
-        "train_config": {},
-        "step": 40,
-        "epoch": 0,
-        "metrics": {},
-    }
+    payload = checkpoint_payload(config, model, src_spm, tgt_spm, tgt_lang="xx", step=40)
     return save_checkpoint(tmp / "post.pt", payload)
 
 

@@ -96,22 +96,26 @@ def tiny_checkpoint(arch: str, multi30k: Path) -> Path:
             _train(model, ids, steps=100, lr=5e-3)
         else:
             _train(model, ids, steps=40, lr=1e-2)
-    import dataclasses
-
     directory = tempfile.mkdtemp(prefix="mtkit-test-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     path = Path(directory) / f"{arch}.pt"
-    payload = {
+    return save_checkpoint(path, checkpoint_payload(config, model, spm, spm, tgt_lang="de"))
+
+
+def checkpoint_payload(config, model, src_spm: bytes, tgt_spm: bytes, tgt_lang: str, step=0):
+    """What `mtkit train` saves, for a model trained by a test."""
+    import dataclasses
+
+    return {
         "model_config": dataclasses.asdict(config),
         "model": model.state_dict(),
-        "spm": {"src": spm, "tgt": spm},
-        "langs": {"src": "de", "tgt": "de"},
+        "spm": {"src": src_spm, "tgt": tgt_spm},
+        "langs": {"src": "de", "tgt": tgt_lang},
         "train_config": {},
-        "step": 0,
+        "step": step,
         "epoch": 0,
         "metrics": {},
     }
-    return save_checkpoint(path, payload)
 
 
 class _threads:
