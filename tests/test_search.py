@@ -8,6 +8,7 @@ tests depend on the model interface only, not on mtkit.train.
 from __future__ import annotations
 
 import atexit
+import copy
 import functools
 import gzip
 import shutil
@@ -274,3 +275,42 @@ def test_early_stop_ends_no_later_and_keeps_nbest(trained):
     # Stopping earlier can only miss hypotheses: the best found is never better.
     for first, last in zip(early, late, strict=True):
         assert first[0].score <= last[0].score + 1e-5
+
+
+class _Uncached:
+    """A model whose decode_step recomputes the whole prefix with `forward`: no caches, so
+    search over it is what search over the cached model must give."""
+
+    def __init__(self, model) -> None:
+        self.model, self.config = model, model.config
+
+    def encode(self, src):
+        bos = torch.full((src.size(0), 1), self.config.bos_id, dtype=torch.long)
+        return {"src": src, "prefix": bos[:, :0]}
+
+    def decode_step(self, tokens, state):
+        prefix = torch.cat([state["prefix"], tokens[:, None]], 1)
+        return self.model(state["src"], prefix)[:, -1], {"src": state["src"], "prefix": prefix}
+
+    def reorder_state(self, state, index):
+        return {key: value.index_select(0, index) for key, value in state.items()}
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_cached_search_equals_uncached_search(trained, beam_size):
+    """Greedy and beam search (n-best, lengths, scores) over the incremental decoder, as
+    translate prepares it (oneDNN-packed fp32 on the CPU), equal search over the full
+    forward pass of the same model, sentences leaving the batch as they end. (int8 is
+    not compared: its activations are quantized per batch, so they depend on the batch.)"""
+    from mtkit.translate.kernels import prepare_for_decoding
+
+    model, _, ids = trained
+    model = prepare_for_decoding(
+        copy.deepcopy(model), device="cpu", dtype=torch.float32, quantize="none"
+    )
+    src = _pad(ids[:16])
+    options = SearchOptions(beam_size=beam_size, nbest=beam_size)
+    cached, uncached = search(model, src, options), search(_Uncached(model), src, options)
+    for mine, theirs in zip(cached, uncached, strict=True):
+        assert [h.tokens for h in mine] == [h.tokens for h in theirs]
+        assert [h.score for h in mine] == pytest.approx([h.score for h in theirs], abs=1e-4)

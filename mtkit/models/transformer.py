@@ -5,20 +5,28 @@ Owns the layers, the weight init and the decoding state; attention runs through
 Pre-norm by default (Xiong et al., 2020: trains without a long warm-up), post-norm
 as in the paper when `config.pre_norm` is false.
 
-The decoding state is a dict of tensors plus the int "step", for n sentences decoded
-as N = n*r rows (r = 1, or the beam: the r rows of a sentence are adjacent):
-    src_mask  [n,1,1,S] bool, True where the source is a real token
+The decoding state is a dict of tensors plus the ints "step" and "slots", for n
+sentences decoded as N = n*r rows (r = 1, or the beam: the r rows of a sentence are
+adjacent):
+    src_bias  [n,1,1,S]       0 on real source tokens, -inf on padding
     cross_k/v [L,n,H,S,Dh]    each decoder layer's keys/values of the encoder memory
-    self_k/v  [L,N,H,C,Dh]    the self-attention cache, C >= step, grown by doubling
-The memory's keys/values belong to the sentence, not the row: a beam move never
-copies them (that copy was 40% of beam search's time), and cross-attention runs the
-r rows of a sentence as r queries against its one memory. `reorder_beams` takes the
-rows and, only when sentences leave, the sentences to keep; `reorder_state` takes any
-rows (duplicates and permutations too) and so gives every row its own memory (r = 1).
-Layer first, so a layer's caches are contiguous. The cache is preallocated and each
-step writes one position and attends over the first `step + 1`: on the 2-core CPU
-(B=150, 3 layers) this ties with concatenating per step up to 30 steps and is 10-30%
-faster at 100, and it allocates nothing per step, which suits the GPU's allocator.
+    self_k/v  [L,n,H,C,Dh]    the self-attention cache of each sentence: C slots, the
+                              first "slots" filled, grown by doubling
+    self_bias [N,C]           0 on the slots a row attends to (its own and its
+                              ancestors'), -inf on the others
+Both caches belong to the sentence, not the row, so a beam move copies no keys or
+values (copying the self-attention cache was a fifth of beam search's time at 25
+steps, the memory's two fifths): each step appends the r new keys/values of a
+sentence as r slots, and a row attends only to the slots of its own history, which
+its `self_bias` row marks. A beam move reorders the [N,C] bias rows alone;
+cross-attention runs the r rows of a sentence as r queries against its one memory,
+and self-attention as r queries against its r*steps slots (r times the scores of a
+row-per-row cache, which is cheaper than the copy). `reorder_beams` takes the rows
+and, only when sentences leave, the sentences to keep; `reorder_state` takes any rows
+(duplicates and permutations too) and so gives every row its own caches (r = 1).
+Layer first, so a layer's caches are contiguous. A decoding step attends with batched
+matmuls (`_attend`), not `scaled_dot_product_attention`, whose CPU kernel is 1.5-3x
+slower on a step's shapes (one to a few queries per sentence).
 """
 
 from __future__ import annotations
@@ -32,8 +40,8 @@ from torch import nn
 from mtkit.errors import MtkitError
 from mtkit.models.config import ModelConfig
 
-# The self-attention cache starts with room for this many steps and doubles when
-# full; reorder_state copies only the filled steps, rounded up to a multiple of it.
+# The self-attention cache starts with room for this many slots and doubles when
+# full; when sentences leave, only the filled slots are kept, rounded up to a multiple.
 CACHE_CHUNK = 16
 
 
@@ -82,13 +90,21 @@ class SelfAttention(nn.Module):
         )
         return self._merge(y)
 
-    def step(self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, t: int):
-        """One position x [N,1,D] at step t; writes its key/value into the [N,H,C,Dh] caches."""
-        q, k, v = self._heads(x)
-        cache_k[:, :, t : t + 1] = k
-        cache_v[:, :, t : t + 1] = v
-        y = F.scaled_dot_product_attention(q, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])
-        return self._merge(y)
+    def step(self, x: torch.Tensor, cache_k, cache_v, slots: int, bias: torch.Tensor):
+        """x [N,1,D], the N = n*r rows of n sentences: writes each sentence's r new keys and
+        values at slots..slots+r of its caches [n,H,C,Dh], then attends over the filled
+        slots under bias [n*H,r,slots+r] (which picks each row's own history)."""
+        N, _, D = x.shape
+        n, H, _, Dh = cache_k.shape
+        r, end = N // n, slots + N // n
+        q, k, v = self.qkv(x).view(n, r, 3, H, Dh).unbind(2)  # [n,r,H,Dh] each
+        cache_k[:, :, slots:end] = k.transpose(1, 2)
+        cache_v[:, :, slots:end] = v.transpose(1, 2)
+        q = q.transpose(1, 2).reshape(n * H, r, Dh)
+        keys = cache_k[:, :, :end].reshape(n * H, end, Dh)  # views: n and H merge
+        values = cache_v[:, :, :end].reshape(n * H, end, Dh)
+        y = _attend(q, keys, values, bias)  # [n*H,r,Dh]
+        return self.out(y.view(n, H, r, Dh).transpose(1, 2).reshape(N, 1, D))
 
 
 class CrossAttention(nn.Module):
@@ -116,14 +132,22 @@ class CrossAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
-    def step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor):
-        """x [N,1,D], N = n*r rows of n sentences, against k, v [n,H,S,Dh] and mask [n,1,1,S]:
-        a sentence's r rows (its beams) are r queries on its memory, one matmul."""
+    def step(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor):
+        """x [N,1,D], N = n*r rows of n sentences, against k, v [n,H,S,Dh] and bias
+        [n*H,r,S]: a sentence's r rows (its beams) are r queries on its memory."""
         N, _, D = x.shape
-        n = k.size(0)
-        q = self.q(x).view(n, N // n, self.n_heads, self.head_dim).transpose(1, 2)  # [n,H,r,Dh]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [n,H,r,Dh]
-        return self.out(y.transpose(1, 2).reshape(N, 1, D))
+        n, H, S, Dh = k.shape
+        r = N // n
+        q = self.q(x).view(n, r, H, Dh).transpose(1, 2).reshape(n * H, r, Dh)
+        y = _attend(q, k.reshape(n * H, S, Dh), v.reshape(n * H, S, Dh), bias)
+        return self.out(y.view(n, H, r, Dh).transpose(1, 2).reshape(N, 1, D))
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor):
+    """Scaled dot-product attention of q [b,r,Dh] on k, v [b,s,Dh] with an additive
+    bias [b,r,s]: one decoding step's few queries per (sentence, head)."""
+    scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=q.size(-1) ** -0.5)
+    return torch.bmm(scores.softmax(-1), v)
 
 
 # The feed-forward nonlinearity by its config name; swish is SiLU (Marian's default).
@@ -182,20 +206,27 @@ class DecoderLayer(nn.Module):
         x = self.norm2(x + self.drop(self.cross_attn(x, k, v, mask)))
         return self.norm3(x + self.drop(self.ffn(x)))
 
-    def step(self, x, k, v, mask, cache_k, cache_v, t: int):
-        """One position x [N,1,D] at step t: the memory's k, v [n,H,S,Dh] per sentence
-        (CrossAttention.step), this layer's self-attention caches [N,H,C,Dh]."""
+    def step(self, x, k, v, cross_bias, cache_k, cache_v, slots: int, self_bias):
+        """One position x [N,1,D]: the memory's k, v [n,H,S,Dh] per sentence under
+        cross_bias (CrossAttention.step), this layer's self-attention caches [n,H,C,Dh]
+        with `slots` filled under self_bias (SelfAttention.step)."""
         if self.pre_norm:
-            x = x + self.drop(self.self_attn.step(self.norm1(x), cache_k, cache_v, t))
-            x = x + self.drop(self.cross_attn.step(self.norm2(x), k, v, mask))
+            x = x + self.drop(
+                self.self_attn.step(self.norm1(x), cache_k, cache_v, slots, self_bias)
+            )
+            x = x + self.drop(self.cross_attn.step(self.norm2(x), k, v, cross_bias))
             return x + self.drop(self.ffn(self.norm3(x)))
-        x = self.norm1(x + self.drop(self.self_attn.step(x, cache_k, cache_v, t)))
-        x = self.norm2(x + self.drop(self.cross_attn.step(x, k, v, mask)))
+        x = self.norm1(x + self.drop(self.self_attn.step(x, cache_k, cache_v, slots, self_bias)))
+        x = self.norm2(x + self.drop(self.cross_attn.step(x, k, v, cross_bias)))
         return self.norm3(x + self.drop(self.ffn(x)))
 
 
 class Transformer(nn.Module):
     """Encoder-decoder Transformer with the mtkit model interface (see mtkit.models)."""
+
+    # Linear layers whose weights `encode` reads directly (one matmul for every layer's
+    # memory keys/values): inference rewrites (mtkit.translate.kernels) leave them be.
+    direct_linears = ("cross_attn.kv",)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -261,54 +292,70 @@ class Transformer(nn.Module):
         bias = torch.cat([layer.cross_attn.kv.bias for layer in self.decoder])
         kv = F.linear(memory, weight, bias).view(B, S, L, 2, H, D // H)
         kv = kv.permute(3, 2, 0, 4, 1, 5).contiguous()  # [2,L,B,H,S,Dh]
-        # The cache takes the projections' dtype: bf16 under autocast, not the memory's fp32.
+        # The caches take the projections' dtype: bf16 under autocast, not the memory's fp32.
         empty = kv.new_zeros(L, B, H, CACHE_CHUNK, D // H)
         return {
-            "src_mask": mask,
+            "src_bias": kv.new_zeros(mask.shape).masked_fill_(~mask, -math.inf),
             "cross_k": kv[0],
             "cross_v": kv[1],
             "self_k": empty,
             "self_v": torch.zeros_like(empty),
+            "self_bias": kv.new_full((B, CACHE_CHUNK), -math.inf),
+            "slots": 0,
             "step": 0,
         }
 
     def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """tokens [N] at position state["step"] -> logits [N,V]; updates state in place."""
-        t = state["step"]
-        if t >= state["self_k"].size(3):
-            _grow_cache(state)
+        t, slots = state["step"], state["slots"]
+        n, H = state["cross_k"].size(1), self.n_heads
+        N = tokens.size(0)
+        r, end = N // n, slots + N // n
+        if end > state["self_k"].size(3):
+            _grow_cache(state, end)
+        self_bias = state["self_bias"]
+        # Row j of each sentence sees its own new slot, slots + j, and no other new one.
+        own = self_bias.new_full((r, r), -math.inf).fill_diagonal_(0.0)
+        self_bias.view(n, r, -1)[:, :, slots:end] = own
+        self_bias = _per_head(self_bias[:, :end].view(n, 1, r, end), H)
+        cross_bias = _per_head(state["src_bias"].expand(n, 1, r, -1), H)
         x = self._embed(self.tgt_embed, tokens[:, None], t)  # [N,1,D]
         self_k, self_v = state["self_k"], state["self_v"]
-        cross_k, cross_v, mask = state["cross_k"], state["cross_v"], state["src_mask"]
+        cross_k, cross_v = state["cross_k"], state["cross_v"]
         for i, layer in enumerate(self.decoder):
-            x = layer.step(x, cross_k[i], cross_v[i], mask, self_k[i], self_v[i], t)
-        state["step"] = t + 1
+            x = layer.step(
+                x, cross_k[i], cross_v[i], cross_bias, self_k[i], self_v[i], slots, self_bias
+            )
+        state["step"], state["slots"] = t + 1, end
         return self._step_logits(self.dec_norm(x[:, 0])), state
 
     def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
         """Keep/reorder the rows `index` [N'] (any rows, repeats allowed) of the state."""
-        rows_per_sentence = state["self_k"].size(1) // state["cross_k"].size(1)
+        rows_per_sentence = state["self_bias"].size(0) // state["cross_k"].size(1)
         return self.reorder_beams(state, index, index // rows_per_sentence)
 
     def reorder_beams(
         self, state: dict, rows: torch.Tensor, sentences: torch.Tensor | None = None
     ) -> dict:
-        """Keep/reorder rows [N'] of the self-attention caches; the memory's rows only
-        when `sentences` [n'] (which of the n sentences stay, in order) is given.
+        """Keep/reorder rows [N'] (their self-attention bias rows alone); the sentences'
+        caches only when `sentences` [n'] (which of the n sentences stay, in order) is given.
 
         The caller keeps each sentence's rows adjacent: the n' sentences (or the n
-        ones) get N'/n' rows each, in that order; beam search's moves do.
+        ones) get N'/n' rows each, in that order, and a row moves only within its
+        sentence; beam search's moves do.
         """
-        # Copy the caches' filled steps, not their spare room (at B=150 this halved
-        # the time of a reorder).
-        keep = -(-(state["step"] + 1) // CACHE_CHUNK) * CACHE_CHUNK
         state = dict(state)
+        state["self_bias"] = state["self_bias"].index_select(0, rows)
+        if sentences is None:
+            return state
+        # Copy the filled slots, not the spare room (at B=150 this halved a reorder's time).
+        keep = -(-(state["slots"] + 1) // CACHE_CHUNK) * CACHE_CHUNK
+        state["self_bias"] = state["self_bias"][:, :keep].contiguous()
         for key in ("self_k", "self_v"):
-            state[key] = state[key][:, :, :, :keep].index_select(1, rows)
-        if sentences is not None:
-            state["src_mask"] = state["src_mask"].index_select(0, sentences)
-            for key in ("cross_k", "cross_v"):
-                state[key] = state[key].index_select(1, sentences)
+            state[key] = state[key][:, :, :, :keep].index_select(1, sentences)
+        state["src_bias"] = state["src_bias"].index_select(0, sentences)
+        for key in ("cross_k", "cross_v"):
+            state[key] = state[key].index_select(1, sentences)
         return state
 
     def _step_logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -339,8 +386,19 @@ class Transformer(nn.Module):
         return self.drop(table(ids) * self.scale + self.positions[start:end])
 
 
-def _grow_cache(state: dict) -> None:
-    """Double the capacity C of the self-attention caches [L,N,H,C,Dh]."""
+def _per_head(bias: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """An attention bias [n,1,r,s] repeated for each head: [n*H,r,s], as `_attend` takes it."""
+    n, _, r, s = bias.shape
+    return bias.expand(n, n_heads, r, s).reshape(n * n_heads, r, s)
+
+
+def _grow_cache(state: dict, need: int) -> None:
+    """Double the capacity C of the self-attention caches [L,n,H,C,Dh] (and of the
+    bias [N,C]), or more if `need` slots must fit."""
+    capacity = state["self_k"].size(3)
+    more = max(capacity, need - capacity)
     for key in ("self_k", "self_v"):
         old = state[key]
-        state[key] = torch.cat([old, torch.zeros_like(old)], dim=3)
+        state[key] = torch.cat([old, old.new_zeros(*old.shape[:3], more, old.size(4))], dim=3)
+    bias = state["self_bias"]
+    state["self_bias"] = torch.cat([bias, bias.new_full((bias.size(0), more), -math.inf)], 1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +88,7 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
     import torch
 
     from mtkit.checkpoint import checkpoint_tokenizers, model_from_checkpoint
+    from mtkit.translate.kernels import prepare_for_decoding
 
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
@@ -102,10 +102,10 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
     _check_same_vocab(ckpts, paths)
     models = []
     for ckpt in ckpts:
-        model = model_from_checkpoint(ckpt, device="cpu")
-        if runtime.quantize == "int8":
-            model = _quantize_int8(model)
-        models.append(model.to(device=device, dtype=dtype).eval())
+        model = model_from_checkpoint(ckpt, device="cpu").to(device=device, dtype=dtype).eval()
+        models.append(
+            prepare_for_decoding(model, device=device, dtype=dtype, quantize=runtime.quantize)
+        )
         del ckpt["model"]  # the weights now live in the model; free the copy
     src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
     return Translator(
@@ -142,47 +142,6 @@ def _check_same_vocab(ckpts: list[dict], paths: list[Path]) -> None:
                 f"{path} uses other SentencePiece models than {paths[0]}; an ensemble needs "
                 "checkpoints trained with the same vocabulary"
             )
-
-
-def _quantize_int8(model):
-    """Dynamic int8 quantization of the linear layers (weights int8, activations per batch),
-    and of the Transformer's tied output projection, a third of a decoding step's work."""
-    import torch
-    from torch import nn
-
-    # Layers whose weights the model reads directly (fused projections) must stay float.
-    direct = {name for name, module in model.named_modules() if name.endswith("cross_attn.kv")}
-    names = {
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name not in direct
-    }
-    qconfig = torch.ao.quantization.default_dynamic_qconfig
-    with warnings.catch_warnings():  # torch.ao says it will move to torchao; it works today
-        warnings.simplefilter("ignore")
-        model = torch.ao.quantization.quantize_dynamic(
-            model, {name: qconfig for name in names}, dtype=torch.qint8
-        )
-        if hasattr(model, "step_output"):
-            model.step_output = _int8_output(model, qconfig)
-    return model
-
-
-def _int8_output(model, qconfig):
-    """An int8 copy of the output projection (the target embedding, and its bias if any),
-    used by decoding only: training and `forward` keep the float weights."""
-    import torch
-    from torch import nn
-
-    V, D = model.tgt_embed.weight.shape
-    bias = model.final_logits_bias
-    linear = nn.Linear(D, V, bias=bias is not None)
-    with torch.no_grad():
-        linear.weight.copy_(model.tgt_embed.weight)
-        if bias is not None:
-            linear.bias.copy_(bias)
-    linear.qconfig = qconfig
-    return torch.ao.nn.quantized.dynamic.Linear.from_float(linear)
 
 
 # -- reading and writing -------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Inference rewrites (mtkit.translate.kernels): the packed model computes what the float
+model computes, and leaves what is saved and trained alone."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mtkit.models import ModelConfig, build_model
+from mtkit.translate.kernels import PackedLinear, onednn_linear_works, prepare_for_decoding
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(not onednn_linear_works(), reason="torch has no oneDNN linear here"),
+]
+
+CONFIGS = {
+    "pre-norm, shared, relu": ModelConfig(
+        src_vocab_size=60, tgt_vocab_size=60, d_model=32, n_heads=4, d_ff=64, max_positions=64
+    ),
+    "post-norm, separate, swish, bias": ModelConfig(
+        src_vocab_size=50,
+        tgt_vocab_size=70,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        max_positions=64,
+        pre_norm=False,
+        share_embeddings=False,
+        activation="swish",
+        final_logits_bias=True,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@torch.inference_mode()
+def test_packed_model_decodes_as_the_float_model(name):
+    torch.manual_seed(0)
+    model = build_model(CONFIGS[name]).eval()
+    if model.final_logits_bias is not None:
+        model.final_logits_bias.normal_()
+    packed = prepare_for_decoding(
+        copy.deepcopy(model), device="cpu", dtype=torch.float32, quantize="none"
+    )
+    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    assert packed.state_dict().keys() <= model.state_dict().keys()
+    src = torch.randint(4, 50, (3, 7))
+    tgt = torch.randint(4, 60, (3, 5))
+    torch.testing.assert_close(packed(src, tgt), model(src, tgt), atol=1e-4, rtol=1e-4)
+    state, packed_state = model.encode(src), packed.encode(src)
+    for t in range(tgt.size(1)):
+        logits, state = model.decode_step(tgt[:, t], state)
+        packed_logits, packed_state = packed.decode_step(tgt[:, t], packed_state)
+        torch.testing.assert_close(packed_logits, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_gpu_and_half_precision_are_left_alone():
+    model = build_model(CONFIGS["pre-norm, shared, relu"]).eval()
+    for device, dtype in (("cuda", torch.float32), ("cpu", torch.bfloat16)):
+        prepared = prepare_for_decoding(model, device=device, dtype=dtype, quantize="none")
+        assert not any(isinstance(m, PackedLinear) for m in prepared.modules())
