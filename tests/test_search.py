@@ -314,3 +314,18 @@ def test_cached_search_equals_uncached_search(trained, beam_size):
     for mine, theirs in zip(cached, uncached, strict=True):
         assert [h.tokens for h in mine] == [h.tokens for h in theirs]
         assert [h.score for h in mine] == pytest.approx([h.score for h in theirs], abs=1e-4)
+
+
+@pytest.mark.parametrize("columns", [40_000, 5 * 8_003, 300])
+def test_block_topk_equals_topk(columns):
+    """Beam search's top candidates by block maxima are torch.topk's, whatever the width
+    (whole blocks, a partial last block, too narrow for blocks)."""
+    from mtkit.translate.search import _topk
+
+    x = torch.randn(7, columns, generator=torch.Generator().manual_seed(columns))
+    x[3, -5:] = 100.0 + torch.arange(5.0)  # the best of a row in its last columns
+    x[4, :12] = float("-inf")
+    values, indices = _topk(x, 10)
+    expected = x.topk(10, dim=1)
+    torch.testing.assert_close(values, expected.values, rtol=0, atol=0)
+    torch.testing.assert_close(indices, expected.indices, rtol=0, atol=0)

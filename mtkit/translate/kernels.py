@@ -84,24 +84,18 @@ def onednn_linear_works() -> bool:
 def pack_linears(model: nn.Module) -> None:
     """Route the model's linear layers (and the Transformer's output projection) through
     PackedLinear, in place."""
-    direct = _direct(model)
+    direct, fused = _direct(model), _linear_relu_pairs(model)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if isinstance(child, nn.Linear) and full not in direct:
                 setattr(module, child_name, PackedLinear(child.weight, child.bias))
-        if isinstance(module, nn.Sequential):
-            _fuse_relu(module)
+    for name, i in fused:  # the feed-forward blocks' ReLU runs inside oneDNN's matmul
+        block = model.get_submodule(name)
+        block[i].activation = "relu"
+        block[i + 1] = nn.Identity()
     if hasattr(model, "step_output"):
         model.step_output = PackedLinear(model.tgt_embed.weight, model.final_logits_bias)
-
-
-def _fuse_relu(block: nn.Sequential) -> None:
-    """A packed linear followed by ReLU (the feed-forward block): oneDNN applies the ReLU."""
-    for i in range(len(block) - 1):
-        if isinstance(block[i], PackedLinear) and isinstance(block[i + 1], nn.ReLU):
-            block[i].activation = "relu"
-            block[i + 1] = nn.Identity()
 
 
 # -- int8: dynamic quantization ---------------------------------------------------------
@@ -111,20 +105,36 @@ def quantize_int8(model):
     """Dynamic int8 quantization of the linear layers (weights int8, activations per batch),
     and of the Transformer's tied output projection, a third of a decoding step's work."""
     direct = _direct(model)
-    names = {
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name not in direct
-    }
     qconfig = torch.ao.quantization.default_dynamic_qconfig
     with warnings.catch_warnings():  # torch.ao says it will move to torchao; it works today
         warnings.simplefilter("ignore")
+        # The feed-forward blocks' Linear+ReLU become one int8 op (quantized::linear_relu_dynamic).
+        pairs = [[f"{name}.{i}", f"{name}.{i + 1}"] for name, i in _linear_relu_pairs(model)]
+        if pairs:
+            model = torch.ao.quantization.fuse_modules(model, pairs)
+        linears = (nn.Linear, torch.ao.nn.intrinsic.LinearReLU)
+        names = {
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, linears) and name not in direct
+        }
         model = torch.ao.quantization.quantize_dynamic(
             model, {name: qconfig for name in names}, dtype=torch.qint8
         )
         if hasattr(model, "step_output"):
             model.step_output = _int8_output(model, qconfig)
     return model
+
+
+def _linear_relu_pairs(model: nn.Module) -> list[tuple[str, int]]:
+    """(Sequential's name, i) wherever its module i is a Linear and module i + 1 a ReLU."""
+    return [
+        (name, i)
+        for name, block in model.named_modules()
+        if isinstance(block, nn.Sequential)
+        for i in range(len(block) - 1)
+        if isinstance(block[i], nn.Linear) and isinstance(block[i + 1], nn.ReLU)
+    ]
 
 
 def _int8_output(model, qconfig):

@@ -439,8 +439,33 @@ def _top_candidates(lprobs, scores, K: int):
     n, k = scores.shape
     # In place: lprobs is this step's own tensor, and [N,V] is the biggest one of the step.
     cand = lprobs.add_(scores.view(Nk, 1)).view(n, k * V)
-    top_scores, top_index = cand.topk(2 * K, dim=1)  # best first
+    top_scores, top_index = _topk(cand, 2 * K)  # best first
     return top_scores, top_index // V, top_index % V
+
+
+# Columns per block of _topk: on the 2-core CPU, 64 made it fastest (16: 4x slower).
+TOPK_BLOCK = 64
+
+
+def _topk(x, k: int):
+    """torch.topk(x [n,M], k, dim=1), best first, by way of block maxima: the k best of a
+    row lie in the k blocks of TOPK_BLOCK columns with the best maxima (a block holding
+    one of them has a maximum at least as good, and fewer than k blocks can beat that).
+    On the CPU topk over beam 5's 40,000 columns costs 4x this amax, small topk and gather."""
+    import torch
+
+    n, M = x.shape
+    whole = M - M % TOPK_BLOCK
+    if whole < 4 * k * TOPK_BLOCK:
+        return x.topk(k, dim=1)
+    maxima = x[:, :whole].view(n, whole // TOPK_BLOCK, TOPK_BLOCK).amax(2)
+    best = maxima.topk(k, dim=1).indices  # [n,k] blocks
+    offsets = torch.arange(TOPK_BLOCK, device=x.device)
+    cols = (best[:, :, None] * TOPK_BLOCK + offsets).view(n, k * TOPK_BLOCK)
+    if whole < M:  # the last, partial block is always searched
+        cols = torch.cat([cols, torch.arange(whole, M, device=x.device).expand(n, -1)], 1)
+    top, where = x.gather(1, cols).topk(k, dim=1)
+    return top, cols.gather(1, where)
 
 
 def _carry_on(top_scores, beam, token, is_eos, beam_rank, k: int):
