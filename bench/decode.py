@@ -24,7 +24,7 @@ Environment: MTKIT_BENCH_MODEL (a checkpoint; default: train one into
 bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENTENCES
 (1000), MTKIT_BENCH_THREADS (2), MTKIT_BENCH_ROUNDS (1), MTKIT_BENCH_CASES (e.g.
 "fixed-beam5-fp32,natural-greedy-int8"; default all eight), MTKIT_BENCH_CT2_PASSIVE=1
-(CTranslate2 also with OMP_WAIT_POLICY=PASSIVE, mtkit's default; see mtkit.device).
+(CTranslate2 also with mtkit's OpenMP waiting, see mtkit.device.sleep_idle_threads).
 
 `python -m bench decode`
 """
@@ -64,21 +64,28 @@ def main() -> None:
 
 
 def _wait_policies() -> None:
-    """Each side with its own default OpenMP wait policy: mtkit's (set when mtkit is
-    imported, before torch) for torch's libgomp, and CTranslate2's own for the libgomp
+    """Each side with its own default OpenMP waiting: mtkit's (set when mtkit is
+    imported, before torch) for torch's libgomp, and CTranslate2's own for the OpenMP
     it bundles, which reads the environment when ctranslate2 is imported."""
-    user_set = "OMP_WAIT_POLICY" in os.environ
+    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    user_set = any(key in os.environ for key in keys)
     import importlib
 
     importlib.import_module("mtkit.device").sleep_idle_threads()  # mtkit's default, then
     importlib.import_module("torch")  # torch's libgomp reads it as it loads
-    mtkit_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    mtkit_policy = _policy()
     if not user_set and not os.environ.get("MTKIT_BENCH_CT2_PASSIVE"):
-        os.environ.pop("OMP_WAIT_POLICY", None)
+        for key in keys:
+            os.environ.pop(key, None)
     import ctranslate2  # noqa: F401
 
-    ct2_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
-    print(f"OMP_WAIT_POLICY: mtkit {mtkit_policy}, CTranslate2 {ct2_policy}")
+    print(f"OpenMP waiting: mtkit {mtkit_policy}, CTranslate2 {_policy()}")
+
+
+def _policy() -> str:
+    return " ".join(
+        f"{k}={os.environ.get(k, 'unset')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    )
 
 
 def _read(path: Path) -> list[str]:

@@ -17,16 +17,26 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def sleep_idle_threads() -> None:
-    """Idle OpenMP threads sleep instead of spinning, unless the user set OMP_WAIT_POLICY.
+# Spins an idle OpenMP thread makes before it sleeps: libgomp counts about 100 a
+# microsecond, so 0.1 ms (see sleep_idle_threads).
+IDLE_SPINS = 10_000
 
-    A decoding step is many short parallel regions; on a CPU shared with other jobs, a
-    thread spinning for its descheduled partner wastes its time slice: greedy decoding
-    with 2 threads at load 6 on 2 cores ran at 7-9 sentences/s spinning (libgomp's
-    default) and 30-65 sleeping (bench/decode.py, issue 10); transformer-small training
-    with 2 threads, 495 against 355 target tokens/s. Call it before torch is imported.
+
+def sleep_idle_threads() -> None:
+    """Idle OpenMP threads spin for about 0.1 ms, then sleep, unless the user set
+    OMP_WAIT_POLICY or GOMP_SPINCOUNT. Call it before torch is imported.
+
+    A decoding step is many short parallel regions. Never spinning (PASSIVE) makes each
+    one wake a sleeping thread; spinning until the next (libgomp's default, 300,000
+    spins) wastes the time slice of a thread whose partner was descheduled on a busy
+    CPU. Measured with 2 threads on 2 cores (issue 10), beam 5 / greedy sentences/s:
+    quiet, PASSIVE 64-76 / 232-255, 0.1 ms 90-93 / 275-283; beside two busy processes,
+    PASSIVE 33-38 / 98-157, 0.1 ms 28-37 / 86-112, libgomp's default 7-9 (greedy, at
+    load 6). Training at 2 threads, quiet: 0.1 ms 3-7% more tokens/s than PASSIVE.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = str(IDLE_SPINS)
 
 
 def check_choice(flag: str, value: str, valid: tuple[str, ...]) -> None:

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from mtkit.models import ModelConfig, build_model
-from mtkit.translate.kernels import PackedLinear, onednn_linear_works, prepare_for_decoding
+from mtkit.translate.kernels import Int8Linear, PackedLinear, prepare_for_decoding, works
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
-    pytest.mark.skipif(not onednn_linear_works(), reason="torch has no oneDNN linear here"),
+    pytest.mark.skipif(not works(PackedLinear), reason="torch has no oneDNN linear here"),
 ]
 
 CONFIGS = {
@@ -85,7 +85,7 @@ def test_int8_translates_as_fp32_nearly_always(multi30k):
         translator = load_translator([checkpoint], RuntimeOptions(quantize=quantize))
         out[quantize] = [hyps[0][0] for hyps in translate_lines(translator, lines, SearchOptions())]
     int8_ffn = translator.models[0].decoder[0].ffn[0]
-    assert isinstance(int8_ffn, torch.ao.nn.intrinsic.quantized.dynamic.LinearReLU)
+    assert isinstance(int8_ffn, Int8Linear) and int8_ffn.activation == "relu"
     assert sacrebleu.corpus_bleu(out["int8"], [out["none"]]).score >= 60
     copied = {q: sacrebleu.corpus_bleu(out[q], [lines]).score for q in out}
     assert abs(copied["int8"] - copied["none"]) < 1.5, copied
