@@ -89,3 +89,23 @@ def test_int8_translates_as_fp32_nearly_always(multi30k):
     assert sacrebleu.corpus_bleu(out["int8"], [out["none"]]).score >= 60
     copied = {q: sacrebleu.corpus_bleu(out[q], [lines]).score for q in out}
     assert abs(copied["int8"] - copied["none"]) < 1.5, copied
+
+
+@torch.inference_mode()
+def test_int8_without_onednn_falls_back_to_dynamic_quantization(monkeypatch):
+    """Where oneDNN's int8 matmul is missing, torch.ao's dynamic quantization does int8."""
+    from mtkit.translate import kernels
+
+    monkeypatch.setattr(kernels, "works", lambda kind: kind is not Int8Linear)
+    torch.manual_seed(0)
+    model = build_model(CONFIGS["pre-norm, shared, relu"]).eval()
+    quantized = prepare_for_decoding(
+        copy.deepcopy(model), device="cpu", dtype=torch.float32, quantize="int8"
+    )
+    dynamic = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(quantized.step_output, dynamic)
+    assert not any(isinstance(m, (Int8Linear, PackedLinear)) for m in quantized.modules())
+    src, tgt = torch.randint(4, 60, (3, 7)), torch.randint(4, 60, (3, 5))
+    expected = model(src, tgt)
+    error = (quantized(src, tgt) - expected).abs().max()
+    assert error < 0.05 * expected.abs().max()
