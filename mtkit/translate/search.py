@@ -2,11 +2,12 @@
 
 Owns turning a padded batch of source ids into target ids with one model or an
 ensemble. Every search encodes the source once, then calls `decode_step` once per
-target position with the cached keys/values, and moves the cache with one
-`reorder_state` (an `index_select`) per step: for beam moves and for dropping
-finished sentences, so the batch shrinks as sentences end. Nothing in the loop
-runs Python per hypothesis: beams live as [B*K] rows and are chosen by one
-`topk` over the K*V continuations of each sentence.
+target position with the cached keys/values, and tells the models of beam moves
+and of finished sentences leaving (`Ensemble.reorder`), so the batch shrinks as
+sentences end; the Transformer then moves only a small bias per row, not its caches
+(mtkit.models.transformer). Nothing in the loop runs Python per hypothesis: beams
+live as [B*K] rows and are chosen by one top-2K over the K*V continuations of each
+sentence (`_topk`).
 
 Leaves to others: tokenization, batching, files and order (mtkit.translate.stream), the
 cache layout (mtkit.models).
