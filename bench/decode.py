@@ -24,7 +24,7 @@ Environment: MTKIT_BENCH_MODEL (a checkpoint; default: train one into
 bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENTENCES
 (1000), MTKIT_BENCH_THREADS (2), MTKIT_BENCH_ROUNDS (1), MTKIT_BENCH_CASES (e.g.
 "fixed-beam5-fp32,natural-greedy-int8"; default all eight), MTKIT_BENCH_CT2_PASSIVE=1
-(CTranslate2 also with mtkit's OpenMP waiting, see mtkit.device.sleep_idle_threads).
+(CTranslate2 also with mtkit's OpenMP waiting, see mtkit.device.set_native_defaults).
 
 `python -m bench decode`
 """
@@ -71,7 +71,7 @@ def _wait_policies() -> None:
     user_set = any(key in os.environ for key in keys)
     import importlib
 
-    importlib.import_module("mtkit.device").sleep_idle_threads()  # mtkit's default, then
+    importlib.import_module("mtkit.device").set_native_defaults()  # mtkit's default, then
     importlib.import_module("torch")  # torch's libgomp reads it as it loads
     mtkit_policy = _policy()
     if not user_set and not os.environ.get("MTKIT_BENCH_CT2_PASSIVE"):

@@ -879,9 +879,9 @@ def _one_line(error: BaseException) -> str | None:
 def main() -> None:
     """Entry point of the `mtkit` console script and `python -m mtkit`."""
     from mtkit.console import setup_logging
-    from mtkit.device import sleep_idle_threads
+    from mtkit.device import set_native_defaults
 
-    sleep_idle_threads()  # before any command imports torch
+    set_native_defaults()  # before any command imports torch
     setup_logging()
     try:
         app()
