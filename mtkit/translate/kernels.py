@@ -14,10 +14,9 @@ first ReLU of each feed-forward block runs inside the matmul before it.
     output channel, activations quantized per call to uint8 per tensor. At 320 rows and
     256-wide inputs it is 1.4-4x faster than torch.ao's dynamic quantization (fbgemm,
     there no faster than fp32 oneDNN; on the FFN's 1,024-wide input fbgemm is faster,
-    0.27 against 0.38 ms), and closer to fp32 (per-channel weight scales); with
-    mtkit.device's OpenMP waiting too,
-    beam 5 went from 110 to 136-148 sentences/s. Where oneDNN's int8 op is missing,
-    torch.ao's dynamic quantization does it.
+    0.27 against 0.38 ms), and closer to fp32 (per-channel weight scales). With
+    mtkit.device's OpenMP waiting, beam 5 went from 110 to 136-148 sentences/s. Where
+    oneDNN's int8 op is missing, torch.ao's dynamic quantization does it.
   - anything else (a GPU, bf16/fp16): unchanged.
 Where an op is missing or disagrees with F.linear on a small check, the next choice
 down is taken, so a torch without oneDNN still translates.
