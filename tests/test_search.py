@@ -296,13 +296,19 @@ class _Uncached:
         return {key: value.index_select(0, index) for key, value in state.items()}
 
 
+@pytest.mark.parametrize("cache_chunk", [16, 2])
 @pytest.mark.parametrize("beam_size", [1, 5])
-def test_cached_search_equals_uncached_search(trained, beam_size):
+def test_cached_search_equals_uncached_search(trained, beam_size, cache_chunk, monkeypatch):
     """Greedy and beam search (n-best, lengths, scores) over the incremental decoder, as
     translate prepares it (oneDNN-packed fp32 on the CPU), equal search over the full
-    forward pass of the same model, sentences leaving the batch as they end. (int8 is
-    not compared: its activations are quantized per batch, so they depend on the batch.)"""
+    forward pass of the same model, sentences leaving the batch as they end; with a
+    cache of 2 slots, full caches are compacted (dead beams' slots dropped) and grown
+    at most steps. (int8 is not compared: its activations are quantized per batch, so
+    they depend on the batch.)"""
+    from mtkit.models import transformer
     from mtkit.translate.kernels import prepare_for_decoding
+
+    monkeypatch.setattr(transformer, "CACHE_CHUNK", cache_chunk)
 
     model, _, ids = trained
     model = prepare_for_decoding(
