@@ -48,7 +48,7 @@ class RuntimeOptions:
 
     device: str = "auto"  # auto: cuda when there is one, else cpu
     precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU
-    quantize: str = "none"  # int8: dynamic quantization of nn.Linear (CPU only)
+    quantize: str = "none"  # int8: int8 linear layers (CPU only; mtkit.translate.kernels)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
 
