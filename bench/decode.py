@@ -45,6 +45,8 @@ FIXED_LEN = 25
 NATURAL_CAP = 64
 CT2_BATCH = 64
 WARMUP = 50
+# The variables by which mtkit.device.set_native_defaults sets how OpenMP threads wait.
+OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def main() -> None:
@@ -67,15 +69,14 @@ def _wait_policies() -> None:
     """Each side with its own default OpenMP waiting: mtkit's (set when mtkit is
     imported, before torch) for torch's libgomp, and CTranslate2's own for the OpenMP
     it bundles, which reads the environment when ctranslate2 is imported."""
-    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-    user_set = any(key in os.environ for key in keys)
+    user_set = any(key in os.environ for key in OPENMP_WAITING)
     import importlib
 
     importlib.import_module("mtkit.device").set_native_defaults()  # mtkit's default, then
     importlib.import_module("torch")  # torch's libgomp reads it as it loads
     mtkit_policy = _policy()
     if not user_set and not os.environ.get("MTKIT_BENCH_CT2_PASSIVE"):
-        for key in keys:
+        for key in OPENMP_WAITING:
             os.environ.pop(key, None)
     import ctranslate2  # noqa: F401
 
@@ -83,9 +84,7 @@ def _wait_policies() -> None:
 
 
 def _policy() -> str:
-    return " ".join(
-        f"{k}={os.environ.get(k, 'unset')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-    )
+    return " ".join(f"{k}={os.environ.get(k, 'unset')}" for k in OPENMP_WAITING)
 
 
 def _read(path: Path) -> list[str]:

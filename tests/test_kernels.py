@@ -7,8 +7,9 @@ import copy
 
 import pytest
 import torch
+from test_models import CONFIGS as MODEL_CONFIGS
 
-from mtkit.models import ModelConfig, build_model
+from mtkit.models import build_model
 from mtkit.translate.kernels import Int8Linear, PackedLinear, prepare_for_decoding, works
 
 pytestmark = [
@@ -16,23 +17,9 @@ pytestmark = [
     pytest.mark.skipif(not works(PackedLinear), reason="torch has no oneDNN linear here"),
 ]
 
-CONFIGS = {
-    "pre-norm, shared, relu": ModelConfig(
-        src_vocab_size=60, tgt_vocab_size=60, d_model=32, n_heads=4, d_ff=64, max_positions=64
-    ),
-    "post-norm, separate, swish, bias": ModelConfig(
-        src_vocab_size=50,
-        tgt_vocab_size=70,
-        d_model=32,
-        n_heads=4,
-        d_ff=64,
-        max_positions=64,
-        pre_norm=False,
-        share_embeddings=False,
-        activation="swish",
-        final_logits_bias=True,
-    ),  # fmt: skip
-}
+# The Transformer shapes of test_models: pre-norm shared ReLU, separate vocabularies,
+# and Marian's settings (post-norm, swish, halves, output bias).
+CONFIGS = {name: MODEL_CONFIGS[name] for name in MODEL_CONFIGS if name.startswith("transformer")}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -47,8 +34,8 @@ def test_packed_model_decodes_as_the_float_model(name):
     )
     assert any(isinstance(m, PackedLinear) for m in packed.modules())
     assert packed.state_dict().keys() <= model.state_dict().keys()
-    src = torch.randint(4, 50, (3, 7))
-    tgt = torch.randint(4, 60, (3, 5))
+    src = torch.randint(4, model.config.src_vocab_size, (3, 7))
+    tgt = torch.randint(4, model.config.tgt_vocab_size, (3, 5))
     torch.testing.assert_close(packed(src, tgt), model(src, tgt), atol=1e-4, rtol=1e-4)
     state, packed_state = model.encode(src), packed.encode(src)
     for t in range(tgt.size(1)):
@@ -58,7 +45,7 @@ def test_packed_model_decodes_as_the_float_model(name):
 
 
 def test_gpu_and_half_precision_are_left_alone():
-    model = build_model(CONFIGS["pre-norm, shared, relu"]).eval()
+    model = build_model(CONFIGS["transformer-prenorm"]).eval()
     for device, dtype in (("cuda", torch.float32), ("cpu", torch.bfloat16)):
         prepared = prepare_for_decoding(model, device=device, dtype=dtype, quantize="none")
         assert not any(isinstance(m, PackedLinear) for m in prepared.modules())
@@ -98,14 +85,15 @@ def test_int8_without_onednn_falls_back_to_dynamic_quantization(monkeypatch):
 
     monkeypatch.setattr(kernels, "works", lambda kind: kind is not Int8Linear)
     torch.manual_seed(0)
-    model = build_model(CONFIGS["pre-norm, shared, relu"]).eval()
+    model = build_model(CONFIGS["transformer-prenorm"]).eval()
     quantized = prepare_for_decoding(
         copy.deepcopy(model), device="cpu", dtype=torch.float32, quantize="int8"
     )
     dynamic = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(quantized.step_output, dynamic)
     assert not any(isinstance(m, (Int8Linear, PackedLinear)) for m in quantized.modules())
-    src, tgt = torch.randint(4, 60, (3, 7)), torch.randint(4, 60, (3, 5))
+    V = model.config.tgt_vocab_size
+    src, tgt = torch.randint(4, V, (3, 7)), torch.randint(4, V, (3, 5))
     expected = model(src, tgt)
     error = (quantized(src, tgt) - expected).abs().max()
     assert error < 0.05 * expected.abs().max()

@@ -313,7 +313,7 @@ class Transformer(nn.Module):
         N = tokens.size(0)
         r = N // n
         if slots + r > state["self_k"].size(3):
-            _make_room(state, r)
+            _make_room(state)
             slots = state["slots"]
         end = slots + r
         self_bias = state["self_bias"]
@@ -395,8 +395,9 @@ def _per_head(bias: torch.Tensor, n_heads: int) -> torch.Tensor:
     return bias.expand(n, n_heads, r, s).reshape(n * n_heads, r, s)
 
 
-def _make_room(state: dict, r: int) -> None:
-    """Room for r more slots in full self-attention caches [L,n,H,C,Dh] (bias [N,C]).
+def _make_room(state: dict) -> None:
+    """Room for one more step (r slots a sentence, r = N/n) in full self-attention caches
+    [L,n,H,C,Dh] (bias [N,C]).
 
     First the slots no row can see any more (those of dropped beams) leave: beams
     coalesce, so at step 24 of beam 5 a sentence's rows saw 45 of its 116 slots on
@@ -407,8 +408,8 @@ def _make_room(state: dict, r: int) -> None:
     slots, n = state["slots"], state["cross_k"].size(1)
     bias = state["self_bias"]
     N, capacity = bias.shape
-    rows = N // n
-    live = (bias[:, :slots] == 0).view(n, rows, slots).any(1)  # [n, slots]
+    r = N // n
+    live = (bias[:, :slots] == 0).view(n, r, slots).any(1)  # [n, slots]
     keep = int(live.sum(1).max())
     if 2 * (keep + r) > capacity:
         capacity = max(2 * capacity, keep + r)
@@ -422,7 +423,7 @@ def _make_room(state: dict, r: int) -> None:
         new = old.new_zeros(L, n, H, capacity, Dh)
         new[:, :, :, :keep] = old.gather(3, index)
         state[key] = new
-    kept = bias.view(n, rows, -1).gather(2, order[:, None, :].expand(n, rows, keep))
+    kept = bias.view(n, r, -1).gather(2, order[:, None, :].expand(n, r, keep))
     state["self_bias"] = bias.new_full((N, capacity), -math.inf)
     state["self_bias"][:, :keep] = kept.reshape(N, keep)
     state["slots"] = keep
