@@ -72,7 +72,10 @@ def test_int8_translates_as_fp32_nearly_always(multi30k):
         translator = load_translator([checkpoint], RuntimeOptions(quantize=quantize))
         out[quantize] = [hyps[0][0] for hyps in translate_lines(translator, lines, SearchOptions())]
     int8_ffn = translator.models[0].decoder[0].ffn[0]
-    assert isinstance(int8_ffn, Int8Linear) and int8_ffn.activation == "relu"
+    if works(Int8Linear):  # oneDNN's int8 matmul runs on this CPU (not on every x86-64)
+        assert isinstance(int8_ffn, Int8Linear) and int8_ffn.activation == "relu"
+    else:
+        assert isinstance(int8_ffn, torch.ao.nn.quantized.dynamic.Linear)
     assert sacrebleu.corpus_bleu(out["int8"], [out["none"]]).score >= 60
     copied = {q: sacrebleu.corpus_bleu(out[q], [lines]).score for q in out}
     assert abs(copied["int8"] - copied["none"]) < 1.5, copied
