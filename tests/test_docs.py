@@ -18,6 +18,8 @@ from doccheck import Cli, check_script, sh_blocks
 from mtkit.reference import REGENERATE, render, stale
 
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
+PIPELINE = ["prepare", "train-bpe", "train", "translate", "score"]
+OTHERS = ["average", "inspect", "logprob", "plot", "import", "export"]
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +180,39 @@ def test_links_resolve():
             elif anchor and path.suffix == ".md" and anchor not in _slugs(path):
                 broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
     assert not broken, "broken links: " + ", ".join(broken)
+
+
+# -- mtkit --help ---------------------------------------------------------------------
+
+
+def test_help_lists_commands_in_pipeline_order():
+    result = subprocess.run(
+        [sys.executable, "-m", "mtkit", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0
+    listing = result.stdout.split("Commands:", 1)[1].strip().splitlines()
+    rows = [line.split(None, 1) for line in listing]
+    names = [row[0] for row in rows]
+    assert names[: len(PIPELINE) + len(OTHERS)] == PIPELINE + OTHERS
+    for name, row in zip(names, rows, strict=True):
+        # one line each: a help of its own, not wrapped onto a second line or cut with "..."
+        assert len(row) == 2 and not row[1].endswith("..."), f"{name}: {row}"
+    assert len(listing) == len(names)
+
+
+def test_every_command_has_a_one_line_help_and_an_example(cli_tree):
+    from mtkit.reference import cli_group
+
+    group = cli_group()
+    ctx = group.context_class(group, info_name="mtkit")
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command.short_help and "\n" not in command.short_help, name
+        epilog = command.epilog or ""
+        assert epilog.startswith(f"Example: mtkit {name} "), f"{name}: {epilog!r}"
+        assert "\n" not in epilog.strip(), name
+        example = epilog.removeprefix("Example: ")
+        assert check_script(example, cli_tree, REPO) == [], f"{name}: {example}"
