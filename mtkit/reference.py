@@ -99,7 +99,10 @@ def _command_page(name: str, command: Any) -> str:
     lines = [f"# mtkit {name}", "", _GENERATED, "", f"Usage: `{usage}`", ""]
     lines += [_escape(_clean(command.help or "")), ""]
     if command.epilog:
-        lines += [_escape(_clean(command.epilog)), ""]
+        epilog = _clean(command.epilog)
+        label, _, example = epilog.partition(": ")
+        shown = f"{label}: `{example}`" if example.startswith("mtkit ") else _escape(epilog)
+        lines += [shown, ""]
     lines += [*_param_table(command.params), ""]
     return "\n".join(lines)
 
