@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mtkit.errors import MtkitError
+
 DEFAULT_DIR = Path("docs/reference")
 REGENERATE = "make docs (or: python -m mtkit.reference docs/reference)"
 
@@ -217,8 +219,19 @@ def _cell(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print("usage: python -m mtkit.reference [DIR]  (default: docs/reference)", file=sys.stderr)
+        return 2
     directory = Path(args[0]) if args else DEFAULT_DIR
-    changed = write(directory)
+    try:
+        changed = write(directory)
+    except MtkitError as error:  # a full or read-only disk (mtkit.io's own line)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the directory itself could not be made
+        reason = error.strerror or str(error)
+        print(f"error: could not write {directory}: {reason}; choose another DIR", file=sys.stderr)
+        return 1
     for path in changed:
         print(f"wrote {path}" if path.exists() else f"removed {path}", file=sys.stderr)
     print(f"{directory}: {len(changed)} page(s) changed", file=sys.stderr)
