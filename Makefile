@@ -1,5 +1,6 @@
 # mtkit: `make demo` runs Multi30k end to end, `make test` runs lint and tests,
-# `make bench` prints speed and memory figures. Each sets up .venv by itself.
+# `make bench` prints speed and memory figures, `make docs` regenerates the option
+# reference in docs/reference/ from the CLI. Each sets up .venv by itself.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_INDEX ?=
 MULTI30K ?= ../shared/data/multi30k
 
-.PHONY: all install test lint check demo bench clean
+.PHONY: all install test lint check demo bench docs clean
 
 all: test
 
@@ -42,6 +43,9 @@ demo: install
 
 bench: install
 	$(BIN)/python -m bench
+
+docs: install
+	$(BIN)/python -m mtkit.reference docs/reference
 
 clean:
 	rm -rf $(VENV) data runs

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gzip", action="store_true", help="write the corpora gzip-compressed")
     parser.add_argument("--dedup", default="on,off", help="runs with the duplicate filter on, off")
     parser.add_argument("--keep", type=Path, help="generate under this directory and keep it")
-    args = parser.parse_args(argv if argv is not None else [])
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     base = args.keep or Path(tempfile.mkdtemp(prefix="mtkit-bench-"))
     pool = _pool(random.Random(0))

@@ -25,7 +25,21 @@ from mtkit.translate.logprob import LogprobOptions
 from mtkit.translate.search import SearchOptions
 from mtkit.translate.stream import BatchOptions, RuntimeOptions
 
+
+class _PipelineOrder(typer.core.TyperGroup):
+    """`mtkit --help` lists the five stages in the order a pipeline runs them, then the
+    other commands, then any command not named here in the order it was added."""
+
+    ORDER = ("prepare", "train-bpe", "train", "translate", "score",
+             "average", "inspect", "logprob", "plot", "import", "export")  # fmt: skip
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return [n for n in self.ORDER if n in names] + [n for n in names if n not in self.ORDER]
+
+
 app = typer.Typer(
+    cls=_PipelineOrder,
     name="mtkit",
     help="Machine translation from the command line: prepare, train-bpe, train, translate, score.",
     no_args_is_help=True,
@@ -121,7 +135,11 @@ _TrainbpeThreads = Annotated[
 ]
 
 
-@app.command("train-bpe")
+@app.command(
+    "train-bpe",
+    short_help="Train a SentencePiece BPE or unigram vocabulary.",
+    epilog="Example: mtkit train-bpe -i train.de -i train.en --vocab-size 8000 -o spm",
+)
 def train_bpe(
     inputs: _TrainbpeInputs,
     out: _TrainbpeOut,
@@ -236,7 +254,11 @@ _ScoreAsJson = Annotated[
 ]
 
 
-@app.command("score")
+@app.command(
+    "score",
+    short_help="Score translations with sacreBLEU: BLEU, chrF, TER.",
+    epilog="Example: mtkit score -r ref.en -i hyp.en --metrics bleu,chrf",
+)
 def score_command(
     refs: _ScoreRefs,
     inputs: _ScoreInputs = [],  # noqa: B006 (typer needs a literal default)
@@ -334,7 +356,11 @@ _TranslateQuantize = Annotated[
 ]
 
 
-@app.command("translate")
+@app.command(
+    "translate",
+    short_help="Translate text: beam search, sampling, n-best, ensembles.",
+    epilog="Example: mtkit translate -m runs/m30k/checkpoint_best.pt -i test.de -o test.en",
+)
 def translate_command(
     models: Models = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
     input: InputFile = None,
@@ -457,7 +483,11 @@ _TrainSeed = Annotated[int, typer.Option(help="Random seed: weights, batches, dr
 _TrainLogEvery = Annotated[int, typer.Option(help="Log (metrics.jsonl) every N updates.")]
 
 
-@app.command("train")
+@app.command(
+    "train",
+    short_help="Train a Transformer or RNN on prepared data.",
+    epilog="Example: mtkit train --data data/m30k --spm spm/spm.model --out runs/m30k",
+)
 def train_command(
     data: _TrainData,
     out: _TrainOut,
@@ -529,7 +559,11 @@ def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-@app.command("average")
+@app.command(
+    "average",
+    short_help="Average the weights of a run's last checkpoints.",
+    epilog="Example: mtkit average runs/m30k --last 5 -o runs/m30k/checkpoint_avg.pt",
+)
 def average_command(
     inputs: Annotated[
         list[Path],
@@ -547,7 +581,11 @@ def average_command(
     print(f"averaged {len(paths)} checkpoints into {out}", file=sys.stderr)
 
 
-@app.command("inspect")
+@app.command(
+    "inspect",
+    short_help="Print a checkpoint's languages, step, metrics, settings.",
+    epilog="Example: mtkit inspect runs/m30k/checkpoint_best.pt",
+)
 def inspect_command(
     checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="A checkpoint file.")],
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
@@ -663,7 +701,11 @@ _PrepareLimit = Annotated[
 ]
 
 
-@app.command("prepare")
+@app.command(
+    "prepare",
+    short_help="Get a parallel corpus and write it as clean text files.",
+    epilog="Example: mtkit prepare --dataset multi30k --src de --tgt en --out data/m30k",
+)
 def prepare_command(
     out: _PrepareOut,
     src: _PrepareSrc = SourceOptions.src,
@@ -726,7 +768,11 @@ def prepare_command(
     prepare_corpus(source, out, clean, limit)
 
 
-@app.command("export")
+@app.command(
+    "export",
+    short_help="Export a Transformer checkpoint to CTranslate2.",
+    epilog="Example: mtkit export -m model.pt --to ctranslate2 -o model-ct2",
+)
 def export_command(
     model: Annotated[Path, typer.Option("--model", "-m", help="Transformer checkpoint (.pt).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
@@ -785,7 +831,11 @@ _LogprobChunkLines = Annotated[
 ]
 
 
-@app.command("logprob")
+@app.command(
+    "logprob",
+    short_help="Log-probability of given translations, for rescoring.",
+    epilog="Example: mtkit logprob -m model.pt -i src.de -r hyp.en",
+)
 def logprob_command(
     models: Models = [],  # noqa: B006 (typer needs a literal default; no model is our own clear error)
     input: _LogprobInput = None,
@@ -817,7 +867,11 @@ def logprob_command(
     )
 
 
-@app.command("plot")
+@app.command(
+    "plot",
+    short_help="Draw the training curves of one or more runs.",
+    epilog="Example: mtkit plot runs/a runs/b -o curves.png",
+)
 def plot_command(
     runs: Annotated[
         list[Path],
@@ -835,7 +889,11 @@ def plot_command(
     print(f"wrote {plot_runs(runs, out, title)}", file=sys.stderr)
 
 
-@app.command("import")
+@app.command(
+    "import",
+    short_help="Import a MarianMT (OPUS-MT) model as a checkpoint.",
+    epilog="Example: mtkit import Helsinki-NLP/opus-mt-de-en -o opus-de-en.pt",
+)
 def import_command(
     source: Annotated[
         str,
