@@ -60,7 +60,8 @@ def build_checkpoint(path: Path, arch: str, train_state: bool) -> int:
         "step": 0,
     }
     if train_state:
-        moments = {k: (torch.randn_like(v), torch.rand_like(v)) for k, v in payload["model"].items()}
+        state = payload["model"].items()
+        moments = {k: (torch.randn_like(v), torch.rand_like(v)) for k, v in state}
         payload["train_state"] = {"optimizer": moments}
     save_checkpoint(path, payload)
     return sum(p.numel() for p in model.parameters())

@@ -94,7 +94,7 @@ def verify_checksum(ckpt: dict, path: Path | str) -> bool:
     when the file has none, ChecksumError when it differs."""
     saved = ckpt.get("checksum")
     if saved is None:
-        log.warning("%s has no checksum (written before mtkit checksummed checkpoints): loaded unverified", path)
+        log.warning("%s has no checksum (written by an older mtkit): loaded unverified", path)
         return False
     content = {k: v for k, v in ckpt.items() if k != "checksum"}
     if not isinstance(saved, dict) or saved.get("algorithm") != CHECKSUM:
