@@ -70,9 +70,12 @@ def plain_state_dict(state: dict) -> dict:
     return plain
 
 
-def load_checkpoint(path: Path | str, map_location: str = "cpu", verify: bool = True) -> dict:
+def load_checkpoint(
+    path: Path | str, map_location: str = "cpu", verify: bool = True, note: bool = True
+) -> dict:
     """Read and check a checkpoint; CheckpointError says what is wrong with a bad file,
-    ChecksumError that its contents changed since it was written (`verify`)."""
+    ChecksumError that its contents changed since it was written (`verify`). A file
+    without a checksum loads with a logged note (unless not `note`)."""
     import torch
 
     path = Path(path)
@@ -86,15 +89,16 @@ def load_checkpoint(path: Path | str, map_location: str = "cpu", verify: bool = 
             f"{path} is not a readable mtkit checkpoint (truncated, or another kind of file: "
             f"{reason}); use checkpoint_last.pt or another checkpoint of the run"
         ) from None
-    return check_checkpoint(ckpt, path, verify=verify)
+    return check_checkpoint(ckpt, path, verify=verify, note=note)
 
 
-def verify_checksum(ckpt: dict, path: Path | str) -> bool:
+def verify_checksum(ckpt: dict, path: Path | str, note: bool = True) -> bool:
     """Check a loaded checkpoint's checksum: True when it matches, False (with a note)
     when the file has none, ChecksumError when it differs."""
     saved = ckpt.get("checksum")
     if saved is None:
-        log.warning("%s has no checksum (written by an older mtkit): loaded unverified", path)
+        if note:
+            log.warning("%s has no checksum (written by an older mtkit): loaded unverified", path)
         return False
     content = {k: v for k, v in ckpt.items() if k != "checksum"}
     if not isinstance(saved, dict) or saved.get("algorithm") != CHECKSUM:
@@ -110,7 +114,9 @@ def verify_checksum(ckpt: dict, path: Path | str) -> bool:
     return True
 
 
-def check_checkpoint(ckpt: object, path: Path | str, verify: bool = True) -> dict:
+def check_checkpoint(
+    ckpt: object, path: Path | str, verify: bool = True, note: bool = True
+) -> dict:
     """Check the header, the checksum (`verify`) and the required keys of a loaded
     checkpoint dict."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -125,7 +131,7 @@ def check_checkpoint(ckpt: object, path: Path | str, verify: bool = True) -> dic
             f"{__version__} reads (up to {FORMAT_VERSION}); upgrade mtkit"
         )
     if verify:
-        verify_checksum(ckpt, path)
+        verify_checksum(ckpt, path, note=note)
     missing = [key for key in REQUIRED if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete")

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from mtkit.crashpoint import crash_point
 from mtkit.errors import ChecksumError, DataError, WriteError
 
 # errno -> (what happened, what to do): the failures a user can cause and fix.
@@ -97,6 +98,7 @@ class AtomicFile:
 
     def write(self, data) -> None:
         """Write, with a failure for space or permission as one WriteError line."""
+        crash_point("write")
         try:
             self.file.write(data)
         except OSError as error:
@@ -110,11 +112,13 @@ class AtomicFile:
                 os.fsync(self.file.fileno())
             self.file.close()
             os.chmod(self.temp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files don't
+            crash_point("before-rename")
             os.replace(self.temp, self.path)
         except OSError as error:
             self.discard()
             raise write_error(self.path, error) from None
         self.committed = True
+        crash_point("after-rename")
         return self.path
 
     def discard(self) -> None:
@@ -137,6 +141,7 @@ class _WriteErrors:
         self.error: OSError | None = None
 
     def write(self, data):
+        crash_point("write")
         try:
             return self._file.write(data)
         except OSError as error:

@@ -8,7 +8,8 @@ models' bytes):
     src.ids, tgt.ids          every sentence's piece ids back to back, in the smallest
                               unsigned integer type that holds the vocabulary
     src.offsets, tgt.offsets  int64 [N + 1]: sentence i is ids[offsets[i]:offsets[i+1]]
-    meta.json                 what it was made from; written last
+    meta.json                 what it was made from, and each file's size and sha256
+                              (taken while writing it); written last
 
 Every later start, resume and torchrun process maps those files (np.memmap):
 the pages are shared through the page cache, so N processes on a machine hold
@@ -19,6 +20,12 @@ finished; an exclusive lock (fcntl.flock on KEY.lock) makes two runs, or the
 processes of one torchrun, that start at once build it once: the first takes
 the lock and builds, the others wait on the lock and map what it wrote.
 When DATA is not writable the corpus goes to RUN/.encoded/ instead.
+
+Every start checks the files against meta.json before mapping them: sizes always,
+checksums when a file's mtime or inode is not the one the build recorded (a file
+written since, or a copy), so an unchanged corpus costs no reread; `mtkit inspect
+--verify` hashes them all. A corpus that fails is derived data, so it is encoded
+again from the text, with a warning, rather than refused.
 """
 
 from __future__ import annotations
@@ -35,8 +42,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mtkit.errors import DataError, MtkitError
-from mtkit.io import atomic_write, open_binary, text_lines, write_error, write_text
+from mtkit.crashpoint import crash_point
+from mtkit.errors import ChecksumError, DataError, MtkitError
+from mtkit.io import (
+    CHECKSUM,
+    HashingWriter,
+    atomic_write,
+    check_checksum,
+    open_binary,
+    text_lines,
+    write_error,
+    write_text,
+)
+from mtkit.io import file_checksum as checksum_of
 from mtkit.train.batching import (
     Batches,
     Pairs,
@@ -69,11 +87,56 @@ def open_corpus(paths: dict, toks: dict, root: Path) -> Pairs:
     root.mkdir(parents=True, exist_ok=True)
     key = corpus_key(paths, toks, root)
     final = root / key
-    if not (final / "meta.json").is_file():
+    if not _usable(final):
         with _locked(root / f"{key}.lock"):
-            if not (final / "meta.json").is_file():  # another process may have built it meanwhile
+            if not _usable(final):  # another process may have built it meanwhile
                 _build(final, paths, toks)
     return map_corpus(final)
+
+
+def _usable(directory: Path) -> bool:
+    """A complete build whose files are what it wrote (a damaged one is logged)."""
+    if not (directory / "meta.json").is_file():
+        return False
+    problem = corpus_problem(directory)
+    if problem is not None:
+        log.warning("%s; encoding the corpus again", problem)
+        return False
+    return True
+
+
+def corpus_problem(directory: Path, full: bool = False) -> str | None:
+    """What is wrong with the encoded corpus in `directory`, or None when its files are
+    what its build wrote. Files whose mtime and inode are the build's are taken on their
+    size alone, unless `full`; the others are hashed (and, when they pass, remembered)."""
+    meta_path = directory / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{meta_path} cannot be read ({error})"
+    sums = meta.get("checksums") if isinstance(meta, dict) else None
+    if not isinstance(sums, dict) or set(sums) != set(CORPUS_FILES):
+        return f"{directory} has no checksums (an encoded corpus of an older mtkit)"
+    rehashed = False
+    for name, want in sums.items():
+        path = directory / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return f"{path} is missing"
+        if stat.st_size != want["bytes"]:
+            return f"{path} has {stat.st_size} bytes, not the {want['bytes']} it was written with"
+        if not full and want.get("stat") == [stat.st_mtime_ns, stat.st_ino]:
+            continue
+        try:
+            check_checksum(path, want[CHECKSUM], checksum_of(path), "")
+        except ChecksumError as error:
+            return str(error).rsplit(";", 1)[0]
+        want["stat"], rehashed = [stat.st_mtime_ns, stat.st_ino], True
+    if rehashed:  # a copy, or a file touched since: hash it once, not at every start
+        with contextlib.suppress(OSError):
+            write_text(meta_path, json.dumps(meta, indent=2))
+    return None
 
 
 def corpus_key(paths: dict, toks: dict, root: Path) -> str:
@@ -132,7 +195,10 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
     temp.mkdir()
     began = time.monotonic()
     try:
-        counts = {side: _encode_file(Path(paths[side]), toks[side], temp, side) for side in paths}
+        sums: dict = {}
+        counts = {
+            side: _encode_file(Path(paths[side]), toks[side], temp, side, sums) for side in paths
+        }
         _check_counts(paths, counts)
         meta = {
             "format": FORMAT,
@@ -140,10 +206,12 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
             "dtype": {side: np.dtype(id_dtype(toks[side].vocab_size)).str for side in paths},
             "files": {side: str(Path(paths[side]).resolve()) for side in paths},
             "spm": {side: toks[side].name for side in paths},
+            "checksums": sums,
         }
         with atomic_write(temp / "meta.json", "w") as file:
             json.dump(meta, file, indent=2)
-        shutil.rmtree(final, ignore_errors=True)  # a directory without meta.json: incomplete
+        shutil.rmtree(final, ignore_errors=True)  # incomplete or damaged: we hold the lock
+        crash_point("encoded-before-rename")
         os.rename(temp, final)
     except OSError as error:
         shutil.rmtree(temp, ignore_errors=True)
@@ -159,19 +227,34 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
     )
 
 
-def _encode_file(path: Path, tok, directory: Path, side: str) -> int:
-    """Stream `path` through the tokenizer into directory/SIDE.ids and SIDE.offsets."""
+CORPUS_FILES = ("src.ids", "src.offsets", "tgt.ids", "tgt.offsets")
+
+
+def _encode_file(path: Path, tok, directory: Path, side: str, sums: dict) -> int:
+    """Stream `path` through the tokenizer into directory/SIDE.ids and SIDE.offsets;
+    each file's size, checksum and stat go into `sums`."""
     dtype = id_dtype(tok.vocab_size)
     lengths = []
-    with open_binary(path) as stream, open(directory / f"{side}.ids", "wb") as ids:
+    with open_binary(path) as stream, open(directory / f"{side}.ids", "wb") as raw:
+        ids = HashingWriter(raw)
         lines = (line.rstrip("\r") for line in text_lines(stream, str(path)))
         for chunk_ids, chunk_lengths in encode_chunks(lines, tok.encode, dtype):
             ids.write(chunk_ids.tobytes())
             lengths.append(chunk_lengths.astype(np.int32))
+            crash_point("mid-encode")
     total = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
     offsets = np.zeros(len(total) + 1, dtype=np.int64)
     np.cumsum(total, out=offsets[1:])
-    offsets.tofile(directory / f"{side}.offsets")
+    with open(directory / f"{side}.offsets", "wb") as raw:
+        ends = HashingWriter(raw)
+        ends.write(offsets.data)
+    for name, writer in ((f"{side}.ids", ids), (f"{side}.offsets", ends)):
+        stat = (directory / name).stat()  # the build renames the directory, not the files
+        sums[name] = {
+            "bytes": stat.st_size,
+            CHECKSUM: writer.hexdigest(),
+            "stat": [stat.st_mtime_ns, stat.st_ino],
+        }
     return len(total)
 
 

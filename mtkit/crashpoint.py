@@ -1,0 +1,34 @@
+"""Named crash points, for the crash tests: MTKIT_CRASH_AT makes a process kill itself there.
+
+Stage code calls `crash_point("before-rename")` (and "after-write", "mid-encode" ...)
+at the moments where a crash would test its promise that nothing half-written
+appears under a final name. Unset, which is always the case for users, it costs one
+dictionary look-up. Set, `MTKIT_CRASH_AT=NAME[:COUNT][:SIGNAL]` sends SIGNAL (KILL or
+TERM; default KILL) to this very process the COUNT-th time (default 1) the point
+NAME is reached, so a test can stop a command at a chosen step, as `kill` would.
+tests/test_crash.py drives it; docs/integrity.md lists the points.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "MTKIT_CRASH_AT"
+_seen: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Kill this process here if MTKIT_CRASH_AT names this point (and this is its count)."""
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    point, _, rest = wanted.partition(":")
+    if point != name:
+        return
+    count, _, sig = rest.partition(":")
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] != int(count or 1):
+        return
+    os.environ.pop(ENV)  # once: a handler that saves on SIGTERM must not crash again
+    os.kill(os.getpid(), signal.SIGTERM if sig.upper() == "TERM" else signal.SIGKILL)
