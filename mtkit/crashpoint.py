@@ -5,7 +5,8 @@ at the moments where a crash would test its promise that nothing half-written
 appears under a final name. Unset, which is always the case for users, it costs one
 dictionary look-up. Set, `MTKIT_CRASH_AT=NAME[:COUNT][:SIGNAL]` sends SIGNAL (KILL or
 TERM; default KILL) to this very process the COUNT-th time (default 1) the point
-NAME is reached, so a test can stop a command at a chosen step, as `kill` would.
+NAME is reached, so a test can stop a command at a chosen step, as `kill` would;
+NAME@FILE picks the point of one file ("before-rename@checkpoint_last.pt").
 tests/test_crash.py drives it; docs/integrity.md lists the points.
 """
 
@@ -18,13 +19,17 @@ ENV = "MTKIT_CRASH_AT"
 _seen: dict[str, int] = {}
 
 
-def crash_point(name: str) -> None:
-    """Kill this process here if MTKIT_CRASH_AT names this point (and this is its count)."""
+def crash_point(name: str, target: str | None = None) -> None:
+    """Kill this process here if MTKIT_CRASH_AT names this point (and this is its count).
+
+    `target` (a file name) lets a test pick one file's point: "before-rename@spm.model"
+    matches only there, "before-rename" at every file.
+    """
     wanted = os.environ.get(ENV)
     if not wanted:
         return
     point, _, rest = wanted.partition(":")
-    if point != name:
+    if point != name and point != f"{name}@{target}":
         return
     count, _, sig = rest.partition(":")
     _seen[name] = _seen.get(name, 0) + 1

@@ -98,7 +98,7 @@ class AtomicFile:
 
     def write(self, data) -> None:
         """Write, with a failure for space or permission as one WriteError line."""
-        crash_point("write")
+        crash_point("write", self.path.name)
         try:
             self.file.write(data)
         except OSError as error:
@@ -112,13 +112,13 @@ class AtomicFile:
                 os.fsync(self.file.fileno())
             self.file.close()
             os.chmod(self.temp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files don't
-            crash_point("before-rename")
+            crash_point("before-rename", self.path.name)
             os.replace(self.temp, self.path)
         except OSError as error:
             self.discard()
             raise write_error(self.path, error) from None
         self.committed = True
-        crash_point("after-rename")
+        crash_point("after-rename", self.path.name)
         return self.path
 
     def discard(self) -> None:
@@ -129,23 +129,30 @@ class AtomicFile:
 
 
 class _WriteErrors:
-    """A file object that remembers the first OSError of its writes.
+    """A file object that remembers the first OSError of its writes, and a Ctrl-C or
+    SIGTERM (mtkit.cli's Terminated) that arrived during one.
 
-    Libraries that write through a file object may turn that error into their
-    own: torch.save raises "RuntimeError: [enforce fail at inline_container.cc]
-    unexpected pos" when the disk fills. `atomic_write` still names the cause.
+    Libraries that write through a file object may turn those into their own error:
+    torch.save raises "RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos" when the disk fills, or when the signal's exception leaves our write.
+    `atomic_write` still names the cause, or re-raises the interruption.
     """
 
-    def __init__(self, file: IO) -> None:
+    def __init__(self, file: IO, name: str | None = None) -> None:
         self._file = file
+        self._crash_name = name
         self.error: OSError | None = None
+        self.interrupted: BaseException | None = None
 
     def write(self, data):
-        crash_point("write")
         try:
+            crash_point("write", self._crash_name)
             return self._file.write(data)
         except OSError as error:
             self.error = self.error or error
+            raise
+        except BaseException as interruption:  # KeyboardInterrupt, Terminated
+            self.interrupted = self.interrupted or interruption
             raise
 
     def __getattr__(self, name: str):
@@ -156,7 +163,7 @@ class _WriteErrors:
 def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
     """A file object whose contents appear at `path` only if the block completes."""
     target = AtomicFile(path, mode, fsync=fsync)
-    file = _WriteErrors(target.file)
+    file = _WriteErrors(target.file, target.path.name)
     try:
         yield file
         target.commit()
@@ -168,9 +175,11 @@ def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> 
         raise write_error(target.path, error) from None
     except Exception:
         target.discard()
+        if file.interrupted is not None:  # what a library's error hid
+            raise file.interrupted from None
         if file.error is None:
             raise
-        raise write_error(target.path, file.error) from None  # what a library's error hid
+        raise write_error(target.path, file.error) from None
     finally:
         target.discard()
 

@@ -1,0 +1,242 @@
+"""A crash test for every stage: killed at a named step, a command leaves nothing half-written
+under a final name, runs again to success, and (where it is deterministic) ends with what an
+uninterrupted run writes.
+
+Each row of STAGES is one command: its arguments, the files it promises, the crash points
+to stop it at (mtkit.crashpoint: MTKIT_CRASH_AT=POINT:COUNT:SIGNAL makes the process send
+itself SIGTERM or SIGKILL there) and how its result compares with an uninterrupted run's.
+A row runs: the uninterrupted reference (in this process, to spare a torch start-up), each
+crash in a subprocess (`python -m mtkit`), one after the other into the same place, with a
+check after each, then the same command again (in this process) and the comparison.
+A new command is one more row. A longer randomized run: `python -m bench crash`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import call_main
+from test_search import tiny_checkpoint
+from test_train import TINY_FLAGS, m30k  # noqa: F401 - m30k is a fixture
+
+from mtkit.checkpoint import load_checkpoint, save_checkpoint
+from mtkit.train.corpus import CORPUS_FILES
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# -- how results compare -------------------------------------------------------------
+
+
+def same_bytes(path: Path, reference: Path) -> bool:
+    if path.is_dir():
+        names = sorted(p.name for p in path.iterdir())
+        if names != sorted(p.name for p in reference.iterdir()):
+            return False
+        return all(same_bytes(path / name, reference / name) for name in names)
+    return path.read_bytes() == reference.read_bytes()
+
+
+def same_manifest(path: Path, reference: Path) -> bool:
+    """prepare's manifest.json: the same but for when it was made."""
+    mine, theirs = (json.loads(p.read_text()) for p in (path, reference))
+    return {**mine, "created": None} == {**theirs, "created": None}
+
+
+def verifies(path: Path) -> bool:
+    return load_checkpoint(path)["format"] == "mtkit-checkpoint"  # ChecksumError if not
+
+
+def same_weights(path: Path, reference: Path) -> bool:
+    """A checkpoint that verifies and holds the reference's step and weights."""
+    mine, theirs = load_checkpoint(path), load_checkpoint(reference)
+    weights = all(torch.equal(v, theirs["model"][k]) for k, v in mine["model"].items())
+    return mine["step"] == theirs["step"] and weights
+
+
+# -- the stages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    args: Callable[[dict, Path], list]  # (inputs, a fresh directory) -> the command line
+    # The files it promises (glob patterns, expanded in the reference run's directory) ->
+    # how one compares with the reference's: after a crash, each is whole or absent.
+    outputs: dict[str, Callable[[Path, Path], bool]]
+    crashes: tuple[str, ...]  # MTKIT_CRASH_AT values, in order, into the same directory
+    # After a crash, what makes a promised file whole when it need not equal the final one
+    # (train's checkpoint_last.pt of an earlier update); None: it compares as in `outputs`.
+    whole: Callable[[Path], bool] | None = None
+
+
+def prepare_args(inputs: dict, out: Path) -> list:
+    raw = inputs["raw"]
+    return ["prepare", "--src", "de", "--tgt", "en", "--out", out / "data",
+            "--src-file", raw / "train.de", "--tgt-file", raw / "train.en",
+            "--valid-src-file", raw / "valid.de", "--valid-tgt-file", raw / "valid.en"]  # fmt: skip
+
+
+def train_bpe_args(inputs: dict, out: Path) -> list:
+    raw = inputs["raw"]
+    return ["train-bpe", "-i", raw / "train.de", "-i", raw / "train.en", "--vocab-size", "300",
+            "--threads", "1", "-o", out / "spm"]  # fmt: skip
+
+
+def train_args(inputs: dict, out: Path) -> list:
+    """--resume: the same command starts a run and continues it."""
+    corpus = inputs["m30k"]
+    return ["train", "--data", corpus["data"], "--spm", corpus["spm"], "--out", out / "run",
+            *TINY_FLAGS, "--max-tokens", "800", "--max-updates", "4", "--valid-every", "2",
+            "--valid-bleu-sentences", "2", "--threads", "1", "--device", "cpu",
+            "--resume"]  # fmt: skip
+
+
+def encode_args(inputs: dict, out: Path) -> list:
+    """train's first start in a fresh copy of DATA: it encodes the corpus, then 1 update."""
+    corpus, data = inputs["m30k"], out / "data"
+    if not data.exists():
+        shutil.copytree(corpus["data"], data, ignore=shutil.ignore_patterns(".*"))
+    return ["train", "--data", data, "--spm", corpus["spm"], "--out", out / "run", *TINY_FLAGS,
+            "--max-tokens", "800", "--max-updates", "1", "--valid-every", "1",
+            "--valid-bleu-sentences", "1", "--threads", "1", "--device", "cpu",
+            "--resume"]  # fmt: skip
+
+
+def translate_args(inputs: dict, out: Path) -> list:
+    source = inputs["raw"] / "valid.de"
+    return ["translate", "-m", inputs["checkpoint"], "-i", source, "-o", out / "out.en",
+            "--beam", "1", "--chunk-lines", "10", "--threads", "1"]  # fmt: skip
+
+
+def average_args(inputs: dict, out: Path) -> list:
+    return ["average", inputs["checkpoint"], inputs["other"], "-o", out / "avg.pt"]
+
+
+def export_args(inputs: dict, out: Path) -> list:
+    return ["export", "-m", inputs["checkpoint"], "-o", out / "ct2", "--force"]
+
+
+def import_args(inputs: dict, out: Path) -> list:
+    return ["import", inputs["marian"], "-o", out / "m.pt"]
+
+
+STAGES = [
+    Stage("prepare", prepare_args,
+          {"data/train.de": same_bytes, "data/train.en": same_bytes, "data/valid.de": same_bytes,
+           "data/valid.en": same_bytes, "data/manifest.json": same_manifest},
+          ("write@train.en:2:TERM", "after-rename@train.de:1:KILL",
+           "before-rename@manifest.json:1:KILL")),
+    Stage("train-bpe", train_bpe_args, {"spm/spm.vocab": same_bytes, "spm/spm.model": same_bytes},
+          ("after-rename@spm.vocab:1:TERM", "before-rename@spm.model:1:KILL")),
+    # The corpus directory's arrays; its meta.json names its own DATA, so it differs.
+    Stage("encoded-corpus", encode_args,
+          {f"data/.encoded/*/{name}": same_bytes for name in CORPUS_FILES},
+          ("mid-encode:1:TERM", "encoded-before-rename:1:KILL")),
+    Stage("train", train_args, {"run/checkpoint_last.pt": same_weights},
+          ("update:3:TERM", "before-rename@checkpoint_last.pt:1:KILL"), whole=verifies),
+    Stage("translate", translate_args, {"out.en": same_bytes},
+          ("write@out.en:2:TERM", "before-rename@out.en:1:KILL")),
+    Stage("average", average_args, {"avg.pt": same_bytes},
+          ("write@avg.pt:3:TERM", "before-rename@avg.pt:1:KILL")),
+    Stage("export", export_args, {"ct2": same_bytes},
+          ("export-before-rename:1:TERM", "export-before-rename:1:KILL")),
+    Stage("import", import_args, {"m.pt": same_bytes},
+          ("write@m.pt:2:TERM", "before-rename@m.pt:1:KILL")),
+]  # fmt: skip
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inputs(multi30k, m30k, tmp_path_factory) -> dict:  # noqa: F811
+    import gzip
+
+    root = tmp_path_factory.mktemp("crash-inputs")
+    raw = root / "raw"
+    raw.mkdir()
+    for name, split, n in (("train", "train", 1500), ("valid", "val", 60)):
+        for lang in ("de", "en"):
+            with gzip.open(multi30k / f"{split}.{lang}.gz", "rt", encoding="utf-8") as file:
+                (raw / f"{name}.{lang}").write_text("".join(next(file) for _ in range(n)))
+    checkpoint = tiny_checkpoint("transformer", multi30k)
+    ckpt = load_checkpoint(checkpoint)
+    torch.manual_seed(1)
+    ckpt["model"] = {k: v + 0.01 * torch.randn_like(v) for k, v in ckpt["model"].items()}
+    other = save_checkpoint(root / "other.pt", ckpt)
+    return {"raw": raw, "m30k": m30k, "checkpoint": checkpoint, "other": other,
+            "root": root}  # fmt: skip
+
+
+def marian_directory(inputs: dict, multi30k: Path) -> Path:
+    """A tiny Hugging Face Marian model saved with save_pretrained (test_import builds it)."""
+    if "marian" not in inputs:
+        from test_import import SHAPES, _build
+
+        pytest.importorskip("transformers")
+        with pytest.warns(UserWarning, match="sacremoses"):
+            directory, _, _ = _build(inputs["root"], multi30k, "relu", SHAPES["shared-relu"])
+        inputs["marian"] = directory
+    return inputs["marian"]
+
+
+# -- the test ----------------------------------------------------------------------------
+
+
+def crashed_run(args: list, crash_at: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MTKIT_CRASH_AT": crash_at, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "mtkit", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def temporary_files(directory: Path) -> set[Path]:
+    """Files and directories under temporary names (a leading dot): atomic writes' own."""
+    return {p for p in directory.rglob(".*") if p.name not in (".encoded", ".lock")}
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=[stage.name for stage in STAGES])
+def test_a_killed_command_leaves_whole_files_and_runs_again(
+    stage, inputs, multi30k, tmp_path, monkeypatch
+):
+    if stage.name == "export":
+        pytest.importorskip("ctranslate2")
+    if stage.name == "import":
+        marian_directory(inputs, multi30k)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    reference.mkdir()
+    out.mkdir()
+    assert call_main(monkeypatch, *stage.args(inputs, reference)) == 0
+    promised = {
+        path.relative_to(reference): same
+        for pattern, same in stage.outputs.items()
+        for path in sorted(reference.glob(pattern))
+    }
+    assert len(promised) >= len(stage.outputs), f"the uninterrupted {stage.name} wrote too little"
+    for crash_at in stage.crashes:
+        before = temporary_files(out)
+        result = crashed_run(stage.args(inputs, out), crash_at)
+        killed = crash_at.endswith("KILL")
+        expected = -signal.SIGKILL if killed else 128 + signal.SIGTERM
+        assert result.returncode == expected, f"{crash_at}: {result.stderr[-3000:]}"
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        for name, same in promised.items():  # whole, or not there at all
+            path = out / name
+            if path.exists():
+                whole = stage.whole(path) if stage.whole else same(path, reference / name)
+                assert whole, f"{name} is not whole after {crash_at}"
+        if not killed:  # SIGTERM unwinds: what it was writing is discarded
+            assert temporary_files(out) <= before, f"{crash_at} left {temporary_files(out)}"
+    assert call_main(monkeypatch, *stage.args(inputs, out)) == 0  # the same command again
+    for name, same in promised.items():
+        assert same(out / name, reference / name), f"{stage.name}: {name} differs"
