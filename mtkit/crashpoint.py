@@ -32,8 +32,15 @@ def crash_point(name: str, target: str | None = None) -> None:
     if point != name and point != f"{name}@{target}":
         return
     count, _, sig = rest.partition(":")
-    _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] != int(count or 1):
+    if not (count or "1").isdigit() or sig.upper() not in ("", "KILL", "TERM"):
+        from mtkit.errors import ConfigError
+
+        raise ConfigError(
+            f"{ENV}={wanted} is not NAME[:COUNT][:SIGNAL] with a whole COUNT and SIGNAL "
+            "KILL or TERM, e.g. before-rename:2:TERM; unset it outside the crash tests"
+        )
+    _seen[point] = _seen.get(point, 0) + 1
+    if _seen[point] != int(count or 1):
         return
     os.environ.pop(ENV)  # once: a handler that saves on SIGTERM must not crash again
     os.kill(os.getpid(), signal.SIGTERM if sig.upper() == "TERM" else signal.SIGKILL)

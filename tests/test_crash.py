@@ -194,10 +194,65 @@ def marian_directory(inputs: dict, multi30k: Path) -> Path:
 # -- the test ----------------------------------------------------------------------------
 
 
-def crashed_run(args: list, crash_at: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MTKIT_CRASH_AT": crash_at, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "mtkit", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+# Each crash runs mtkit's entry point (what `python -m mtkit` runs) in a child forked from
+# one server process that imported torch once: a fresh `python -m mtkit` pays torch's 2-5 s
+# start-up on a busy machine, and a module of ~20 crashes would spend minutes on that alone.
+# The server runs no torch op before it forks, so the children start with no threads.
+SERVER = r"""
+import json, os, sys
+from mtkit.device import set_native_defaults
+set_native_defaults()
+import torch  # noqa: F401 - imported once, before any fork
+import mtkit.cli
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.environ.update(request["env"])
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        sys.argv = ["mtkit", *request["args"]]
+        code = 0
+        try:
+            mtkit.cli.main()
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@dataclass
+class Crashed:
+    returncode: int  # negative: killed by that signal, as subprocess gives it
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def crash_server():
+    """run(args, crash_at, log) -> Crashed: one mtkit command in a forked child."""
+    if not hasattr(os, "fork"):
+        pytest.skip("the crash tests fork their commands (POSIX only)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+    def run(args: list, crash_at: str, log: Path) -> Crashed:
+        request = {"args": [str(a) for a in args], "env": {"MTKIT_CRASH_AT": crash_at},
+                   "log": str(log)}  # fmt: skip
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        line = server.stdout.readline()
+        assert line, "the crash server died"
+        return Crashed(int(line), log.read_text(errors="replace"))
+
+    yield run
+    server.stdin.close()
+    server.wait(timeout=60)
 
 
 def temporary_files(directory: Path) -> set[Path]:
@@ -207,7 +262,7 @@ def temporary_files(directory: Path) -> set[Path]:
 
 @pytest.mark.parametrize("stage", STAGES, ids=[stage.name for stage in STAGES])
 def test_a_killed_command_leaves_whole_files_and_runs_again(
-    stage, inputs, multi30k, tmp_path, monkeypatch
+    stage, inputs, crash_server, multi30k, tmp_path, monkeypatch
 ):
     if stage.name == "export":
         pytest.importorskip("ctranslate2")
@@ -223,9 +278,9 @@ def test_a_killed_command_leaves_whole_files_and_runs_again(
         for path in sorted(reference.glob(pattern))
     }
     assert len(promised) >= len(stage.outputs), f"the uninterrupted {stage.name} wrote too little"
-    for crash_at in stage.crashes:
+    for number, crash_at in enumerate(stage.crashes):
         before = temporary_files(out)
-        result = crashed_run(stage.args(inputs, out), crash_at)
+        result = crash_server(stage.args(inputs, out), crash_at, tmp_path / f"crash{number}.log")
         killed = crash_at.endswith("KILL")
         expected = -signal.SIGKILL if killed else 128 + signal.SIGTERM
         assert result.returncode == expected, f"{crash_at}: {result.stderr[-3000:]}"
