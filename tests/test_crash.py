@@ -295,3 +295,25 @@ def test_a_killed_command_leaves_whole_files_and_runs_again(
     assert call_main(monkeypatch, *stage.args(inputs, out)) == 0  # the same command again
     for name, same in promised.items():
         assert same(out / name, reference / name), f"{stage.name}: {name} differs"
+
+
+def test_crash_point_counts_matches_and_refuses_a_bad_value(monkeypatch):
+    from mtkit import crashpoint
+    from mtkit.errors import ConfigError
+
+    sent = []
+    monkeypatch.setattr(crashpoint.os, "kill", lambda pid, signum: sent.append(signum))
+    monkeypatch.setattr(crashpoint, "_seen", {})
+    monkeypatch.setenv(crashpoint.ENV, "write@a.txt:2:TERM")
+    crashpoint.crash_point("write", "b.txt")  # another file's point
+    crashpoint.crash_point("before-rename", "a.txt")  # another point
+    crashpoint.crash_point("write", "a.txt")  # the first time: not yet
+    assert sent == []
+    crashpoint.crash_point("write", "a.txt")
+    assert sent == [signal.SIGTERM] and crashpoint.ENV not in os.environ  # once only
+    monkeypatch.setenv(crashpoint.ENV, "mid-encode")
+    crashpoint.crash_point("mid-encode")
+    assert sent == [signal.SIGTERM, signal.SIGKILL]  # default: the first time, SIGKILL
+    monkeypatch.setenv(crashpoint.ENV, "write:twice")
+    with pytest.raises(ConfigError, match="MTKIT_CRASH_AT=write:twice is not NAME"):
+        crashpoint.crash_point("write")
