@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import call_main
@@ -232,3 +233,19 @@ def test_corpus_checks_at_start_are_cheap_and_verify_is_full(tmp_path, caplog, m
     monkeypatch.setattr(corpus, "checksum_of", lambda p: hashed.append(p) or file_checksum(p))
     assert corpus.corpus_problem(moved / directory.name) is None and len(hashed) == 4
     assert corpus.corpus_problem(moved / directory.name) is None and len(hashed) == 4
+
+
+def test_changed_batches_beside_the_corpus_are_cut_again(tmp_path, caplog):
+    paths, tok = write_corpus(tmp_path, n=200), FakeTokenizer()
+    pairs = corpus.open_corpus(paths, {"src": tok, "tgt": tok}, tmp_path / ".encoded")
+    first, _ = corpus.run_batches(pairs, max_len=9, max_tokens=60, seed=3)
+    order = np.array(first.order)
+    (stem,) = Path(pairs.directory).glob("batches-*.order.npy")
+    flip(stem, stem.stat().st_size - 3)  # in the array, past the .npy header
+    with caplog.at_level("WARNING", logger="mtkit.train.corpus"):
+        again, _ = corpus.run_batches(pairs, max_len=9, max_tokens=60, seed=3)
+    assert f"{stem} is damaged" in caplog.text and "cutting the batches again" in caplog.text
+    assert (np.array(again.order) == order).all()
+    flip(stem, stem.stat().st_size - 3, keep_mtime=True)  # unseen at start, seen by verify
+    assert corpus.corpus_problem(Path(pairs.directory)) is None
+    assert corpus.corpus_problem(Path(pairs.directory), full=True).startswith(f"{stem} is damaged")

@@ -10,6 +10,8 @@ models' bytes):
     src.offsets, tgt.offsets  int64 [N + 1]: sentence i is ids[offsets[i]:offsets[i+1]]
     meta.json                 what it was made from, and each file's size and sha256
                               (taken while writing it); written last
+    batches-*.{npy,json}      the batches cut for one --max-tokens/--seed (run_batches),
+                              with their own sizes and sha256 in the .json
 
 Every later start, resume and torchrun process maps those files (np.memmap):
 the pages are shared through the page cache, so N processes on a machine hold
@@ -108,18 +110,30 @@ def _usable(directory: Path) -> bool:
 def corpus_problem(directory: Path, full: bool = False) -> str | None:
     """What is wrong with the encoded corpus in `directory`, or None when its files are
     what its build wrote. Files whose mtime and inode are the build's are taken on their
-    size alone, unless `full`; the others are hashed (and, when they pass, remembered)."""
+    size alone, unless `full`; the others are hashed (and, when they pass, remembered).
+    With `full`, the batches kept beside it are checked too."""
     meta_path = directory / "meta.json"
+    problem = _files_problem(meta_path, CORPUS_FILES, full)
+    if problem is None and full:
+        for batches in sorted(directory.glob("batches-*.json")):
+            names = [f"{batches.stem}.{k}.npy" for k in BATCH_ARRAYS]
+            problem = problem or _files_problem(batches, names, full)
+    return problem
+
+
+def _files_problem(meta_path: Path, names, full: bool) -> str | None:
+    """What is wrong with the files `names` beside the JSON file `meta_path`, whose
+    "checksums" records each one's bytes, sha256 and stat when it was written."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         return f"{meta_path} cannot be read ({error})"
     sums = meta.get("checksums") if isinstance(meta, dict) else None
-    if not isinstance(sums, dict) or set(sums) != set(CORPUS_FILES):
-        return f"{directory} has no checksums (an encoded corpus of an older mtkit)"
+    if not isinstance(sums, dict) or set(sums) != set(names):
+        return f"{meta_path} records no checksums (written by an older mtkit)"
     rehashed = False
     for name, want in sums.items():
-        path = directory / name
+        path = meta_path.parent / name
         try:
             stat = path.stat()
         except OSError:
@@ -132,11 +146,21 @@ def corpus_problem(directory: Path, full: bool = False) -> str | None:
             check_checksum(path, want[CHECKSUM], checksum_of(path), "")
         except ChecksumError as error:
             return str(error).rsplit(";", 1)[0]
-        want["stat"], rehashed = [stat.st_mtime_ns, stat.st_ino], True
+        want["stat"], rehashed = _stat(path), True
     if rehashed:  # a copy, or a file touched since: hash it once, not at every start
         with contextlib.suppress(OSError):
             write_text(meta_path, json.dumps(meta, indent=2))
     return None
+
+
+def _stat(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_mtime_ns, stat.st_ino]
+
+
+def _file_sum(path: Path, writer: HashingWriter) -> dict:
+    """The record of a file just written through `writer` (renames keep mtime and inode)."""
+    return {"bytes": path.stat().st_size, CHECKSUM: writer.hexdigest(), "stat": _stat(path)}
 
 
 def corpus_key(paths: dict, toks: dict, root: Path) -> str:
@@ -249,12 +273,7 @@ def _encode_file(path: Path, tok, directory: Path, side: str, sums: dict) -> int
         ends = HashingWriter(raw)
         ends.write(offsets.data)
     for name, writer in ((f"{side}.ids", ids), (f"{side}.offsets", ends)):
-        stat = (directory / name).stat()  # the build renames the directory, not the files
-        sums[name] = {
-            "bytes": stat.st_size,
-            CHECKSUM: writer.hexdigest(),
-            "stat": [stat.st_mtime_ns, stat.st_ino],
-        }
+        sums[name] = _file_sum(directory / name, writer)
     return len(total)
 
 
@@ -297,9 +316,9 @@ def run_batches(pairs: Pairs, *, max_len: int, max_tokens: int, seed: int):
     stem = Path(pairs.directory) / f"batches-t{max_tokens}-s{seed}-p{max_len}"
     meta = Path(f"{stem}.json")
     try:
-        if not meta.is_file():
+        if not _batches_usable(meta, stem):
             with _locked(Path(pairs.directory).parent / f"{Path(pairs.directory).name}.lock"):
-                if not meta.is_file():
+                if not _batches_usable(meta, stem):
                     _write_batches(stem, pairs, *cut())
         dropped = json.loads(meta.read_text(encoding="utf-8"))["dropped"]
         arrays = {k: np.load(f"{stem}.{k}.npy", mmap_mode="r") for k in BATCH_ARRAYS}
@@ -312,13 +331,28 @@ def run_batches(pairs: Pairs, *, max_len: int, max_tokens: int, seed: int):
 BATCH_ARRAYS = ("order", "bounds", "tokens")
 
 
+def _batches_usable(meta: Path, stem: Path) -> bool:
+    """Batches kept beside the corpus, complete and as written (a damaged set is logged)."""
+    if not meta.is_file():
+        return False
+    problem = _files_problem(meta, [f"{stem.name}.{k}.npy" for k in BATCH_ARRAYS], full=False)
+    if problem is not None:
+        log.warning("%s; cutting the batches again", problem)
+        return False
+    return True
+
+
 def _write_batches(stem: Path, pairs: Pairs, batches: Batches, dropped: dict) -> None:
-    """Each array atomically, then the .json that says they are complete."""
+    """Each array atomically, then the .json that says they are complete (and their sums)."""
     tokens = batches.target_tokens(pairs)
+    sums = {}
     for name, array in (("order", batches.order), ("bounds", batches.bounds), ("tokens", tokens)):
-        with atomic_write(f"{stem}.{name}.npy", "wb") as file:
-            np.save(file, array)
-    write_text(f"{stem}.json", json.dumps({"dropped": dropped}) + "\n")
+        path = Path(f"{stem}.{name}.npy")
+        with atomic_write(path, "wb") as file:
+            writer = HashingWriter(file)
+            np.save(writer, array)
+        sums[path.name] = _file_sum(path, writer)
+    write_text(f"{stem}.json", json.dumps({"dropped": dropped, "checksums": sums}) + "\n")
 
 
 def _map(path: Path, dtype) -> np.ndarray:
