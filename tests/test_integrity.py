@@ -249,3 +249,24 @@ def test_changed_batches_beside_the_corpus_are_cut_again(tmp_path, caplog):
     flip(stem, stem.stat().st_size - 3, keep_mtime=True)  # unseen at start, seen by verify
     assert corpus.corpus_problem(Path(pairs.directory)) is None
     assert corpus.corpus_problem(Path(pairs.directory), full=True).startswith(f"{stem} is damaged")
+
+
+def test_train_warns_when_prepared_text_changed_since_prepare(multi30k, tmp_path, caplog):
+    from mtkit.prepare.pipeline import prepare_corpus
+    from mtkit.prepare.sources import SourceOptions
+    from mtkit.train.data import warn_if_changed_since_prepare
+
+    data = tmp_path / "data"
+    val = {lang: multi30k / f"val.{lang}.gz" for lang in ("de", "en")}
+    prepare_corpus(SourceOptions(src="de", tgt="en", src_file=val["de"], tgt_file=val["en"]),
+                   data, limit=20)  # fmt: skip
+    paths = {"src": data / "train.de", "tgt": data / "train.en"}
+    (tmp_path / ".encoded").mkdir()
+    with caplog.at_level("WARNING", logger="mtkit.train.data"):
+        warn_if_changed_since_prepare(data, paths, tmp_path / ".encoded")
+        assert "is not the file" not in caplog.text
+        with open(paths["tgt"], "a") as file:
+            file.write("an extra line\n")
+        warn_if_changed_since_prepare(data, paths, tmp_path / ".encoded")
+    assert f"{paths['tgt']} is not the file `mtkit prepare` wrote" in caplog.text
+    assert str(paths["src"]) not in caplog.text
