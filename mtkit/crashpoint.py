@@ -1,8 +1,17 @@
 """Named crash points, for the crash tests: MTKIT_CRASH_AT makes a process kill itself there.
 
-Stage code calls `crash_point("before-rename")` (and "after-write", "mid-encode" ...)
-at the moments where a crash would test its promise that nothing half-written
-appears under a final name. Unset, which is always the case for users, it costs one
+Stage code calls `crash_point(NAME)` at the moments where a crash tests its promise
+that nothing half-written appears under a final name:
+
+    write@FILE          each write into an atomic file (mtkit.io), FILE its final name
+    before-rename@FILE  an atomic file complete under its temporary name
+    after-rename@FILE   just after it took its final name
+    mid-encode          the encoded corpus: after each chunk written (train/corpus.py)
+    encoded-before-rename  the encoded corpus complete in its temporary directory
+    export-before-rename   the CTranslate2 directory complete under its temporary name
+    update              train: after each update (train/loop.py)
+
+Unset, which is always the case for users, it costs one
 dictionary look-up. Set, `MTKIT_CRASH_AT=NAME[:COUNT][:SIGNAL]` sends SIGNAL (KILL or
 TERM; default KILL) to this very process the COUNT-th time (default 1) the point
 NAME is reached, so a test can stop a command at a chosen step, as `kill` would;
