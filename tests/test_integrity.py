@@ -270,3 +270,34 @@ def test_train_warns_when_prepared_text_changed_since_prepare(multi30k, tmp_path
         warn_if_changed_since_prepare(data, paths, tmp_path / ".encoded")
     assert f"{paths['tgt']} is not the file `mtkit prepare` wrote" in caplog.text
     assert str(paths["src"]) not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "checksum, message",
+    [
+        ({"algorithm": "md5", "content": "0" * 32}, "has a checksum this mtkit cannot check"),
+        ("not a dict", "has a checksum this mtkit cannot check"),
+        ({"algorithm": "sha256", "content": "0" * 64}, "is damaged: its sha256 checksum"),
+    ],
+)
+def test_a_checksum_entry_that_cannot_match_is_one_line(
+    checksum, message, multi30k, tmp_path, monkeypatch, capsys
+):
+    ckpt = torch.load(tiny_checkpoint("transformer", multi30k), weights_only=True)
+    torch.save({**ckpt, "checksum": checksum}, tmp_path / "odd.pt")
+    assert call_main(monkeypatch, "inspect", tmp_path / "odd.pt") == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {tmp_path / 'odd.pt'} ") and message in line
+
+
+def test_inspect_several_files_needs_verify(multi30k, tmp_path, monkeypatch, capsys):
+    good = tiny_checkpoint("transformer", multi30k)
+    assert call_main(monkeypatch, "inspect", good, good) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line == (
+        "error: inspect shows one checkpoint, got 2 files; pass --verify to check several"
+    )
+    assert call_main(monkeypatch, "inspect", "--verify", tmp_path / "nope.pt") == 1
+    assert capsys.readouterr().out == f"{tmp_path / 'nope.pt'}: FAILED: no such file or directory\n"
+    assert call_main(monkeypatch, "inspect", good) == 0
+    assert "checksum: sha256" in capsys.readouterr().out.splitlines()
