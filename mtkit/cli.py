@@ -553,7 +553,7 @@ def inspect_command(
     files: Annotated[
         list[Path],
         typer.Argument(
-            metavar="FILE...",
+            metavar="FILE",
             help="A checkpoint; with --verify, any checkpoints, run directories, prepared "
             "data (DATA/ or its manifest.json) and encoded corpora (DATA/.encoded/KEY).",
         ),
