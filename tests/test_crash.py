@@ -199,7 +199,7 @@ def marian_directory(inputs: dict, multi30k: Path) -> Path:
 # start-up on a busy machine, and a module of ~20 crashes would spend minutes on that alone.
 # The server runs no torch op before it forks, so the children start with no threads.
 SERVER = r"""
-import json, os, sys
+import json, os, signal, sys
 from mtkit.device import set_native_defaults
 set_native_defaults()
 import torch  # noqa: F401 - imported once, before any fork
@@ -208,6 +208,7 @@ for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
+        signal.alarm(300)  # a command that never reaches its crash point fails, not hangs
         os.environ.update(request["env"])
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
