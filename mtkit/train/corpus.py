@@ -131,6 +131,8 @@ def _files_problem(meta_path: Path, names, full: bool) -> str | None:
     sums = meta.get("checksums") if isinstance(meta, dict) else None
     if not isinstance(sums, dict) or set(sums) != set(names):
         return f"{meta_path} records no checksums (written by an older mtkit)"
+    if not all(isinstance(w, dict) and {"bytes", CHECKSUM} <= w.keys() for w in sums.values()):
+        return f"{meta_path} has checksums this mtkit cannot read"
     rehashed = False
     for name, want in sums.items():
         path = meta_path.parent / name
