@@ -119,6 +119,8 @@ def _verify_prepared(data: Path) -> list[Check]:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = [f for split in manifest["splits"].values() for f in split["files"].values()]
+        if not all({"name", "bytes", "lines", "sha256"} <= f.keys() for f in files):
+            raise KeyError("name, bytes, lines, sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return [Check(manifest_path, False, f"not a prepare manifest ({error!r:.80})")]
     checks = [_verify_text(data / f["name"], f) for f in files]
