@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -911,7 +912,9 @@ def main() -> None:
 
     set_native_defaults()  # before any command imports torch
     setup_logging()
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # Only the main thread may set handlers (main() called from a thread keeps the default).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:
         app()
     except KeyboardInterrupt:
@@ -927,7 +930,8 @@ def main() -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class Terminated(BaseException):
