@@ -188,8 +188,7 @@ def file_checksum(path: Path, root: Path) -> str:
     name, seen = str(path.resolve()), [stat.st_size, stat.st_mtime_ns, stat.st_ino]
     if memo.get(name, {}).get("stat") == seen:
         return memo[name]["sha256"]
-    with open(path, "rb") as file:
-        checksum = hashlib.file_digest(file, "sha256").hexdigest()
+    checksum = checksum_of(path)  # mtkit.io's (sha256, as the memo's key says)
     memo[name] = {"stat": seen, "sha256": checksum}
     with contextlib.suppress(OSError):  # only a shortcut: a failed write costs a rehash
         write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True) + "\n")
