@@ -7,7 +7,14 @@ A checkpoint is one self-contained dict, readable with torch.load(weights_only=T
      "vocab": {"src": [str], "tgt": [str]} (empty: ids are SentencePiece's own),
      "langs": {"src": "de", "tgt": "en"}, "train_config": dict,
      "train_state": dict (absent in averaged checkpoints), "step": int, "epoch": int,
-     "metrics": dict}
+     "metrics": dict, "checksum": {"algorithm": "sha256", "content": hex}}
+
+"checksum" is `mtkit.io.content_checksum` of everything else in the dict (every key,
+value and tensor byte), taken at save and checked at every load: a file changed on
+disk since (a bad copy, bit rot) is refused with one line. It sits inside the dict,
+so the file stays a plain torch.save zip that torch.load(weights_only=True) reads,
+and checking it costs no second read: the loaded tensors are hashed in memory, on a
+few threads. Files written before it (no "checksum") load with a note.
 
 This module knows the format; what goes into train_state is the trainer's business.
 Version 2 added "vocab", a model's own id -> piece tables (an imported Marian
@@ -17,13 +24,14 @@ model's vocab.json); `migrate` brings version 1 files up to date when they load.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from mtkit import __version__
 from mtkit.errors import CheckpointError
-from mtkit.io import atomic_write
+from mtkit.io import CHECKSUM, atomic_write, check_checksum, content_checksum
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,9 @@ def save_checkpoint(path: Path | str, payload: dict) -> Path:
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "mtkit_version": __version__}
     payload = header | {k: v for k, v in payload.items() if k not in header}
     payload["model"] = plain_state_dict(payload["model"])
+    payload.pop("checksum", None)  # an averaged or loaded payload's own: no longer its content
+    # One thread: saves run beside training (state.RunFiles' writer), which keeps the cores.
+    payload["checksum"] = {"algorithm": CHECKSUM, "content": content_checksum(payload)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb", fsync=True) as file:
         torch.save(payload, file)
@@ -59,8 +70,12 @@ def plain_state_dict(state: dict) -> dict:
     return plain
 
 
-def load_checkpoint(path: Path | str, map_location: str = "cpu") -> dict:
-    """Read and check a checkpoint; CheckpointError says what is wrong with a bad file."""
+def load_checkpoint(
+    path: Path | str, map_location: str = "cpu", verify: bool = True, note: bool = True
+) -> dict:
+    """Read and check a checkpoint; CheckpointError says what is wrong with a bad file,
+    ChecksumError that its contents changed since it was written (`verify`). A file
+    without a checksum loads with a logged note (unless not `note`)."""
     import torch
 
     path = Path(path)
@@ -74,11 +89,36 @@ def load_checkpoint(path: Path | str, map_location: str = "cpu") -> dict:
             f"{path} is not a readable mtkit checkpoint (truncated, or another kind of file: "
             f"{reason}); use checkpoint_last.pt or another checkpoint of the run"
         ) from None
-    return check_checkpoint(ckpt, path)
+    return check_checkpoint(ckpt, path, verify=verify, note=note)
 
 
-def check_checkpoint(ckpt: object, path: Path | str) -> dict:
-    """Check the header and required keys of a loaded checkpoint dict."""
+def verify_checksum(ckpt: dict, path: Path | str, note: bool = True) -> bool:
+    """Check a loaded checkpoint's checksum: True when it matches, False (with a note)
+    when the file has none, ChecksumError when it differs."""
+    saved = ckpt.get("checksum")
+    if saved is None:
+        if note:
+            log.warning("%s has no checksum (written by an older mtkit): loaded unverified", path)
+        return False
+    content = {k: v for k, v in ckpt.items() if k != "checksum"}
+    if not isinstance(saved, dict) or saved.get("algorithm") != CHECKSUM:
+        raise CheckpointError(
+            f"{path} has a checksum this mtkit cannot check ({saved!r:.60}); upgrade mtkit"
+        )
+    check_checksum(
+        path,
+        str(saved.get("content")),
+        content_checksum(content, threads=min(4, os.cpu_count() or 1)),
+        "copy it again from where it came from, or use another checkpoint of the run",
+    )
+    return True
+
+
+def check_checkpoint(
+    ckpt: object, path: Path | str, verify: bool = True, note: bool = True
+) -> dict:
+    """Check the header, the checksum (`verify`) and the required keys of a loaded
+    checkpoint dict."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an mtkit checkpoint (no 'format': '{FORMAT}' entry); "
@@ -90,6 +130,8 @@ def check_checkpoint(ckpt: object, path: Path | str) -> dict:
             f"{path} has checkpoint format_version {version!r}, newer than this mtkit "
             f"{__version__} reads (up to {FORMAT_VERSION}); upgrade mtkit"
         )
+    if verify:
+        verify_checksum(ckpt, path, note=note)
     missing = [key for key in REQUIRED if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete")
@@ -210,6 +252,7 @@ def summary(ckpt: dict) -> dict:
         "parameters": n_params,
         "metrics": ckpt.get("metrics", {}),
         "resumable": "train_state" in ckpt,
+        "checksum": (ckpt.get("checksum") or {}).get("algorithm", "none"),
         "spm_bytes": {side: len(data) for side, data in ckpt["spm"].items()},
         "vocab_table": {side: len(table) for side, table in (ckpt.get("vocab") or {}).items()},
         "model_config": ckpt["model_config"],

@@ -7,7 +7,9 @@ line on stderr and exit code 1; a traceback means a bug in mtkit.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -587,13 +589,40 @@ def average_command(
     epilog="Example: mtkit inspect runs/m30k/checkpoint_best.pt",
 )
 def inspect_command(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="A checkpoint file.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="A checkpoint; with --verify, any checkpoints, run directories, prepared "
+            "data (DATA/ or its manifest.json) and encoded corpora (DATA/.encoded/KEY).",
+        ),
+    ],
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the files against their checksums, one line each; exit 1 if any fails.",
+        ),
+    ] = False,
 ) -> None:
-    """Print a checkpoint's languages, step, metrics and configuration."""
+    """Print a checkpoint's languages, step, metrics and configuration, or (--verify) check
+    files against their checksums without using them."""
     from mtkit.checkpoint import describe
+    from mtkit.verify import verify_paths
 
-    typer.echo(describe(checkpoint, as_json=json_))
+    if verify:
+        checks = verify_paths(files)
+        for check in checks:
+            typer.echo(check.line())
+        if not all(check.ok for check in checks):
+            raise typer.Exit(1)
+        return
+    if len(files) != 1:
+        raise MtkitError(
+            f"inspect shows one checkpoint, got {len(files)} files; pass --verify to check several"
+        )
+    typer.echo(describe(files[0], as_json=json_))
 
 
 _SRC = "Source (one of: --dataset, text files, TSV)"
@@ -941,14 +970,32 @@ def main() -> None:
 
     set_native_defaults()  # before any command imports torch
     setup_logging()
+    # Only the main thread may set handlers (main() called from a thread keeps the default).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:
         app()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("error: stopped by SIGTERM", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:
         message = _one_line(error)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that files being written are
+    discarded on the way out (train replaces it with its own: save, then stop)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated

@@ -24,3 +24,7 @@ class CheckpointError(MtkitError):
 
 class WriteError(MtkitError):
     """A file that could not be written: no space, a read-only disk, no permission."""
+
+
+class ChecksumError(MtkitError):
+    """A file whose contents differ from what mtkit wrote: its checksum does not match."""

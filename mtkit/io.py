@@ -10,6 +10,12 @@ names the file and the reason.
 Every text file mtkit reads goes through `open_text`/`text_lines`: UTF-8, gzip
 recognised by its magic bytes, only LF ending a line (as for `wc -l` and
 SentencePiece), and read errors named by file and line.
+
+Every checksum mtkit writes and later checks is made here (`CHECKSUM`): of
+bytes as they are written (`HashingWriter`), of a file read once
+(`file_checksum`), and of the tensors and values of a checkpoint
+(`content_checksum`); `check_checksum` turns a mismatch into one
+`ChecksumError` line. docs/integrity.md says what is checked where.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import hashlib
 import io
 import os
 import sys
@@ -27,7 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from mtkit.errors import DataError, WriteError
+from mtkit.crashpoint import crash_point
+from mtkit.errors import ChecksumError, DataError, WriteError
 
 # errno -> (what happened, what to do): the failures a user can cause and fix.
 _WRITE_FAILURES = {
@@ -90,6 +98,7 @@ class AtomicFile:
 
     def write(self, data) -> None:
         """Write, with a failure for space or permission as one WriteError line."""
+        crash_point("write", self.path.name)
         try:
             self.file.write(data)
         except OSError as error:
@@ -103,11 +112,13 @@ class AtomicFile:
                 os.fsync(self.file.fileno())
             self.file.close()
             os.chmod(self.temp, 0o666 & ~_umask())  # mkstemp makes 0600; finished files don't
+            crash_point("before-rename", self.path.name)
             os.replace(self.temp, self.path)
         except OSError as error:
             self.discard()
             raise write_error(self.path, error) from None
         self.committed = True
+        crash_point("after-rename", self.path.name)
         return self.path
 
     def discard(self) -> None:
@@ -118,22 +129,30 @@ class AtomicFile:
 
 
 class _WriteErrors:
-    """A file object that remembers the first OSError of its writes.
+    """A file object that remembers the first OSError of its writes, and a Ctrl-C or
+    SIGTERM (mtkit.cli's Terminated) that arrived during one.
 
-    Libraries that write through a file object may turn that error into their
-    own: torch.save raises "RuntimeError: [enforce fail at inline_container.cc]
-    unexpected pos" when the disk fills. `atomic_write` still names the cause.
+    Libraries that write through a file object may turn those into their own error:
+    torch.save raises "RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos" when the disk fills, or when the signal's exception leaves our write.
+    `atomic_write` still names the cause, or re-raises the interruption.
     """
 
-    def __init__(self, file: IO) -> None:
+    def __init__(self, file: IO, name: str | None = None) -> None:
         self._file = file
+        self._crash_name = name
         self.error: OSError | None = None
+        self.interrupted: BaseException | None = None
 
     def write(self, data):
         try:
+            crash_point("write", self._crash_name)
             return self._file.write(data)
         except OSError as error:
             self.error = self.error or error
+            raise
+        except BaseException as interruption:  # KeyboardInterrupt, Terminated
+            self.interrupted = self.interrupted or interruption
             raise
 
     def __getattr__(self, name: str):
@@ -144,7 +163,7 @@ class _WriteErrors:
 def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
     """A file object whose contents appear at `path` only if the block completes."""
     target = AtomicFile(path, mode, fsync=fsync)
-    file = _WriteErrors(target.file)
+    file = _WriteErrors(target.file, target.path.name)
     try:
         yield file
         target.commit()
@@ -156,9 +175,11 @@ def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> 
         raise write_error(target.path, error) from None
     except Exception:
         target.discard()
+        if file.interrupted is not None:  # what a library's error hid
+            raise file.interrupted from None
         if file.error is None:
             raise
-        raise write_error(target.path, file.error) from None  # what a library's error hid
+        raise write_error(target.path, file.error) from None
     finally:
         target.discard()
 
@@ -248,3 +269,117 @@ def read_text_lines(path: Path | str | None) -> list[str]:
     name = "standard input" if path is None else str(path)
     with input_stream(path) as stream:
         return list(text_lines(stream, name))
+
+
+# -- checksums ---------------------------------------------------------------------------
+
+# sha256: what `sha256sum` checks, and hardware-accelerated (SHA-NI) on AMD Zen and on Intel
+# since Ice Lake, where it measured 620 MB/s against blake2b's 350 (docs/integrity.md).
+CHECKSUM = "sha256"
+_CHUNK = 1 << 22
+
+
+def new_hash():
+    return hashlib.new(CHECKSUM)
+
+
+class HashingWriter:
+    """A file object that hashes what is written through it, for a checksum of a file
+    taken while it is written (no second read)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.hash = new_hash()
+        self.size = 0
+
+    def write(self, data) -> int:
+        written = self._file.write(data)
+        self.hash.update(data)
+        self.size += len(memoryview(data).cast("B"))
+        return written
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
+def file_checksum(path: Path | str) -> str:
+    """The checksum of a file's bytes, read once in chunks (bounded memory)."""
+    digest = new_hash()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_checksum(path: Path | str, expected: str, actual: str, advice: str) -> None:
+    """ChecksumError naming `path` and what to do when the checksums differ."""
+    if expected != actual:
+        raise ChecksumError(
+            f"{path} is damaged: its {CHECKSUM} checksum is {actual[:16]}..., not the "
+            f"{expected[:16]}... it was written with; {advice}"
+        )
+
+
+def content_checksum(value, threads: int = 1) -> str:
+    """A checksum of a nested structure of dicts, lists, tensors and plain values.
+
+    It covers every key, value, tensor dtype, shape and byte, so it is the same for a
+    structure before torch.save and after torch.load, and differs when any part does.
+    Tensors are hashed on `threads` threads (hashlib releases the GIL).
+    """
+    tensors: list = []
+    parts: list = []
+    _flatten(value, tensors, parts)
+    if threads > 1 and len(tensors) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            digests = list(pool.map(_tensor_digest, tensors))
+    else:
+        digests = [_tensor_digest(t) for t in tensors]
+    total = new_hash()
+    found = iter(digests)
+    for part in parts:
+        total.update(next(found) if part is None else part)
+    return total.hexdigest()
+
+
+def _flatten(value, tensors: list, parts: list) -> None:
+    """Describe `value` as byte strings in `parts`; a None part stands for the digest of
+    the next tensor in `tensors`."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        parts.append(f"T{value.dtype}{tuple(value.shape)}".encode())
+        tensors.append(value)
+        parts.append(None)
+    elif isinstance(value, dict):
+        parts.append(f"D{len(value)}".encode())
+        for key, item in value.items():
+            _flatten(key, tensors, parts)
+            _flatten(item, tensors, parts)
+    elif isinstance(value, (list, tuple)):  # torch.load may give a list for a tuple
+        parts.append(f"L{len(value)}".encode())
+        for item in value:
+            _flatten(item, tensors, parts)
+    elif isinstance(value, (bytes, bytearray)):
+        parts.append(f"B{len(value)}".encode())
+        parts.append(hashlib.new(CHECKSUM, value).digest())
+    else:  # str, int, float, bool, None: their repr is exact and stable
+        text = repr(value).encode()
+        parts.append(f"V{type(value).__name__}{len(text)}:".encode() + text)
+
+
+def _tensor_digest(tensor) -> bytes:
+    import torch
+
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    data = flat.view(torch.uint8) if flat.numel() else flat.new_empty(0, dtype=torch.uint8)
+    digest = new_hash()
+    view = memoryview(data.numpy())
+    for start in range(0, len(view), _CHUNK):
+        digest.update(view[start : start + _CHUNK])
+    return digest.digest()

@@ -2,7 +2,8 @@
 
 `claim_run_dir` takes an exclusive `fcntl.flock` on RUN/.lock for as long as the
 training runs, and writes the holder's pid, host and start time into the file
-so a second `mtkit train` on the same directory can say who holds it. The
+(flushed, for other hosts of a network file system) so a second `mtkit train` on
+the same directory can say who holds it and how to check it still runs. The
 kernel drops the lock when its process ends, however it ends (exit, crash,
 `kill -9`, a power cut), so a claim never outlives its owner and nobody has to
 delete a file by hand: the stale pid left in the file after a crash is only a
@@ -21,6 +22,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -100,10 +102,7 @@ def _lock(fd: int, run_dir: Path) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise RunDirBusy(
-            f"run directory {run_dir} is in use by another training ({holder(fd)}); wait for "
-            "it to end or stop it, or choose another --out"
-        ) from None
+        raise RunDirBusy(busy_message(run_dir, holder(fd))) from None
     except OSError as error:
         if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             raise
@@ -112,15 +111,54 @@ def _lock(fd: int, run_dir: Path) -> bool:
     return True
 
 
+HOLDER = re.compile(r"^pid (\d+) on host (\S+) since (.+)$")
+
+
 def holder(fd: int) -> str:
     """Who holds the lock, from the file's text: "pid 123 on host h since 02:31 UTC"."""
     # The holder writes its line just after it locks: give it a moment.
     for _ in range(20):
-        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        text = os.pread(fd, 400, 0).decode("utf-8", "replace").strip()
         if text:
             return text
         time.sleep(0.05)
-    return "a process that has not said who it is yet"
+    return ""
+
+
+def busy_message(run_dir: Path, text: str) -> str:
+    """The refusal: who holds the run directory and how to tell whether it still runs."""
+    lock = run_dir / LOCK_NAME
+    found = HOLDER.match(text)
+    if found is None:  # no holder line (yet), or a file an older mtkit wrote
+        return (
+            f"run directory {run_dir} is in use by another training (a process that has not "
+            f"said who it is yet; `fuser -v {lock}` on its host names it); wait for it to end "
+            "or stop it, or choose another --out"
+        )
+    pid, host, since = found.groups()
+    who = f"pid {pid} on host {host} since {since}"
+    if host == socket.gethostname() and not _alive(int(pid)):
+        # flock belongs to the open file: a child forked by the trainer keeps it after a crash.
+        return (
+            f"run directory {run_dir} is in use by another training ({who}): pid {pid} has "
+            f"ended but a process it started still holds {lock} (`fuser -v {lock}` names it); "
+            "stop that process, or choose another --out"
+        )
+    return (
+        f"run directory {run_dir} is in use by another training ({who}); `ps -p {pid}` on "
+        f"{host} shows it, `kill {pid}` stops it (it saves first); wait for it to end or "
+        "stop it, or choose another --out"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _write_holder(fd: int) -> None:
@@ -129,5 +167,8 @@ def _write_holder(fd: int) -> None:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, text.encode("utf-8"), 0)
+        # On a network file system (NFS) another host sees the text only once it is flushed
+        # to the server; without this a busy run's refusal there named nobody.
+        os.fsync(fd)
     except OSError as error:  # the lock holds without the message; a full disk shows elsewhere
         log.warning("could not write who holds %s: %s", LOCK_NAME, error)

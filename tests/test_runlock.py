@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_train import TINY_FLAGS, m30k  # noqa: F401 - m30k is a fixture
 
-from mtkit.runlock import LOCK_NAME, RunDirBusy, claim_run_dir
+from mtkit.runlock import LOCK_NAME, RunDirBusy, busy_message, claim_run_dir
 
 HOLD = """
 import sys, time
@@ -45,6 +45,8 @@ def test_second_claim_refused_naming_directory_and_holder(tmp_path):
         assert message.startswith(f"run directory {run} is in use by another training (pid ")
         assert f"pid {os.getpid()} on host " in message and "\n" not in message
         assert "choose another --out" in message
+        host = socket.gethostname()
+        assert f"`ps -p {os.getpid()}` on {host} shows it, `kill {os.getpid()}` stops it" in message
         (run / "checkpoint_last.pt").write_bytes(b"x")
     with claim_run_dir(run):  # released at the end of the block
         assert (run / LOCK_NAME).exists()
@@ -97,6 +99,24 @@ def test_claim_dies_with_a_killed_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_refusal_says_how_to_tell_whether_the_holder_runs(tmp_path):
+    """The holder's line names a pid and a host: on another host, `ps -p` there; on this
+    host a pid that has ended while the lock is held means a child of it holds the lock."""
+    run = tmp_path / "run"
+    other = busy_message(run, "pid 4242 on host gpu-node-7 since 2026-01-01 10:00:00 UTC")
+    assert other.startswith(f"run directory {run} is in use by another training (pid 4242 on ")
+    assert "`ps -p 4242` on gpu-node-7 shows it" in other and "\n" not in other
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(ended.stdout)
+    line = f"pid {pid} on host {socket.gethostname()} since 2026-01-01 10:00:00 UTC"
+    orphan = busy_message(run, line)
+    assert f"pid {pid} has ended but a process it started still holds {run}/{LOCK_NAME}" in orphan
+    assert f"`fuser -v {run}/{LOCK_NAME}`" in orphan
+    unknown = busy_message(run, "")
+    assert "a process that has not said who it is yet" in unknown and "fuser -v" in unknown
 
 
 def test_other_ranks_follow_rank_0(tmp_path):

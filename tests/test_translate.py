@@ -186,10 +186,12 @@ def test_cli_error_invalid_utf8_leaves_no_output(mtkit_main, transformer_ckpt, t
 def test_cli_error_ensemble_of_different_vocabularies(mtkit_main, transformer_ckpt, tmp_path):
     from test_search import _spm_bytes
 
+    from mtkit.checkpoint import save_checkpoint
+
     ckpt = torch.load(transformer_ckpt, weights_only=True)
     other_spm = _spm_bytes([f"wort{i} zahl{i * 7} ding{i % 13}" for i in range(300)])
     ckpt["spm"] = {"src": other_spm, "tgt": other_spm}
     other = tmp_path / "other.pt"
-    torch.save(ckpt, other)
+    save_checkpoint(other, ckpt)  # as mtkit writes it: with the checksum of what it holds
     run = mtkit_main("translate", "-m", transformer_ckpt, "-m", other, input=b"Hallo\n")
     _fails(run, str(other), "same vocabulary")

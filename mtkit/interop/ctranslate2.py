@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtkit.crashpoint import crash_point
 from mtkit.errors import CheckpointError, ConfigError, WriteError
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ def _save(spec, out_dir: Path, ckpt: dict, force: bool) -> None:
         spec.save(str(tmp))
         for side, name in spm_file_names(ckpt).items():
             (tmp / name).write_bytes(ckpt["spm"][side])
+        crash_point("export-before-rename")
         if force and out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

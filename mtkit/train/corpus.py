@@ -8,7 +8,10 @@ models' bytes):
     src.ids, tgt.ids          every sentence's piece ids back to back, in the smallest
                               unsigned integer type that holds the vocabulary
     src.offsets, tgt.offsets  int64 [N + 1]: sentence i is ids[offsets[i]:offsets[i+1]]
-    meta.json                 what it was made from; written last
+    meta.json                 what it was made from, and each file's size and sha256
+                              (taken while writing it); written last
+    batches-*.{npy,json}      the batches cut for one --max-tokens/--seed (run_batches),
+                              with their own sizes and sha256 in the .json
 
 Every later start, resume and torchrun process maps those files (np.memmap):
 the pages are shared through the page cache, so N processes on a machine hold
@@ -19,6 +22,12 @@ finished; an exclusive lock (fcntl.flock on KEY.lock) makes two runs, or the
 processes of one torchrun, that start at once build it once: the first takes
 the lock and builds, the others wait on the lock and map what it wrote.
 When DATA is not writable the corpus goes to RUN/.encoded/ instead.
+
+Every start checks the files against meta.json before mapping them: sizes always,
+checksums when a file's mtime or inode is not the one the build recorded (a file
+written since, or a copy), so an unchanged corpus costs no reread; `mtkit inspect
+--verify` hashes them all. A corpus that fails is derived data, so it is encoded
+again from the text, with a warning, rather than refused.
 """
 
 from __future__ import annotations
@@ -35,8 +44,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mtkit.errors import DataError, MtkitError
-from mtkit.io import atomic_write, open_binary, text_lines, write_error, write_text
+from mtkit.crashpoint import crash_point
+from mtkit.errors import ChecksumError, DataError, MtkitError
+from mtkit.io import (
+    CHECKSUM,
+    HashingWriter,
+    atomic_write,
+    check_checksum,
+    open_binary,
+    text_lines,
+    write_error,
+    write_text,
+)
+from mtkit.io import file_checksum as checksum_of
 from mtkit.train.batching import (
     Batches,
     Pairs,
@@ -69,11 +89,80 @@ def open_corpus(paths: dict, toks: dict, root: Path) -> Pairs:
     root.mkdir(parents=True, exist_ok=True)
     key = corpus_key(paths, toks, root)
     final = root / key
-    if not (final / "meta.json").is_file():
+    if not _usable(final):
         with _locked(root / f"{key}.lock"):
-            if not (final / "meta.json").is_file():  # another process may have built it meanwhile
+            if not _usable(final):  # another process may have built it meanwhile
                 _build(final, paths, toks)
     return map_corpus(final)
+
+
+def _usable(directory: Path) -> bool:
+    """A complete build whose files are what it wrote (a damaged one is logged)."""
+    if not (directory / "meta.json").is_file():
+        return False
+    problem = corpus_problem(directory)
+    if problem is not None:
+        log.warning("%s; encoding the corpus again", problem)
+        return False
+    return True
+
+
+def corpus_problem(directory: Path, full: bool = False) -> str | None:
+    """What is wrong with the encoded corpus in `directory`, or None when its files are
+    what its build wrote. Files whose mtime and inode are the build's are taken on their
+    size alone, unless `full`; the others are hashed (and, when they pass, remembered).
+    With `full`, the batches kept beside it are checked too."""
+    meta_path = directory / "meta.json"
+    problem = _files_problem(meta_path, CORPUS_FILES, full)
+    if problem is None and full:
+        for batches in sorted(directory.glob("batches-*.json")):
+            names = [f"{batches.stem}.{k}.npy" for k in BATCH_ARRAYS]
+            problem = problem or _files_problem(batches, names, full)
+    return problem
+
+
+def _files_problem(meta_path: Path, names, full: bool) -> str | None:
+    """What is wrong with the files `names` beside the JSON file `meta_path`, whose
+    "checksums" records each one's bytes, sha256 and stat when it was written."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{meta_path} cannot be read ({error})"
+    sums = meta.get("checksums") if isinstance(meta, dict) else None
+    if not isinstance(sums, dict) or set(sums) != set(names):
+        return f"{meta_path} records no checksums (written by an older mtkit)"
+    if not all(isinstance(w, dict) and {"bytes", CHECKSUM} <= w.keys() for w in sums.values()):
+        return f"{meta_path} has checksums this mtkit cannot read"
+    rehashed = False
+    for name, want in sums.items():
+        path = meta_path.parent / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return f"{path} is missing"
+        if stat.st_size != want["bytes"]:
+            return f"{path} has {stat.st_size} bytes, not the {want['bytes']} it was written with"
+        if not full and want.get("stat") == [stat.st_mtime_ns, stat.st_ino]:
+            continue
+        try:
+            check_checksum(path, want[CHECKSUM], checksum_of(path), "")
+        except ChecksumError as error:
+            return str(error).rsplit(";", 1)[0]
+        want["stat"], rehashed = _stat(path), True
+    if rehashed:  # a copy, or a file touched since: hash it once, not at every start
+        with contextlib.suppress(OSError):
+            write_text(meta_path, json.dumps(meta, indent=2))
+    return None
+
+
+def _stat(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_mtime_ns, stat.st_ino]
+
+
+def _file_sum(path: Path, writer: HashingWriter) -> dict:
+    """The record of a file just written through `writer` (renames keep mtime and inode)."""
+    return {"bytes": path.stat().st_size, CHECKSUM: writer.hexdigest(), "stat": _stat(path)}
 
 
 def corpus_key(paths: dict, toks: dict, root: Path) -> str:
@@ -99,8 +188,7 @@ def file_checksum(path: Path, root: Path) -> str:
     name, seen = str(path.resolve()), [stat.st_size, stat.st_mtime_ns, stat.st_ino]
     if memo.get(name, {}).get("stat") == seen:
         return memo[name]["sha256"]
-    with open(path, "rb") as file:
-        checksum = hashlib.file_digest(file, "sha256").hexdigest()
+    checksum = checksum_of(path)  # mtkit.io's (sha256, as the memo's key says)
     memo[name] = {"stat": seen, "sha256": checksum}
     with contextlib.suppress(OSError):  # only a shortcut: a failed write costs a rehash
         write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True) + "\n")
@@ -132,7 +220,10 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
     temp.mkdir()
     began = time.monotonic()
     try:
-        counts = {side: _encode_file(Path(paths[side]), toks[side], temp, side) for side in paths}
+        sums: dict = {}
+        counts = {
+            side: _encode_file(Path(paths[side]), toks[side], temp, side, sums) for side in paths
+        }
         _check_counts(paths, counts)
         meta = {
             "format": FORMAT,
@@ -140,10 +231,12 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
             "dtype": {side: np.dtype(id_dtype(toks[side].vocab_size)).str for side in paths},
             "files": {side: str(Path(paths[side]).resolve()) for side in paths},
             "spm": {side: toks[side].name for side in paths},
+            "checksums": sums,
         }
         with atomic_write(temp / "meta.json", "w") as file:
             json.dump(meta, file, indent=2)
-        shutil.rmtree(final, ignore_errors=True)  # a directory without meta.json: incomplete
+        shutil.rmtree(final, ignore_errors=True)  # incomplete or damaged: we hold the lock
+        crash_point("encoded-before-rename")
         os.rename(temp, final)
     except OSError as error:
         shutil.rmtree(temp, ignore_errors=True)
@@ -159,19 +252,29 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
     )
 
 
-def _encode_file(path: Path, tok, directory: Path, side: str) -> int:
-    """Stream `path` through the tokenizer into directory/SIDE.ids and SIDE.offsets."""
+CORPUS_FILES = ("src.ids", "src.offsets", "tgt.ids", "tgt.offsets")
+
+
+def _encode_file(path: Path, tok, directory: Path, side: str, sums: dict) -> int:
+    """Stream `path` through the tokenizer into directory/SIDE.ids and SIDE.offsets;
+    each file's size, checksum and stat go into `sums`."""
     dtype = id_dtype(tok.vocab_size)
     lengths = []
-    with open_binary(path) as stream, open(directory / f"{side}.ids", "wb") as ids:
+    with open_binary(path) as stream, open(directory / f"{side}.ids", "wb") as raw:
+        ids = HashingWriter(raw)
         lines = (line.rstrip("\r") for line in text_lines(stream, str(path)))
         for chunk_ids, chunk_lengths in encode_chunks(lines, tok.encode, dtype):
             ids.write(chunk_ids.tobytes())
             lengths.append(chunk_lengths.astype(np.int32))
+            crash_point("mid-encode")
     total = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
     offsets = np.zeros(len(total) + 1, dtype=np.int64)
     np.cumsum(total, out=offsets[1:])
-    offsets.tofile(directory / f"{side}.offsets")
+    with open(directory / f"{side}.offsets", "wb") as raw:
+        ends = HashingWriter(raw)
+        ends.write(offsets.data)
+    for name, writer in ((f"{side}.ids", ids), (f"{side}.offsets", ends)):
+        sums[name] = _file_sum(directory / name, writer)
     return len(total)
 
 
@@ -214,9 +317,9 @@ def run_batches(pairs: Pairs, *, max_len: int, max_tokens: int, seed: int):
     stem = Path(pairs.directory) / f"batches-t{max_tokens}-s{seed}-p{max_len}"
     meta = Path(f"{stem}.json")
     try:
-        if not meta.is_file():
+        if not _batches_usable(meta, stem):
             with _locked(Path(pairs.directory).parent / f"{Path(pairs.directory).name}.lock"):
-                if not meta.is_file():
+                if not _batches_usable(meta, stem):
                     _write_batches(stem, pairs, *cut())
         dropped = json.loads(meta.read_text(encoding="utf-8"))["dropped"]
         arrays = {k: np.load(f"{stem}.{k}.npy", mmap_mode="r") for k in BATCH_ARRAYS}
@@ -229,13 +332,28 @@ def run_batches(pairs: Pairs, *, max_len: int, max_tokens: int, seed: int):
 BATCH_ARRAYS = ("order", "bounds", "tokens")
 
 
+def _batches_usable(meta: Path, stem: Path) -> bool:
+    """Batches kept beside the corpus, complete and as written (a damaged set is logged)."""
+    if not meta.is_file():
+        return False
+    problem = _files_problem(meta, [f"{stem.name}.{k}.npy" for k in BATCH_ARRAYS], full=False)
+    if problem is not None:
+        log.warning("%s; cutting the batches again", problem)
+        return False
+    return True
+
+
 def _write_batches(stem: Path, pairs: Pairs, batches: Batches, dropped: dict) -> None:
-    """Each array atomically, then the .json that says they are complete."""
+    """Each array atomically, then the .json that says they are complete (and their sums)."""
     tokens = batches.target_tokens(pairs)
+    sums = {}
     for name, array in (("order", batches.order), ("bounds", batches.bounds), ("tokens", tokens)):
-        with atomic_write(f"{stem}.{name}.npy", "wb") as file:
-            np.save(file, array)
-    write_text(f"{stem}.json", json.dumps({"dropped": dropped}) + "\n")
+        path = Path(f"{stem}.{name}.npy")
+        with atomic_write(path, "wb") as file:
+            writer = HashingWriter(file)
+            np.save(writer, array)
+        sums[path.name] = _file_sum(path, writer)
+    write_text(f"{stem}.json", json.dumps({"dropped": dropped, "checksums": sums}) + "\n")
 
 
 def _map(path: Path, dtype) -> np.ndarray:

@@ -145,7 +145,9 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
     for side, tok in toks.items():
         check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), langs[side], paths[side])
     valid_src, valid_tgt = _valid_lines(data_dir, langs)  # its errors before a long encoding
-    train = open_corpus(paths, toks, cache_root(data_dir, Path(config.out) / ".encoded"))
+    root = cache_root(data_dir, Path(config.out) / ".encoded")
+    train = open_corpus(paths, toks, root)
+    warn_if_changed_since_prepare(data_dir, paths, root)
     valid = None
     if valid_src is not None:
         valid = encode_pairs(valid_src, valid_tgt, src_tok.encode, tgt_tok.encode)
@@ -158,6 +160,29 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
         valid_src_lines=valid_src,
         valid_tgt_lines=valid_tgt,
     )
+
+
+def warn_if_changed_since_prepare(data_dir: Path, paths: dict, root: Path) -> None:
+    """Warn when a training file's sha256 is not the one `mtkit prepare` recorded in
+    manifest.json: a bad copy shows here. Only a warning: people edit prepared text on
+    purpose (the encoded corpus follows the text as it is, whatever the manifest says)."""
+    from mtkit.train.corpus import file_checksum  # remembered by stat: no second read
+
+    try:
+        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+        files = [f for split in manifest["splits"].values() for f in split["files"].values()]
+        recorded = {f["name"]: f["sha256"] for f in files}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no manifest of prepare's: nothing to compare with
+    for path in paths.values():
+        if recorded.get(path.name) not in (None, file_checksum(path, root)):
+            log.warning(
+                "%s is not the file `mtkit prepare` wrote (its sha256 differs from "
+                "manifest.json's): training on it as it is; prepare again if it changed by "
+                "accident (`mtkit inspect --verify %s` checks every file)",
+                path,
+                data_dir,
+            )
 
 
 def _valid_lines(data_dir: Path, langs: dict) -> tuple[list | None, list | None]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtkit.crashpoint import crash_point
 from mtkit.errors import MtkitError
 from mtkit.train import distributed
 from mtkit.train.batching import collate, epoch_order, rank_share
@@ -158,6 +159,7 @@ class Trainer:
         self._update(micro, self._global_tokens(p.pos, len(micro)))
         self.files.check()
         p.pos, p.step = p.pos + len(micro), p.step + 1
+        crash_point("update")  # the crash tests' hook (mtkit.crashpoint); a no-op otherwise
         p.elapsed = time.monotonic() - self.started
         epoch_done = p.pos >= len(self.rank_batches)
         reason, save_due = self._stop_reason(epoch_done)
