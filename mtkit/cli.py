@@ -384,7 +384,12 @@ def translate_command(
 
 
 _TrainData = Annotated[
-    Path, typer.Option(help="Prepared data: DATA/{train,valid}.{src,tgt} (+ manifest.json).")
+    list[str],
+    typer.Option(
+        metavar="DIR[:WEIGHT[:tag]]",
+        help="Prepared data: DIR/{train,valid}.{src,tgt} (+ manifest.json). Repeat for a mix: "
+        "WEIGHT x its pairs an epoch (default 1), `tag` puts <BT> before its sources.",
+    ),
 ]
 _TrainOut = Annotated[
     Path, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.")
@@ -500,7 +505,8 @@ def train_command(
     from mtkit.train.config import model_overrides
 
     settings = TrainConfig(
-        data=str(data), out=str(out), spm=_str(spm), src_spm=_str(src_spm), tgt_spm=_str(tgt_spm),
+        data=data[0] if len(data) == 1 else list(data), out=str(out), spm=_str(spm),
+        src_spm=_str(src_spm), tgt_spm=_str(tgt_spm),
         src=src, tgt=tgt, arch=arch, model_overrides=model_overrides(_str(config), set_),
         max_tokens=max_tokens, update_freq=update_freq, max_updates=max_updates,
         max_epochs=max_epochs, max_time=parse_duration(max_time), patience=patience,
