@@ -290,7 +290,8 @@ def _load_subset(where: str, config: str | None, subset: str, revision, streamin
     except (FileNotFoundError, datasets.data_files.EmptyDatasetError):
         raise DataError(
             f"{where} has no files {pattern} for --subset {subset}: this copy keeps its "
-            "subsets merged; prepare the whole training split without --subset"
+            "subsets merged; prepare the whole training split without --subset (recipes: "
+            "make CORPORA=)"
         ) from None
     except (ConnectionError, TimeoutError) as error:
         raise DataError(
