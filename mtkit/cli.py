@@ -676,6 +676,13 @@ _PrepareLangidWorkers = Annotated[
     int,
     typer.Option(help="Processes for --langid; 0: every core but one.", rich_help_panel=_CLEAN),
 ]
+_PrepareLangidMinProb = Annotated[
+    float,
+    typer.Option(
+        help="--langid keeps a side the model gives its language at least this probability.",
+        rich_help_panel=_CLEAN,
+    ),
+]
 _PrepareSubset = Annotated[
     str | None,
     _source(
@@ -718,6 +725,7 @@ def prepare_command(
     dedup: _PrepareDedup = CleanOptions.dedup,
     langid: _PrepareLangid = CleanOptions.langid,
     langid_workers: _PrepareLangidWorkers = CleanOptions.langid_workers,
+    langid_min_prob: _PrepareLangidMinProb = CleanOptions.langid_min_prob,
     subset: _PrepareSubset = SourceOptions.subset,
     limit: _PrepareLimit = 0,
 ) -> None:
@@ -754,7 +762,7 @@ def prepare_command(
     )
     clean = CleanOptions(
         max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup, langid=langid,
-        langid_workers=langid_workers,
+        langid_workers=langid_workers, langid_min_prob=langid_min_prob,
     )  # fmt: skip
     prepare_corpus(source, out, clean, limit)
 

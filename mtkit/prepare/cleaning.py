@@ -62,6 +62,7 @@ class CleanOptions:
     # Language ID (mtkit.prepare.langid): drop pairs not in --src/--tgt, in worker processes.
     langid: bool = False
     langid_workers: int = 0  # 0: every core but one
+    langid_min_prob: float = 0.2  # keep a side the model gives its language this probability
 
     def validate(self) -> None:
         if self.len_unit not in LEN_UNITS:
@@ -74,6 +75,11 @@ class CleanOptions:
             raise ConfigError(
                 f"--max-ratio {self.max_ratio} is below 1 and would drop every pair; "
                 "use a value >= 1 (e.g. 3), or 0 to keep any ratio"
+            )
+        if not 0.0 < self.langid_min_prob <= 1.0:
+            raise ConfigError(
+                f"--langid-min-prob {self.langid_min_prob} is out of range; use a value in "
+                "(0, 1], e.g. 0.2"
             )
         if self.langid_workers < 0:
             raise ConfigError(
