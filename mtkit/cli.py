@@ -674,7 +674,7 @@ _PrepareLangid = Annotated[
 ]
 _PrepareLangidWorkers = Annotated[
     int,
-    typer.Option(help="Processes for --langid; 0: every core but one.", rich_help_panel=_CLEAN),
+    typer.Option(help="Processes for --langid; 0: one a core.", rich_help_panel=_CLEAN),
 ]
 _PrepareLangidMinProb = Annotated[
     float,

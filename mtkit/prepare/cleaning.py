@@ -61,7 +61,7 @@ class CleanOptions:
     dedup: bool = True
     # Language ID (mtkit.prepare.langid): drop pairs not in --src/--tgt, in worker processes.
     langid: bool = False
-    langid_workers: int = 0  # 0: every core but one
+    langid_workers: int = 0  # 0: one a core
     langid_min_prob: float = 0.2  # keep a side the model gives its language this probability
 
     def validate(self) -> None:
@@ -83,8 +83,8 @@ class CleanOptions:
             )
         if self.langid_workers < 0:
             raise ConfigError(
-                f"--langid-workers {self.langid_workers} is negative; use 0 for every core "
-                "but one, or a number of processes"
+                f"--langid-workers {self.langid_workers} is negative; use 0 for one a core, "
+                "or a number of processes"
             )
 
 
