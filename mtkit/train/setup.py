@@ -195,30 +195,8 @@ def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int, 
     from mtkit.train.corpus import run_batches
 
     if data is not None and data.is_mix:
-        from mtkit.train.mix import Mix
-
-        data.mix = Mix(
-            data.specs,
-            data.corpora,
-            max_len=model_config.max_positions,
-            max_tokens=config.max_tokens,
-            seed=config.seed,
-        )
-        data.train = pairs = data.mix.pairs
-        for spec, dropped, n in zip(data.specs, data.mix.dropped, data.mix.counts, strict=True):
-            _log_dropped(dropped, n, f" of {spec.path}")
-        dropped = {k: sum(d[k] for d in data.mix.dropped) for k in data.mix.dropped[0]}
-        batches = data.mix.epoch(1).batches
-        for row in data.mix.describe(valid=data.valid_dir):
-            log.info(
-                "corpus %s: %s pairs (%s trainable), weight %g%s: %s pairs an epoch",
-                row["data"],
-                f"{row['pairs']:,}",
-                f"{row['trainable']:,}",
-                row["weight"],
-                f", tag {row['tag']}" if row["tag"] else "",
-                f"{row['epoch_pairs']:,}",
-            )
+        batches, dropped = _mix_batches(config, model_config, data)
+        pairs = data.train
     else:
         batches, dropped = run_batches(
             pairs,
@@ -238,6 +216,35 @@ def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int, 
             "a smaller --max-tokens or fewer processes"
         )
     return batches
+
+
+def _mix_batches(config: TrainConfig, model_config, data):
+    """A mix's first epoch's batches and what was dropped; sets data.mix and data.train
+    (the corpora joined), and logs each corpus's share of an epoch."""
+    from mtkit.train.mix import Mix
+
+    data.mix = Mix(
+        data.specs,
+        data.corpora,
+        max_len=model_config.max_positions,
+        max_tokens=config.max_tokens,
+        seed=config.seed,
+    )
+    data.train = data.mix.pairs
+    for spec, dropped, n in zip(data.specs, data.mix.dropped, data.mix.counts, strict=True):
+        _log_dropped(dropped, n, f" of {spec.path}")
+    for row in data.mix.describe(valid=data.valid_dir):
+        log.info(
+            "corpus %s: %s pairs (%s trainable), weight %g%s: %s pairs an epoch",
+            row["data"],
+            f"{row['pairs']:,}",
+            f"{row['trainable']:,}",
+            row["weight"],
+            f", tag {row['tag']}" if row["tag"] else "",
+            f"{row['epoch_pairs']:,}",
+        )
+    dropped = {k: sum(d[k] for d in data.mix.dropped) for k in data.mix.dropped[0]}
+    return data.mix.epoch(1).batches, dropped
 
 
 def _optimizer(model, config: TrainConfig):
