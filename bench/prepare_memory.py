@@ -77,9 +77,11 @@ def generate(
     return paths
 
 
-def run_prepare(src: Path, tgt: Path, out: Path, *extra: str) -> dict[str, float]:
+def run_prepare(
+    src: Path, tgt: Path, out: Path, *extra: str, langs: tuple[str, str] = ("xx", "yy")
+) -> dict[str, float]:
     """Run prepare in a child process; its wall time and peak resident memory."""
-    command = [sys.executable, "-m", "mtkit", "prepare", "--src", "xx", "--tgt", "yy"]
+    command = [sys.executable, "-m", "mtkit", "prepare", "--src", langs[0], "--tgt", langs[1]]
     command += ["--src-file", str(src), "--tgt-file", str(tgt), "--out", str(out), *extra]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -257,6 +257,7 @@ def summary(ckpt: dict) -> dict:
         "vocab_table": {side: len(table) for side, table in (ckpt.get("vocab") or {}).items()},
         "model_config": ckpt["model_config"],
         "train_config": ckpt.get("train_config", {}),
+        **({"mix": ckpt["mix"]} if ckpt.get("mix") else {}),
     }
 
 
@@ -302,7 +303,20 @@ def describe(path: Path | str, as_json: bool = False) -> str:
         return json.dumps(info, indent=2, sort_keys=True)
     lines = []
     for key, value in info.items():
+        if key == "mix":  # one line per corpus of a data mix
+            lines += [f"mix: {_mix_line(row)}" for row in value]
+            continue
         if isinstance(value, dict):
             value = " ".join(f"{k}={v}" for k, v in value.items())
         lines.append(f"{key}: {value}")
     return "\n".join(lines)
+
+
+def _mix_line(row: dict) -> str:
+    """One corpus of the mix a checkpoint was trained on, as `inspect` prints it."""
+    text = f"{row['data']} pairs={row['pairs']} weight={row['weight']:g}"
+    if row.get("tag"):
+        text += f" tag={row['tag']}"
+    if "share" in row:
+        text += f" target_tokens={row['target_tokens']} share={100 * row['share']:.1f}%"
+    return text + (" (valid)" if row.get("valid") else "")

@@ -412,7 +412,12 @@ def translate_command(
 
 
 _TrainData = Annotated[
-    Path, typer.Option(help="Prepared data: DATA/{train,valid}.{src,tgt} (+ manifest.json).")
+    list[str],
+    typer.Option(
+        metavar="DIR[:WEIGHT[:tag]]",
+        help="Prepared data: DIR/{train,valid}.{src,tgt} (+ manifest.json). Repeat for a mix: "
+        "WEIGHT x its pairs an epoch (default 1), `tag` puts <BT> before its sources.",
+    ),
 ]
 _TrainOut = Annotated[
     Path, typer.Option("--out", "-o", help="Run directory: checkpoints, config, metrics.")
@@ -532,7 +537,8 @@ def train_command(
     from mtkit.train.config import model_overrides
 
     settings = TrainConfig(
-        data=str(data), out=str(out), spm=_str(spm), src_spm=_str(src_spm), tgt_spm=_str(tgt_spm),
+        data=data[0] if len(data) == 1 else list(data), out=str(out), spm=_str(spm),
+        src_spm=_str(src_spm), tgt_spm=_str(tgt_spm),
         src=src, tgt=tgt, arch=arch, model_overrides=model_overrides(_str(config), set_),
         max_tokens=max_tokens, update_freq=update_freq, max_updates=max_updates,
         max_epochs=max_epochs, max_time=parse_duration(max_time), patience=patience,
@@ -724,6 +730,33 @@ _PrepareDedup = Annotated[
     bool,
     typer.Option(help="Drop exact duplicate pairs, keeping the first.", rich_help_panel=_CLEAN),
 ]
+_PrepareLangid = Annotated[
+    bool,
+    typer.Option(
+        "--langid",
+        help="Drop pairs whose source is not --src or target not --tgt by language ID "
+        "(fastText lid.176; pip install 'mtkit[langid]').",
+        rich_help_panel=_CLEAN,
+    ),
+]
+_PrepareLangidWorkers = Annotated[
+    int,
+    typer.Option(help="Processes for --langid; 0: one a core.", rich_help_panel=_CLEAN),
+]
+_PrepareLangidMinProb = Annotated[
+    float,
+    typer.Option(
+        help="--langid keeps a side the model gives its language at least this probability.",
+        rich_help_panel=_CLEAN,
+    ),
+]
+_PrepareSubset = Annotated[
+    str | None,
+    _source(
+        "Only this subset of the dataset's training data (e.g. europarl_v7, commoncrawl, "
+        "newscommentary_v9 for wmt14 de-en): each one its own corpus for `train --data`."
+    ),
+]
 _PrepareLimit = Annotated[
     int,
     typer.Option(help="Read only the first N pairs of each split (quick subsets); 0: all."),
@@ -761,6 +794,10 @@ def prepare_command(
     len_unit: _PrepareLenUnit = CleanOptions.len_unit,
     max_ratio: _PrepareMaxRatio = CleanOptions.max_ratio,
     dedup: _PrepareDedup = CleanOptions.dedup,
+    langid: _PrepareLangid = CleanOptions.langid,
+    langid_workers: _PrepareLangidWorkers = CleanOptions.langid_workers,
+    langid_min_prob: _PrepareLangidMinProb = CleanOptions.langid_min_prob,
+    subset: _PrepareSubset = SourceOptions.subset,
     limit: _PrepareLimit = 0,
 ) -> None:
     """Get a parallel corpus and write it as clean text, one file per split and language.
@@ -792,8 +829,12 @@ def prepare_command(
         tsv=tsv,
         valid_tsv=valid_tsv,
         test_tsv=test_tsv,
+        subset=subset,
     )
-    clean = CleanOptions(max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup)
+    clean = CleanOptions(
+        max_len=max_len, len_unit=len_unit, max_ratio=max_ratio, dedup=dedup, langid=langid,
+        langid_workers=langid_workers, langid_min_prob=langid_min_prob,
+    )  # fmt: skip
     prepare_corpus(source, out, clean, limit)
 
 

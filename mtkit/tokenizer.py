@@ -27,6 +27,10 @@ from mtkit.io import atomic_write, write_text
 log = logging.getLogger(__name__)
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# Pieces every model from train-bpe holds whole, for source-side tags: `mtkit train --data
+# DIR:1:tag` puts <BT> (tagged back-translation, Caswell et al. 2019) before each source
+# sentence of DIR. They are never produced by translate (`Tokenizer.tag_ids` are masked).
+RESERVED_TAGS = ("<BT>",)
 MODEL_TYPES = ("bpe", "unigram")
 # Marian samples 2 M lines by default (--sentencepiece-max-lines): enough for a
 # good vocabulary, and a WMT corpus of 4.5 M pairs then trains in a few GB.
@@ -169,7 +173,7 @@ def _sentencepiece_train(reader: _LineReader, options: SpmOptions) -> bytes:
             character_coverage=options.character_coverage,
             input_sentence_size=options.input_sentence_size,
             shuffle_input_sentence=True,
-            user_defined_symbols=list(options.user_defined_symbols),
+            user_defined_symbols=list(dict.fromkeys(RESERVED_TAGS + options.user_defined_symbols)),
             num_threads=threads,
             pad_id=PAD_ID,
             unk_id=UNK_ID,
@@ -359,6 +363,18 @@ class Tokenizer:
         # model leaves as they are: their word marks become spaces, as MarianTokenizer does.
         texts = self.sp.decode(pieces) if pieces else []
         return [t.replace(_WORD_MARK, " ").strip() if _WORD_MARK in t else t for t in texts]
+
+    def tag_ids(self, tags=RESERVED_TAGS) -> list[int]:
+        """The ids of those of `tags` this model holds as pieces of their own (the source-side
+        tags a target must never produce)."""
+        if self.vocab is not None:
+            return [self.index[t] for t in tags if t in self.index]
+        found = []
+        for tag in tags:
+            i = self.sp.piece_to_id(tag)
+            if i != self.unk_id and self.sp.id_to_piece(i) == tag:
+                found.append(i)
+        return found
 
     def pieces(self, line: str) -> list[str]:
         """The subword pieces of one line, for inspection."""

@@ -5,6 +5,7 @@
 #
 #   DATA/manifest.json, train.SRC ...    prepare
 #   DATA/spm/spm.model                   train-bpe (joint)
+#   DATA/NAME/manifest.json, train.SRC  prepare --subset NAME, for each NAME in CORPORA
 #   DATA/.encoded/KEY/                   train, on first use: the encoded training corpus
 #                                        that every later start, resume and GPU maps
 #   RUN/train.done, checkpoint_*.pt      train (train.done: the run finished)
@@ -13,12 +14,27 @@
 #   RUN/bleu.txt                         score against DATA/test.TGT: BLEU, chrF, signatures
 #
 # A pair's recipe sets SRC, TGT, NAME and PREPARE_CMD (and its published
-# settings), then includes this file. Every variable can be set on the command
+# settings), then includes this file.
+#
+# A data mix (the WMT recipes): CORPORA lists the dataset's training subsets as
+# NAME:WEIGHT[:tag]. Each NAME is prepared on its own (PREPARE_CMD --subset NAME)
+# into DATA/NAME/, DATA/ itself holds only valid and test, and train reads every
+# DATA/NAME with its weight (docs/corpora.md). CORPORA= (empty) prepares the whole
+# training split into DATA/ as one corpus, as for a copy whose subsets are merged. Every variable can be set on the command
 # line:  make -f recipes/wmt14-en-de.mk DATA=/big/disk/wmt14 GPUS=8 ARCH=transformer-big
 #
 # Settings are remembered too: each stage's options are kept in DATA/.settings/
 # and RUN/.settings/, and a file there is rewritten only when its options
 # change, so `make VOCAB=16000` redoes train-bpe and everything after it.
+
+# --- the data mix -----------------------------------------------------------------
+CORPORA ?=
+CORPUS_NAMES = $(foreach c,$(CORPORA),$(firstword $(subst :, ,$(c))))
+CORPUS_MANIFESTS = $(foreach n,$(CORPUS_NAMES),$(DATA)/$(n)/manifest.json)
+TRAIN_DIRS = $(if $(CORPORA),$(addprefix $(DATA)/,$(CORPUS_NAMES)),$(DATA))
+TRAIN_DATA = $(if $(CORPORA),$(foreach c,$(CORPORA),--data $(DATA)/$(c)),--data $(DATA))
+TRAIN_TEXT = $(foreach d,$(TRAIN_DIRS),--input $(d)/train.$(SRC) --input $(d)/train.$(TGT))
+ENCODED = $(foreach d,$(TRAIN_DIRS),$(d)/.encoded)
 
 # --- tools -------------------------------------------------------------------
 # This checkout's .venv when it has mtkit, else the mtkit on PATH.
@@ -70,7 +86,7 @@ remember = $(if $(call same,$(strip $(file <$1)),$(settings_text)),,$(shell mkdi
 $(call remember,$(DATA)/.settings/prepare,$(PREPARE_CMD))
 $(call remember,$(DATA)/.settings/bpe,$(SRC) $(TGT) $(VOCAB) $(SPM_TYPE) $(BPE_ARGS))
 $(call remember,$(RUN)/.settings/train,$(abspath $(DATA)) $(SRC) $(TGT) $(ARCH) \
-	$(MAX_TOKENS) $(UPDATE_FREQ) $(MODEL_ARGS) $(TRAIN_ARGS))
+	$(MAX_TOKENS) $(UPDATE_FREQ) $(MODEL_ARGS) $(TRAIN_ARGS) $(CORPORA))
 $(call remember,$(RUN)/.settings/average,$(AVERAGE_LAST))
 $(call remember,$(RUN)/.settings/translate,$(BEAM) $(TRANSLATE_ARGS))
 $(call remember,$(RUN)/.settings/score,$(SCORE_ARGS))
@@ -82,7 +98,7 @@ $(call remember,$(RUN)/.settings/score,$(SCORE_ARGS))
 
 all: score
 
-prepare: $(DATA)/manifest.json
+prepare: $(DATA)/manifest.json $(CORPUS_MANIFESTS)
 bpe: $(DATA)/spm/spm.model
 train: $(RUN)/train.done
 average: $(RUN)/checkpoint_avg.pt
@@ -97,24 +113,31 @@ show: score
 # the old encoding is removed here rather than left to fill the disk.
 $(DATA)/manifest.json: $(DATA)/.settings/prepare
 	rm -rf $(DATA)/.encoded
-	$(PREPARE_CMD)
+	$(PREPARE_CMD) $(if $(CORPORA),--train-split -)
 
-$(DATA)/spm/spm.model: $(DATA)/manifest.json $(DATA)/.settings/bpe
-	rm -rf $(DATA)/.encoded
-	$(MTKIT) train-bpe --input $(DATA)/train.$(SRC) --input $(DATA)/train.$(TGT) \
+# One training subset of a mix: its own directory, its valid split (validation reads the
+# first corpus's), no test split (DATA/test.* is the one translate and score read).
+$(DATA)/%/manifest.json: $(DATA)/.settings/prepare
+	rm -rf $(DATA)/$*/.encoded
+	$(PREPARE_CMD) --subset $* --out $(DATA)/$* --test-split -
+
+$(DATA)/spm/spm.model: $(DATA)/manifest.json $(CORPUS_MANIFESTS) $(DATA)/.settings/bpe
+	rm -rf $(ENCODED)
+	$(MTKIT) train-bpe $(TRAIN_TEXT) \
 		--vocab-size $(VOCAB) --model-type $(SPM_TYPE) --out $(DATA)/spm $(BPE_ARGS)
 
 # train.done marks a finished run. An interrupted run has checkpoint_last.pt but no
 # train.done, and `make` continues it (--resume). A run older than its data, vocabulary
 # or settings is moved to RUN/replaced-DATE/ first, and training starts over.
-$(RUN)/train.done: $(DATA)/manifest.json $(DATA)/spm/spm.model $(RUN)/.settings/train
+$(RUN)/train.done: $(DATA)/manifest.json $(CORPUS_MANIFESTS) $(DATA)/spm/spm.model \
+		$(RUN)/.settings/train
 	@last=$(RUN)/checkpoint_last.pt; \
 	if [ -e $$last ] && [ -n "$$(find $^ -newer $$last)" ]; then \
 		old=$(RUN)/replaced-$$(date +%Y%m%d-%H%M%S); mkdir -p $$old; \
 		echo "$(RUN): data, vocabulary or settings changed since $$last; moving the old run to $$old" >&2; \
 		find $(RUN) -maxdepth 1 -type f ! -name '.*' -exec mv {} $$old/ \; ; \
 	fi
-	$(TRAIN_CMD) --data $(DATA) --spm $(DATA)/spm/spm.model --src $(SRC) --tgt $(TGT) \
+	$(TRAIN_CMD) $(TRAIN_DATA) --spm $(DATA)/spm/spm.model --src $(SRC) --tgt $(TGT) \
 		--arch $(ARCH) --out $(RUN) --device $(DEVICE) --max-tokens $(MAX_TOKENS) \
 		--update-freq $(UPDATE_FREQ) --resume $(MODEL_ARGS) $(TRAIN_ARGS)
 	touch $@

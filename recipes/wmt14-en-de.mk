@@ -39,6 +39,12 @@ TRAIN_ARGS ?= --max-updates $(MAX_UPDATES) --lr $(LR) --warmup 4000 --schedule i
 BEAM ?= 4
 TRANSLATE_ARGS ?= --len-penalty 0.6 --max-len-a 1 --max-len-b 50
 
+# The training data as WMT14 systems use it: the builder's three subsets, each its own
+# corpus (DATA/NAME/), weighted here and only here (NAME:WEIGHT[:tag]; docs/corpora.md).
+# Vaswani et al. train on their plain union: weight 1 each. CORPORA= prepares the union
+# as one corpus (a hub copy whose subsets are merged).
+CORPORA ?= europarl_v7:1 commoncrawl:1 newscommentary_v9:1
+
 # Cleaning as fairseq's prepare-wmt14en2de.sh (at most 250 tokens, length ratio 1.5;
 # it counts BPE pieces, mtkit counts words). newstest2013/2014 stay untouched.
 PREPARE_CMD = $(MTKIT) prepare --dataset $(DATASET) --pair $(PAIR) --src $(SRC) --tgt $(TGT) \

@@ -24,6 +24,11 @@ TRAIN_ARGS ?= --max-updates $(MAX_UPDATES) --lr 7e-4 --warmup 4000 --label-smoot
 BEAM ?= 5
 TRANSLATE_ARGS ?= --len-penalty 1.0
 
+# The training data as the builder names it: Europarl v8 and SETimes2, each its own corpus
+# (DATA/NAME/), weighted here and only here (NAME:WEIGHT[:tag]; docs/corpora.md).
+# CORPORA= prepares their union as one corpus (a hub copy whose subsets are merged).
+CORPORA ?= europarl_v8_16:1 setimes_2:1
+
 PREPARE_CMD = $(MTKIT) prepare --dataset $(DATASET) --pair $(PAIR) --src $(SRC) --tgt $(TGT) \
 	--out $(DATA) --max-len 250 --max-ratio 1.5 $(if $(LIMIT),--limit $(LIMIT))
 

@@ -25,6 +25,11 @@ TRAIN_ARGS ?= --max-updates $(MAX_UPDATES) --lr 5e-4 --warmup 4000 --label-smoot
 BEAM ?= 5
 TRANSLATE_ARGS ?= --len-penalty 1.0 --max-len-a 1.5
 
+# The training data as the builder names it: News Commentary v12, the UN corpus and CWMT's
+# parts, each its own corpus (DATA/NAME/), weighted here and only here (NAME:WEIGHT[:tag];
+# docs/corpora.md). CORPORA= prepares their union as one corpus.
+CORPORA ?= newscommentary_v12:1 uncorpus_v1:1 casia2015:1 casict2011:1 casict2015:1 datum2015:1 datum2017:1 neu2017:1
+
 # Chinese has no spaces between words: count lengths in characters.
 PREPARE_CMD = $(MTKIT) prepare --dataset $(DATASET) --pair $(PAIR) --src $(SRC) --tgt $(TGT) \
 	--out $(DATA) --max-len 400 --len-unit chars --max-ratio 9 $(if $(LIMIT),--limit $(LIMIT))

@@ -5,7 +5,9 @@ reads the hub repository it imitates:
 
 - layout "wmt": like wmt/wmt14 -- PAIR/{train,validation,test}-00000-of-00001.parquet
   with a `translation` struct column {lang: text} and a README.md dataset card
-  whose YAML names each pair as a config (card=False leaves the card out);
+  whose YAML names each pair as a config (card=False leaves the card out); with
+  `subsets`, the training rows are cut into one file per subset, named as the WMT
+  builders name them, PAIR/train-SUBSET-00000-of-00001.parquet (`prepare --subset`);
 - layout "columns": like bentrevett/multi30k -- {train,val,test}.jsonl with one
   column per language;
 - layout "saved": a `DatasetDict.save_to_disk` directory with a `translation` column.
@@ -47,13 +49,14 @@ def build_hub_copy(
     train_lines: int | None = 2000,
     eval_lines: int | None = None,
     card: bool = True,
+    subsets: tuple[str, ...] = (),
 ) -> Path:
     """Write a hub-shaped copy of Multi30k to `out` and return `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     limits = {"train": train_lines, "validation": eval_lines, "test": eval_lines}
     if layout == "wmt":
-        _write_wmt(multi30k, out, pairs, limits, card)
+        _write_wmt(multi30k, out, pairs, limits, card, subsets)
     elif layout == "columns":
         langs = sorted({lang for pair in pairs for lang in pair.split("-")})
         _write_columns(multi30k, out, langs, limits)
@@ -73,7 +76,7 @@ def _translation_table(columns: dict):
     return pa.table({"translation": pa.array(rows, type=kind)})
 
 
-def _write_wmt(multi30k, out, pairs, limits, card) -> None:
+def _write_wmt(multi30k, out, pairs, limits, card, subsets=()) -> None:
     import pyarrow.parquet as pq
 
     infos, configs = [], []
@@ -82,7 +85,13 @@ def _write_wmt(multi30k, out, pairs, limits, card) -> None:
         splits = []
         for split, limit in limits.items():
             table = _translation_table(read_split(multi30k, split, pair.split("-"), limit))
-            pq.write_table(table, out / pair / f"{split}-00000-of-00001.parquet")
+            if split == "train" and subsets:  # contiguous parts, one file each
+                bounds = [table.num_rows * i // len(subsets) for i in range(len(subsets) + 1)]
+                for name, start, end in zip(subsets, bounds, bounds[1:], strict=False):
+                    part = table.slice(start, end - start)
+                    pq.write_table(part, out / pair / f"train-{name}-00000-of-00001.parquet")
+            else:
+                pq.write_table(table, out / pair / f"{split}-00000-of-00001.parquet")
             splits.append((split, table.num_rows))
         infos.append(_card_info(pair, splits))
         configs.append(_card_config(pair, [split for split, _ in splits]))
@@ -140,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         "--pairs", default="de-en", help="comma-separated configs, e.g. de-en,fr-en"
     )
     parser.add_argument("--train-lines", type=int, default=0, help="first N training pairs; 0: all")
+    parser.add_argument(
+        "--subsets", default="", help="comma-separated training subsets (one file each)"
+    )
     args = parser.parse_args(argv)
     target = args.out / args.name if args.name else args.out
     build_hub_copy(
@@ -148,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         layout=args.layout,
         pairs=tuple(args.pairs.split(",")),
         train_lines=args.train_lines or None,
+        subsets=tuple(s for s in args.subsets.split(",") if s),
     )
     print(target)
 

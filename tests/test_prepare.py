@@ -167,6 +167,33 @@ def test_hub_short_name_reads_a_local_wmt_copy(multi30k, hub, tmp_path):
     assert read(out / "train.de") == m30k_lines(multi30k, "train", "de", 2000)
 
 
+def test_subsets_are_prepared_apart(multi30k, hub, tmp_path, cli, own_cache):
+    """--subset reads one subset's files of the training split; the union of the subsets
+    is the whole split; a name the builder lacks, or a merged copy, is one line."""
+    names = ("europarl_v7", "commoncrawl", "newscommentary_v9")
+    split = build_hub_copy(
+        multi30k, tmp_path / "hub" / "wmt/wmt14", train_lines=300, eval_lines=20, subsets=names
+    )
+    assert sorted(p.name for p in (split / "de-en").glob("train-*")) == sorted(
+        f"train-{name}-00000-of-00001.parquet" for name in names
+    )
+    parts = []
+    for name in names:
+        source = sources.from_dataset(
+            "wmt14", src="de", tgt="en", pair="de-en", local_hub=tmp_path / "hub", subset=name
+        )
+        manifest = prepare(source, tmp_path / name)
+        assert manifest["source"]["subset"] == name
+        parts += read(tmp_path / name / "train.de")
+    assert parts == m30k_lines(multi30k, "train", "de", 300)  # in order, each pair once
+    args = ["prepare", "--dataset", "wmt14", "--pair", "de-en", "--out", tmp_path / "x"]
+    result = cli(*args, "--local-hub", tmp_path / "hub", "--subset", "europarl")
+    assert_one_line_error(result, "no training subset 'europarl'", "europarl_v7, commoncrawl")
+    result = cli(*args, "--local-hub", hub, "--subset", "europarl_v7")  # merged files
+    assert_one_line_error(result, "has no files de-en/train-europarl_v7-*", "CORPORA=")
+    assert not (tmp_path / "x").exists()
+
+
 def test_several_configs_need_a_pair(hub):
     with pytest.raises(DataError, match=r"several configs \(de-en, fr-en\).*--pair"):
         sources.from_dataset(str(hub / "wmt/wmt14"), src="de", tgt="en")

@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the environment running the tests has mtkit installed
 LINES = 100  # pairs in each split
 PAIRS = {"wmt14-en-de": "de-en", "wmt16-ro-en": "ro-en", "wmt17-zh-en": "zh-en"}  # hub configs
+# The training subsets each recipe prepares apart (its CORPORA), as the WMT builders name them.
+SUBSETS = {
+    "wmt14-en-de": ("europarl_v7", "commoncrawl", "newscommentary_v9"),
+    "wmt16-ro-en": ("europarl_v8_16", "setimes_2"),
+    "wmt17-zh-en": ("newscommentary_v12", "uncorpus_v1", "casia2015", "casict2011",
+                    "casict2015", "datum2015", "datum2017", "neu2017"),
+}  # fmt: skip
 # A model of a few thousand parameters, a few updates: the pipeline is tested, not BLEU.
 TINY = {
     "VOCAB": "150",
@@ -186,9 +193,12 @@ def test_wmt_settings_and_gpus(tmp_path):
     assert "--tokenize zh" in en_zh and "--pair zh-en --src en --tgt zh" in en_zh
 
 
-def _relabelled_wmt_copy(multi30k: Path, out: Path, pair: str, take: dict[str, str]) -> Path:
+def _relabelled_wmt_copy(
+    multi30k: Path, out: Path, pair: str, take: dict[str, str], subsets: tuple = ()
+) -> Path:
     """A wmt/wmtNN-shaped copy (PAIR/SPLIT-00000-of-00001.parquet, `translation` column)
-    whose languages are Multi30k's under other names: take = {new: multi30k language}."""
+    whose languages are Multi30k's under other names: take = {new: multi30k language};
+    the training rows cut into one PAIR/train-SUBSET-*.parquet file per subset."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -199,7 +209,13 @@ def _relabelled_wmt_copy(multi30k: Path, out: Path, pair: str, take: dict[str, s
             dict(zip(take, texts, strict=True)) for texts in zip(*columns.values(), strict=True)
         ]
         table = pa.table({"translation": pa.array(rows)})
-        pq.write_table(table, out / pair / f"{split}-00000-of-00001.parquet")
+        if split == "train" and subsets:
+            step = -(-table.num_rows // len(subsets))
+            for i, name in enumerate(subsets):
+                part = table.slice(i * step, step)
+                pq.write_table(part, out / pair / f"train-{name}-00000-of-00001.parquet")
+        else:
+            pq.write_table(table, out / pair / f"{split}-00000-of-00001.parquet")
     return out
 
 
@@ -209,18 +225,26 @@ def test_wmt_recipe_reaches_score(tmp_path, multi30k, recipe):
     env = {}
     if recipe == "wmt14-en-de":  # the short name wmt14, found in a local hub (MTKIT_LOCAL_HUB)
         build_hub_copy(
-            multi30k, tmp_path / "hub" / "wmt" / "wmt14", train_lines=LINES, eval_lines=LINES
+            multi30k,
+            tmp_path / "hub" / "wmt" / "wmt14",
+            train_lines=LINES,
+            eval_lines=LINES,
+            subsets=SUBSETS[recipe],
         )
         env["MTKIT_LOCAL_HUB"] = str(tmp_path / "hub")
         src, tgt = "en", "de"
     elif recipe == "wmt16-ro-en":  # a local directory given as DATASET; French plays Romanian
         variables["DATASET"] = str(
-            _relabelled_wmt_copy(multi30k, tmp_path / "wmt16", "ro-en", {"ro": "fr", "en": "en"})
+            _relabelled_wmt_copy(
+                multi30k, tmp_path / "wmt16", "ro-en", {"ro": "fr", "en": "en"}, SUBSETS[recipe]
+            )
         )
         src, tgt = "ro", "en"
     else:  # French plays Chinese: characters are what the zh settings change
         variables["DATASET"] = str(
-            _relabelled_wmt_copy(multi30k, tmp_path / "wmt17", "zh-en", {"zh": "fr", "en": "en"})
+            _relabelled_wmt_copy(
+                multi30k, tmp_path / "wmt17", "zh-en", {"zh": "fr", "en": "en"}, SUBSETS[recipe]
+            )
         )
         src, tgt = "zh", "en"
     result = make(recipe, tmp_path, env=env, **variables)
@@ -236,3 +260,20 @@ def test_wmt_recipe_reaches_score(tmp_path, multi30k, recipe):
     assert manifest["cleaning"]["limit"] == LINES
     if recipe == "wmt17-zh-en":
         assert "--character-coverage 0.9995" in result.stdout
+    # Each subset is its own corpus, trained on with the recipe's weights.
+    for name in SUBSETS[recipe]:
+        subset = json.loads((data / name / "manifest.json").read_text())
+        assert subset["source"]["subset"] == name
+        assert f"--data {data / name}:1 " in result.stdout
+    assert not (data / f"train.{src}").exists()  # DATA/ holds valid and test only
+    shares = {row["data"]: row["share"] for row in _last_mix(tmp_path / "run")}
+    assert set(shares) == {str(data / name) for name in SUBSETS[recipe]}
+    assert abs(sum(shares.values()) - 1) < 1e-3
+
+
+def _last_mix(run: Path) -> list[dict]:
+    """The mix of the run's last train record, with its corpora from the mix record."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    corpora = next(r["corpora"] for r in records if r["kind"] == "mix")
+    shares = [r for r in records if r["kind"] == "train"][-1]["mix_share"]
+    return [row | {"share": share} for row, share in zip(corpora, shares, strict=True)]

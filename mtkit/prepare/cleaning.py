@@ -59,6 +59,10 @@ class CleanOptions:
     len_unit: str = "words"
     max_ratio: float = 3.0
     dedup: bool = True
+    # Language ID (mtkit.prepare.langid): drop pairs not in --src/--tgt, in worker processes.
+    langid: bool = False
+    langid_workers: int = 0  # 0: one a core
+    langid_min_prob: float = 0.2  # keep a side the model gives its language this probability
 
     def validate(self) -> None:
         if self.len_unit not in LEN_UNITS:
@@ -71,6 +75,16 @@ class CleanOptions:
             raise ConfigError(
                 f"--max-ratio {self.max_ratio} is below 1 and would drop every pair; "
                 "use a value >= 1 (e.g. 3), or 0 to keep any ratio"
+            )
+        if not 0.0 < self.langid_min_prob <= 1.0:
+            raise ConfigError(
+                f"--langid-min-prob {self.langid_min_prob} is out of range; use a value in "
+                "(0, 1], e.g. 0.2"
+            )
+        if self.langid_workers < 0:
+            raise ConfigError(
+                f"--langid-workers {self.langid_workers} is negative; use 0 for one a core, "
+                "or a number of processes"
             )
 
 

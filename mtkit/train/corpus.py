@@ -83,16 +83,17 @@ def cache_root(data_dir: Path, fallback: Path) -> Path:
     return Path(fallback)
 
 
-def open_corpus(paths: dict, toks: dict, root: Path) -> Pairs:
+def open_corpus(paths: dict, toks: dict, root: Path, src_prefix: tuple = ()) -> Pairs:
     """The encoded corpus of the text files paths["src"], paths["tgt"] with tokenizers
-    toks["src"], toks["tgt"]: mapped from `root`, built there first when missing."""
+    toks["src"], toks["tgt"]: mapped from `root`, built there first when missing.
+    `src_prefix`: ids put before every source sentence (a tagged corpus's tag piece)."""
     root.mkdir(parents=True, exist_ok=True)
-    key = corpus_key(paths, toks, root)
+    key = corpus_key(paths, toks, root, src_prefix)
     final = root / key
     if not _usable(final):
         with _locked(root / f"{key}.lock"):
             if not _usable(final):  # another process may have built it meanwhile
-                _build(final, paths, toks)
+                _build(final, paths, toks, src_prefix)
     return map_corpus(final)
 
 
@@ -165,10 +166,12 @@ def _file_sum(path: Path, writer: HashingWriter) -> dict:
     return {"bytes": path.stat().st_size, CHECKSUM: writer.hexdigest(), "stat": _stat(path)}
 
 
-def corpus_key(paths: dict, toks: dict, root: Path) -> str:
+def corpus_key(paths: dict, toks: dict, root: Path, src_prefix: tuple = ()) -> str:
     """A name for what the corpus is made from: the texts', the models' and (imported
-    models) the vocabulary tables' checksums."""
+    models) the vocabulary tables' checksums, and a source prefix (tag) if any."""
     digest = hashlib.sha256(f"mtkit-encoded-{FORMAT}".encode())
+    if src_prefix:  # untagged corpora keep the key they always had
+        digest.update(f"src-prefix-{list(src_prefix)}".encode())
     for side in ("src", "tgt"):
         digest.update(file_checksum(Path(paths[side]), root).encode())
         digest.update(hashlib.sha256(toks[side].model_bytes).hexdigest().encode())
@@ -212,7 +215,7 @@ def _locked(path: Path):
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def _build(final: Path, paths: dict, toks: dict) -> None:
+def _build(final: Path, paths: dict, toks: dict, src_prefix: tuple = ()) -> None:
     """Encode both sides into a temporary directory, then rename it to `final`."""
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # a crashed build: we hold the lock
@@ -221,8 +224,10 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
     began = time.monotonic()
     try:
         sums: dict = {}
+        prefix = {"src": tuple(src_prefix), "tgt": ()}
         counts = {
-            side: _encode_file(Path(paths[side]), toks[side], temp, side, sums) for side in paths
+            side: _encode_file(Path(paths[side]), toks[side], temp, side, sums, prefix[side])
+            for side in paths
         }
         _check_counts(paths, counts)
         meta = {
@@ -232,6 +237,7 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
             "files": {side: str(Path(paths[side]).resolve()) for side in paths},
             "spm": {side: toks[side].name for side in paths},
             "checksums": sums,
+            "src_prefix": list(src_prefix),
         }
         with atomic_write(temp / "meta.json", "w") as file:
             json.dump(meta, file, indent=2)
@@ -255,15 +261,23 @@ def _build(final: Path, paths: dict, toks: dict) -> None:
 CORPUS_FILES = ("src.ids", "src.offsets", "tgt.ids", "tgt.offsets")
 
 
-def _encode_file(path: Path, tok, directory: Path, side: str, sums: dict) -> int:
-    """Stream `path` through the tokenizer into directory/SIDE.ids and SIDE.offsets;
-    each file's size, checksum and stat go into `sums`."""
+def _encode_file(
+    path: Path, tok, directory: Path, side: str, sums: dict, prefix: tuple = ()
+) -> int:
+    """Stream `path` through the tokenizer into directory/SIDE.ids and SIDE.offsets,
+    `prefix` before every sentence; each file's size, checksum and stat go into `sums`."""
     dtype = id_dtype(tok.vocab_size)
     lengths = []
+    head, encode = list(prefix), tok.encode
+    if head:
+
+        def encode(lines, plain=tok.encode):
+            return [head + ids for ids in plain(lines)]
+
     with open_binary(path) as stream, open(directory / f"{side}.ids", "wb") as raw:
         ids = HashingWriter(raw)
         lines = (line.rstrip("\r") for line in text_lines(stream, str(path)))
-        for chunk_ids, chunk_lengths in encode_chunks(lines, tok.encode, dtype):
+        for chunk_ids, chunk_lengths in encode_chunks(lines, encode, dtype):
             ids.write(chunk_ids.tobytes())
             lengths.append(chunk_lengths.astype(np.int32))
             crash_point("mid-encode")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtkit.errors import DataError
@@ -37,6 +37,15 @@ class RunData:
     valid: object  # Pairs in memory, or None when DATA has no valid split
     valid_src_lines: list  # the raw text, for BLEU references
     valid_tgt_lines: list
+    specs: list = field(default_factory=list)  # mix.CorpusSpec of each --data
+    corpora: list = field(default_factory=list)  # each corpus's mapped Pairs, in order
+    valid_dir: str | None = None  # the --data whose valid split validates
+    mix: object = None  # mix.Mix when the run has several corpora, a weight or a tag
+
+    @property
+    def is_mix(self) -> bool:
+        """Anything but one plain --data DIR (which trains exactly as it always did)."""
+        return len(self.specs) > 1 or any(not spec.plain for spec in self.specs)
 
     @property
     def spm_bytes(self) -> dict:
@@ -126,28 +135,44 @@ def check_unk_rate(tok, lines: list[str], lang: str, path: Path) -> float:
 def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
     """The run's languages, tokenizers, mapped training pairs and validation pairs
     for `config` (a TrainConfig); `tokenizers` (source, target) instead of --spm's
-    (those of the checkpoint --init-from names)."""
+    (those of the checkpoint --init-from names). Several `--data DIR[:WEIGHT[:TAG]]`
+    make a mix (`mtkit.train.mix`): each corpus mapped on its own, validation from
+    the first that has a valid split."""
     from mtkit.train.corpus import cache_root, open_corpus
+    from mtkit.train.mix import parse_specs, tag_id
 
-    data_dir = Path(config.data)
-    if not data_dir.is_dir():
-        raise DataError(
-            f"data directory not found: {data_dir}; run `mtkit prepare` or check --data"
-        )
-    langs = pair_langs(data_dir, config.src, config.tgt)
+    specs = parse_specs(config.data)
+    dirs = [Path(spec.path) for spec in specs]
+    for data_dir in dirs:
+        if not data_dir.is_dir():
+            raise DataError(
+                f"data directory not found: {data_dir}; run `mtkit prepare` or check --data"
+            )
+    langs = pair_langs(dirs[0], config.src, config.tgt)
     if langs["src"] == langs["tgt"]:
         raise DataError(f"source and target are both {langs['src']!r}; pass --src and --tgt")
+    for data_dir in dirs:
+        _check_prepared(data_dir, langs, dirs[0])
     src_tok, tgt_tok = tokenizers or load_tokenizers(
         config.spm, config.src_spm, config.tgt_spm, langs
     )
     toks = {"src": src_tok, "tgt": tgt_tok}
-    paths = {side: data_dir / f"train.{langs[side]}" for side in ("src", "tgt")}
-    for side, tok in toks.items():
-        check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), langs[side], paths[side])
-    valid_src, valid_tgt = _valid_lines(data_dir, langs)  # its errors before a long encoding
-    root = cache_root(data_dir, Path(config.out) / ".encoded")
-    train = open_corpus(paths, toks, root)
-    warn_if_changed_since_prepare(data_dir, paths, root)
+    prefixes = [(tag_id(src_tok, spec.tag),) if spec.tag else () for spec in specs]
+    all_paths = [{side: d / f"train.{langs[side]}" for side in ("src", "tgt")} for d in dirs]
+    for paths in all_paths:
+        for side, tok in toks.items():
+            check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), langs[side], paths[side])
+    valid_dir = next((d for d in dirs if _has_valid(d, langs)), dirs[0])
+    if len(dirs) > 1 and _has_valid(valid_dir, langs):
+        log.info("validating on %s/valid.{%s,%s}", valid_dir, langs["src"], langs["tgt"])
+    valid_src, valid_tgt = _valid_lines(valid_dir, langs)  # its errors before a long encoding
+    roots = [cache_root(d, Path(config.out) / ".encoded") for d in dirs]
+    corpora = [
+        open_corpus(paths, toks, root, prefix)
+        for paths, root, prefix in zip(all_paths, roots, prefixes, strict=True)
+    ]
+    for d, paths, root in zip(dirs, all_paths, roots, strict=True):
+        warn_if_changed_since_prepare(d, paths, root)
     valid = None
     if valid_src is not None:
         valid = encode_pairs(valid_src, valid_tgt, src_tok.encode, tgt_tok.encode)
@@ -155,10 +180,13 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
         langs=langs,
         src_tok=src_tok,
         tgt_tok=tgt_tok,
-        train=train,
+        train=corpora[0],
         valid=valid,
         valid_src_lines=valid_src,
         valid_tgt_lines=valid_tgt,
+        specs=specs,
+        corpora=corpora,
+        valid_dir=str(valid_dir) if valid is not None else None,
     )
 
 
@@ -183,6 +211,33 @@ def warn_if_changed_since_prepare(data_dir: Path, paths: dict, root: Path) -> No
                 path,
                 data_dir,
             )
+
+
+def _check_prepared(data_dir: Path, langs: dict, first: Path) -> None:
+    """DIR holds train.SRC and train.TGT, and its manifest (if any) names the same pair."""
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file():
+        try:
+            found = _manifest_langs(json.loads(manifest.read_text(encoding="utf-8")))
+        except json.JSONDecodeError:
+            found = None
+        if found is not None and set(found) != {langs["src"], langs["tgt"]}:
+            raise DataError(
+                f"--data {data_dir} holds {found[0]}-{found[1]} but {first} holds "
+                f"{langs['src']}-{langs['tgt']}; every corpus of a run must have the same "
+                "language pair"
+            )
+    missing = [f"train.{langs[s]}" for s in ("src", "tgt")]
+    missing = [name for name in missing if not (data_dir / name).is_file()]
+    if missing:
+        raise DataError(
+            f"--data {data_dir} is no prepared corpus (no {' or '.join(missing)}); "
+            f"write it with `mtkit prepare --out {data_dir}` or check the path"
+        )
+
+
+def _has_valid(data_dir: Path, langs: dict) -> bool:
+    return any((data_dir / f"valid.{langs[side]}").exists() for side in ("src", "tgt"))
 
 
 def _valid_lines(data_dir: Path, langs: dict) -> tuple[list | None, list | None]:

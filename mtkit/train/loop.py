@@ -27,6 +27,7 @@ from mtkit.crashpoint import crash_point
 from mtkit.errors import MtkitError
 from mtkit.train import distributed
 from mtkit.train.batching import collate, epoch_order, rank_share
+from mtkit.train.mix import shares_text
 from mtkit.train.optim import label_smoothed_loss, lr_at, set_lr
 from mtkit.train.state import rng_state
 from mtkit.train.validate import evaluate
@@ -63,6 +64,7 @@ class Progress:
     best_step: int = 0
     bad_validations: int = 0
     last_valid_step: int = -1
+    mix_tokens: list = field(default_factory=list)  # target tokens each corpus of a mix gave
 
 
 class Trainer:
@@ -96,6 +98,8 @@ class Trainer:
         self.model, self.ddp, self.scaler = model or raw, ddp, scaler
         self.precision, self.autocast = precision, autocast_for(precision, dist.device)
         self.batch_tokens = batches.target_tokens(data.train)  # per batch, for the loss scale
+        self.mix = getattr(data, "mix", None)  # mix.Mix: each epoch cuts its own batches
+        self.corpus_tokens = None  # a mix's [batch, corpus] target tokens, this epoch
         self.progress = progress or Progress()
         self.last_valid = last_valid or {}
         self.resumed = progress is not None
@@ -118,6 +122,8 @@ class Trainer:
         resume_step = self.progress.step if self.resumed else None
         files = self.files.open(self._run_description(), resume_step)
         with files, _signals(self._on_signal), self._progress_bar():
+            if resume_step is None and self.mix is not None and self.dist.is_main:
+                files.log({"kind": "mix", "step": 0, "corpora": self._mix_rows()})
             if resume_step is None and self.last_valid and self.dist.is_main:
                 # --init-from measured the starting point: the curves start from it too
                 files.log({"kind": "valid", "step": 0, "epoch": 0, **self.last_valid})
@@ -157,6 +163,7 @@ class Trainer:
             self.rank_batches = self._epoch_share(p.epoch)
         micro = self.rank_batches[p.pos : p.pos + cfg.update_freq]
         self._update(micro, self._global_tokens(p.pos, len(micro)))
+        self._count_mix(p.pos, len(micro))
         self.files.check()
         p.pos, p.step = p.pos + len(micro), p.step + 1
         crash_point("update")  # the crash tests' hook (mtkit.crashpoint); a no-op otherwise
@@ -197,7 +204,12 @@ class Trainer:
                 self.bar = None
 
     def _epoch_share(self, epoch: int) -> list:
-        """This rank's batches of `epoch`; keeps every rank's, to count an update's tokens."""
+        """This rank's batches of `epoch`; keeps every rank's, to count an update's tokens.
+        A mix first cuts the epoch's own batches from its weighted sample."""
+        if self.mix is not None:
+            cut = self.mix.epoch(epoch)
+            self.batches, self.corpus_tokens = cut.batches, cut.corpus_tokens
+            self.batch_tokens = cut.batches.tokens
         order = epoch_order(len(self.batches), seed=self.config.seed, epoch=epoch)
         world = self.dist.world_size
         self.epoch_batches = np.asarray(order[: len(order) - len(order) % world], dtype=np.int64)
@@ -209,6 +221,18 @@ class Trainer:
         all ranks are one slice."""
         world = self.dist.world_size
         return int(self.batch_tokens[self.epoch_batches[pos * world : (pos + n) * world]].sum())
+
+    def _count_mix(self, pos: int, n: int) -> None:
+        """Add the update's target tokens (all ranks') to each corpus's count."""
+        if self.mix is None:
+            return
+        world = self.dist.world_size
+        done = self.corpus_tokens[self.epoch_batches[pos * world : (pos + n) * world]].sum(0)
+        counts = self.progress.mix_tokens or [0] * len(done)
+        self.progress.mix_tokens = [int(a + b) for a, b in zip(counts, done, strict=True)]
+
+    def _mix_rows(self) -> list:
+        return self.mix.describe(self.progress.mix_tokens, valid=self.data.valid_dir)
 
     # -- one update ---------------------------------------------------------------
 
@@ -426,6 +450,7 @@ class Trainer:
             "step": p.step,
             "epoch": p.epoch,
             "metrics": metrics,
+            **({"mix": self._mix_rows()} if self.mix is not None else {}),
         }
 
     # -- reporting ----------------------------------------------------------------
@@ -442,6 +467,8 @@ class Trainer:
             **stats,
             "elapsed": round(p.elapsed, 2),
         }
+        if self.mix is not None:
+            record["mix_share"] = [row.get("share", 0.0) for row in self._mix_rows()]
         self.files.log(record)
         if self.bar:
             bar, task = self.bar
@@ -478,6 +505,8 @@ class Trainer:
             metrics["valid_chrf"],
             " (best)" if improved else "",
         )
+        if self.mix is not None:
+            log.info("target tokens so far by corpus: %s", shares_text(self._mix_rows()))
 
 
 class _Interval:

@@ -70,6 +70,7 @@ def build_trainer(config: TrainConfig, dist):
     from mtkit.train.data import load_run_data
     from mtkit.train.loop import Trainer
     from mtkit.train.state import RunFiles
+    from mtkit.translate.search import BANNED
 
     config.world_size = dist.world_size
     set_threads(config, dist)
@@ -82,10 +83,13 @@ def build_trainer(config: TrainConfig, dist):
     model_config = init["model_config"] if init else model_config_for(config, *sizes, joint)
     if ckpt:
         check_resume(ckpt, config, model_config, data)
-    batches = make_run_batches(config, model_config, data.train, dist.world_size)
+    batches = make_run_batches(config, model_config, data.train, dist.world_size, data)
+    if ckpt:
+        check_resume_mix(ckpt, data)
     precision = pick_precision(config.precision, dist.device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     raw = build_model(model_config).to(dist.device)
+    setattr(raw, BANNED, data.tgt_tok.tag_ids(_tags(data)))  # validation never outputs a tag
     if init and not ckpt:
         load_init_weights(raw, init, config)
     optimizer = _optimizer(raw, config)
@@ -118,6 +122,12 @@ def build_trainer(config: TrainConfig, dist):
     if init and not ckpt:
         trainer.last_valid = first_validation(trainer)
     return trainer
+
+
+def _tags(data) -> tuple:
+    from mtkit.tokenizer import RESERVED_TAGS
+
+    return tuple(dict.fromkeys((*RESERVED_TAGS, *(s.tag for s in data.specs if s.tag))))
 
 
 def load_init(config: TrainConfig) -> dict | None:
@@ -178,15 +188,23 @@ def first_validation(trainer) -> dict:
     return metrics
 
 
-def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int):
+def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int, data=None):
     """The trainable pairs' token-budget batches, fixed for the whole run (indices into
-    the mapped corpus, themselves kept beside it: nothing is copied)."""
+    the mapped corpus, themselves kept beside it: nothing is copied). A mix (`data.is_mix`)
+    gets its `mix.Mix` here, and its first epoch's batches: each epoch cuts its own."""
     from mtkit.train.corpus import run_batches
 
-    batches, dropped = run_batches(
-        pairs, max_len=model_config.max_positions, max_tokens=config.max_tokens, seed=config.seed
-    )
-    _log_dropped(dropped, len(pairs))
+    if data is not None and data.is_mix:
+        batches, dropped = _mix_batches(config, model_config, data)
+        pairs = data.train
+    else:
+        batches, dropped = run_batches(
+            pairs,
+            max_len=model_config.max_positions,
+            max_tokens=config.max_tokens,
+            seed=config.seed,
+        )
+        _log_dropped(dropped, len(pairs))
     if not len(batches):
         raise DataError(
             f"no training pairs left after skipping {dropped}; raise --max-tokens or "
@@ -198,6 +216,35 @@ def make_run_batches(config: TrainConfig, model_config, pairs, world_size: int):
             "a smaller --max-tokens or fewer processes"
         )
     return batches
+
+
+def _mix_batches(config: TrainConfig, model_config, data):
+    """A mix's first epoch's batches and what was dropped; sets data.mix and data.train
+    (the corpora joined), and logs each corpus's share of an epoch."""
+    from mtkit.train.mix import Mix
+
+    data.mix = Mix(
+        data.specs,
+        data.corpora,
+        max_len=model_config.max_positions,
+        max_tokens=config.max_tokens,
+        seed=config.seed,
+    )
+    data.train = data.mix.pairs
+    for spec, dropped, n in zip(data.specs, data.mix.dropped, data.mix.counts, strict=True):
+        _log_dropped(dropped, n, f" of {spec.path}")
+    for row in data.mix.describe(valid=data.valid_dir):
+        log.info(
+            "corpus %s: %s pairs (%s trainable), weight %g%s: %s pairs an epoch",
+            row["data"],
+            f"{row['pairs']:,}",
+            f"{row['trainable']:,}",
+            row["weight"],
+            f", tag {row['tag']}" if row["tag"] else "",
+            f"{row['epoch_pairs']:,}",
+        )
+    dropped = {k: sum(d[k] for d in data.mix.dropped) for k in data.mix.dropped[0]}
+    return data.mix.epoch(1).batches, dropped
 
 
 def _optimizer(model, config: TrainConfig):
@@ -245,12 +292,29 @@ def wrap_model(raw, config: TrainConfig, dist):
     return model, ddp
 
 
-def _log_dropped(dropped: dict, total: int) -> None:
+def _log_dropped(dropped: dict, total: int, where: str = "") -> None:
     for reason, count in dropped.items():
         if count:
             log.info(
-                "skipped %s of %s training pairs: %s",
+                "skipped %s of %s training pairs%s: %s",
                 f"{count:,}",
                 f"{total:,}",
+                where,
                 reason.replace("_", " "),
             )
+
+
+def check_resume_mix(ckpt: dict, data) -> None:
+    """A resumed mix must be the same mix: corpora (by pairs), weights and tags, in order."""
+    saved = [(row["pairs"], row["weight"], row["tag"]) for row in ckpt.get("mix") or []]
+    now = (
+        [(row["pairs"], row["weight"], row["tag"]) for row in data.mix.describe()]
+        if (data.mix)
+        else []
+    )
+    if saved != now:
+        raise ConfigError(
+            f"cannot resume: the data mix differs from the saved run ({saved or 'one corpus'} "
+            f"-> {now or 'one corpus'} as (pairs, weight, tag)); use the run's --data options "
+            "(see RUN/config.json) or start a new --out"
+        )

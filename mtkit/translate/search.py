@@ -75,6 +75,10 @@ class SearchOptions:
     seed: int | None = None  # for reproducible sampling
 
 
+# The attribute of a model that lists the target ids it must never produce.
+BANNED = "banned_target_ids"
+
+
 # -- public entry points -------------------------------------------------------
 
 
@@ -180,6 +184,9 @@ class Ensemble:
         self.pad_id, self.bos_id, self.eos_id = config.pad_id, config.bos_id, config.eos_id
         self.vocab_size = config.tgt_vocab_size
         self.max_positions = min(m.config.max_positions for m in self.models)
+        # Source-side tag pieces (<BT>) a target never holds: set on the models by whoever
+        # loads them (translate, training's validation) from their tokenizers.
+        self.banned = sorted({int(i) for m in self.models for i in getattr(m, BANNED, ())})
 
     def max_lens(self, src, max_len_a: float, max_len_b: int):
         """Per sentence, the most target tokens before eos: [B] long, on the CPU."""
@@ -218,9 +225,11 @@ class Ensemble:
         ]
 
     def mask_specials(self, lprobs, t: int, min_len: int) -> None:
-        """pad and bos are never produced, nor eos before min_len tokens (in place)."""
+        """pad, bos and tag pieces are never produced, nor eos before min_len tokens (in place)."""
         lprobs[:, self.pad_id] = -math.inf
         lprobs[:, self.bos_id] = -math.inf
+        if self.banned:
+            lprobs[:, self.banned] = -math.inf
         if t < min_len:
             lprobs[:, self.eos_id] = -math.inf
 

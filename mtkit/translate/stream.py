@@ -28,7 +28,7 @@ from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError, DataError
 from mtkit.io import atomic_write, input_stream, text_lines
 from mtkit.tokenizer import clip_source
-from mtkit.translate.search import SearchOptions, check_options, search
+from mtkit.translate.search import BANNED, SearchOptions, check_options, search
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,15 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
         )
     ckpts = [_load(path) for path in paths]
     _check_same_vocab(ckpts, paths)
+    src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
+    banned = tgt_tokenizer.tag_ids(training_tags(ckpts))  # source-side tags: never output
     models = []
     for ckpt in ckpts:
         model = model_from_checkpoint(ckpt, device="cpu").to(device=device, dtype=dtype).eval()
-        models.append(
-            prepare_for_decoding(model, device=device, dtype=dtype, quantize=runtime.quantize)
-        )
+        model = prepare_for_decoding(model, device=device, dtype=dtype, quantize=runtime.quantize)
+        setattr(model, BANNED, banned)
+        models.append(model)
         del ckpt["model"]  # the weights now live in the model; free the copy
-    src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
     return Translator(
         models=models,
         src_tokenizer=src_tokenizer,
@@ -116,6 +117,14 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
         dtype=dtype,
         max_src_len=min(m.config.max_positions for m in models),
     )
+
+
+def training_tags(ckpts: list[dict]) -> tuple[str, ...]:
+    """train-bpe's reserved tags and the tags of the corpora the checkpoints trained on."""
+    from mtkit.tokenizer import RESERVED_TAGS
+
+    used = [row["tag"] for ckpt in ckpts for row in ckpt.get("mix") or [] if row.get("tag")]
+    return tuple(dict.fromkeys((*RESERVED_TAGS, *used)))
 
 
 def _load(path: Path) -> dict:
