@@ -198,6 +198,8 @@ def _is_gzip(path: Path) -> bool:
 
 def _check_directory(out: Path) -> None:
     """Fail now, before any work, when OUT's directory is missing or not writable."""
+    if out.is_dir():
+        raise DataError(f"-o {out} is a directory; give the output file's name")
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise DataError(f"directory {directory} does not exist; create it first")
@@ -312,18 +314,14 @@ class _Run:
         self.state["lines_done"] = self.base + count
         self.uncommitted += 1
         if self.kill_after is not None and self.state["lines_done"] == self.kill_after:
-            self.sink.flush()  # what a killed process leaves: lines past the last commit
+            self.sink.file.flush()  # what a killed process leaves: lines past the last commit
             os.kill(os.getpid(), signal.SIGKILL)
         if count % self.chunk_lines == 0:
             self.commit()
 
     def commit(self, complete: bool = False) -> None:
         """Make the lines written so far durable, then say so in the progress file."""
-        try:
-            self.sink.flush()
-            os.fsync(self.sink.fileno())
-        except OSError as error:
-            raise write_error(self.files.output, error) from None
+        self.sink.flush()  # and fsync
         self.state["output_bytes"] = self.sink.tell()
         self.state["complete"] = complete
         write_state(self.files, self.state)
@@ -372,14 +370,38 @@ def _open_partial(files: JobFiles, out: Path, state: dict, fresh: bool):
         sink.seek(state["output_bytes"])
         if fresh:
             write_state(files, state)
-        yield sink
+        yield _Sink(sink, out)
     except BaseException:
+        with contextlib.suppress(OSError):  # a full disk fails the flush again: no matter
+            sink.close()
         if _nothing_committed(files):
             files.partial.unlink(missing_ok=True)
             files.progress.unlink(missing_ok=True)
         raise
-    finally:
-        sink.close()
+    sink.close()
+
+
+class _Sink:
+    """The partial file, whose failed writes (no space, a size limit) name OUT in one line."""
+
+    def __init__(self, file, out: Path) -> None:
+        self.file, self.out = file, out
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except OSError as error:
+            raise write_error(self.out, error) from None
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError as error:
+            raise write_error(self.out, error) from None
+
+    def tell(self) -> int:
+        return self.file.tell()
 
 
 def _nothing_committed(files: JobFiles) -> bool:
