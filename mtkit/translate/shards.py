@@ -228,7 +228,7 @@ def run_job(
     show_progress: bool = True,
 ) -> int:
     """Translate `input_path` (or its shard `shard` = (K, N)) into `output_path` (or its
-    shard file), continuing an earlier run's progress; returns the lines translated."""
+    shard file), continuing an earlier run's progress; returns the lines of the job."""
     files = JobFiles.of(output_path, shard)
     start, end = shard_range(input_path, *shard) if shard else (0, None)
     identity = job_identity(
@@ -258,9 +258,10 @@ def run_job(
         with _progress(show_progress, total, state["lines_done"]) as advance:
             job = _Run(files, state, sink, batching.chunk_lines, advance)
             keyed = job.reader(input_path, end, shard)
+            where = f" of shard {shard[0]}/{shard[1]}" if shard else ""
             write_results(
                 translator, keyed, sink, search_options, batching, noise, output_format,
-                state["lines_done"], job.on_line,
+                state["lines_done"], job.on_line, where,
             )  # fmt: skip
             job.commit(complete=True)
     _finish(files, keep_progress=shard is not None)

@@ -234,21 +234,24 @@ def translate_keyed(
     search_options: SearchOptions = SearchOptions(),
     batching: BatchOptions = BatchOptions(),
     noise: NoiseOptions = NoiseOptions(),
+    first_line: int = 0,
+    where: str = "",
 ) -> Iterator[list[tuple[str, float]]]:
     """`translate_lines` over (key, line) pairs: a line's samples and noise depend only
-    on the seed (drawn once here when None) and its key."""
+    on the seed (drawn once here when None) and its key. Warnings number the lines from
+    `first_line` + 1 and add `where` (" of shard 2/8")."""
     check_options(search_options, translator.vocab_size)
     check_noise(noise)
     if batching.chunk_lines < 1:
         raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
     if (search_options.sampling or noise.noised) and search_options.seed is None:
         search_options = dataclasses.replace(search_options, seed=random.getrandbits(63))
-    return _translate_keyed(translator, keyed, search_options, batching, noise)
+    return _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where)
 
 
-def _translate_keyed(translator, keyed, search_options, batching, noise):
-    warned = [0]
-    for first, chunk in _chunks(keyed, batching.chunk_lines):
+def _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where):
+    warned = [0, where]
+    for first, chunk in _chunks(keyed, batching.chunk_lines, first_line):
         keys, lines = [k for k, _ in chunk], [line for _, line in chunk]
         results = _translate_chunk(translator, lines, keys, first, search_options, batching, warned)
         if noise.noised:
@@ -264,8 +267,8 @@ def _noised(hyps, key: int, noise: NoiseOptions, seed: int):
     return [(noise_words(text, noise, rng), score) for text, score in hyps]
 
 
-def _chunks(lines: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
-    chunk, first = [], 0
+def _chunks(lines: Iterable, size: int, first: int = 0) -> Iterator[tuple[int, list]]:
+    chunk = []
     for line in lines:
         chunk.append(line)
         if len(chunk) == size:
@@ -299,7 +302,7 @@ def _translate_chunk(translator, lines, keys, first, options, batching, warned):
 
 
 def _fit(
-    piece_ids: list[int], max_src_len: int, line_no: int, warned: list[int], eos_id: int
+    piece_ids: list[int], max_src_len: int, line_no: int, warned: list, eos_id: int
 ) -> list[int]:
     """Source ids + eos, cut to the model's max_positions (with a warning); [] for a blank line."""
     if not piece_ids:
@@ -308,9 +311,10 @@ def _fit(
         warned[0] += 1
         if warned[0] <= _WARN_LIMIT:
             log.warning(
-                "line %d has %d pieces; only the first %d are translated (the model's "
+                "line %d%s has %d pieces; only the first %d are translated (the model's "
                 "max_positions)",
                 line_no + 1,
+                warned[1],
                 len(piece_ids),
                 max_src_len - 1,
             )
@@ -414,6 +418,7 @@ def write_results(
     output_format: str,
     first_line: int = 0,
     on_line=None,
+    where: str = "",
 ) -> int:
     """Translate (key, line) pairs and write each line's output as it comes; returns the
     lines done. `on_line(count, key)` runs after each line is written (count from 1);
@@ -425,7 +430,9 @@ def write_results(
             pending.append((key, line))
             yield key, line
 
-    results = translate_keyed(translator, remember(), search_options, batching, noise)
+    results = translate_keyed(
+        translator, remember(), search_options, batching, noise, first_line, where
+    )
     nbest = search_options.nbest > 1
     count = 0
     for hyps in results:
