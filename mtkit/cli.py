@@ -318,7 +318,10 @@ _TranslateSampling = Annotated[
 _TranslateTopK = Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")]
 _TranslateTopP = Annotated[float, typer.Option(help="Sample from the top-p probability mass.")]
 _TranslateTemperature = Annotated[float, typer.Option(help="Sampling temperature.")]
-_TranslateSeed = Annotated[int | None, typer.Option(help="Random seed, for reproducible sampling.")]
+_TranslateSeed = Annotated[
+    int | None,
+    typer.Option(help="Seed of --sampling and --noised, per line (resumes and shards agree)."),
+]
 _TranslateMaxTokens = Annotated[
     int | None,
     typer.Option(
@@ -329,7 +332,11 @@ _TranslateBatchSize = Annotated[
     int | None, typer.Option(help="At most this many sentences a batch.")
 ]
 _TranslateChunkLines = Annotated[
-    int, typer.Option(help="Lines read, sorted and translated together (bounds memory).")
+    int,
+    typer.Option(
+        help="Lines read, sorted and translated together (bounds memory); -o FILE "
+        "jobs commit their progress after each."
+    ),
 ]
 _TranslateQuantize = Annotated[
     str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
