@@ -5,7 +5,7 @@ generator that depends only on the seed and the line (`line_random`), so a
 resumed or sharded job noises every line exactly as an uninterrupted one.
 
 Edunov, Ott, Auli and Grangier, "Understanding Back-Translation at Scale" (EMNLP
-2018, sec. 3): the beam output of the reverse model is noised as in Lample et al.
+2018): the beam output of the reverse model is noised as in Lample et al.
 (2018) by (1) deleting words with probability 0.1, (2) replacing words by a
 filler token with probability 0.1, (3) swapping words by a random permutation
 that moves no word further than three positions. We follow the authors' own
