@@ -725,7 +725,8 @@ def _workers_seed(search_options, noise, out: Path, n: int, restart: bool):
     progress = JobFiles.of(out, (1, n)).progress
     if progress.exists() and not restart:
         seed = load_state(progress).get("options", {}).get("search", {}).get("seed")
-    return dataclasses.replace(search_options, seed=seed or random.getrandbits(63))
+    seed = random.getrandbits(63) if seed is None else seed
+    return dataclasses.replace(search_options, seed=seed)
 
 
 def _worker(*args) -> None:
@@ -739,8 +740,11 @@ def _worker(*args) -> None:
     shard = args[8]
     try:
         run_job(*args, show_progress=False)
-    except MtkitError as error:
-        print(f"error: shard {shard[0]}/{shard[1]}: {error}", file=sys.stderr)
+    except (MtkitError, OSError) as error:
+        known = error if isinstance(error, MtkitError) else write_error(error.filename, error)
+        if known is error and not isinstance(error, MtkitError):
+            raise  # not one a user causes: a bug, with its traceback
+        print(f"error: shard {shard[0]}/{shard[1]}: {known}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
