@@ -250,7 +250,7 @@ def translate_keyed(
 
 
 def _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where):
-    warned = [0, where]
+    warned = [0, where]  # truncated lines so far, and where they are (for _fit's warning)
     for first, chunk in _chunks(keyed, batching.chunk_lines, first_line):
         keys, lines = [k for k, _ in chunk], [line for _, line in chunk]
         results = _translate_chunk(translator, lines, keys, first, search_options, batching, warned)
