@@ -3,8 +3,9 @@
 Owns what turns `mtkit translate -i BIG -o OUT` into a job that survives kill -9:
 its files beside OUT, the identity that says whether they belong to this
 command, the byte ranges of shards, the processes that run shards, and the merge.
-The translation itself (reading, batching, search, formatting) is
-mtkit.translate.stream's; pipes (stdin or stdout) go straight there, as before,
+The processes that run shards (workers, torchrun ranks) are
+mtkit.translate.workers'; the translation itself (reading, batching, search,
+formatting) is mtkit.translate.stream's; pipes (stdin or stdout) go straight there, as before,
 and keep no progress.
 
 Files. A job writing OUT keeps `OUT.partial` (the output so far) and
@@ -52,9 +53,7 @@ import logging
 import os
 import random
 import signal
-import sys
 import tempfile
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,9 +78,6 @@ log = logging.getLogger(__name__)
 PROGRESS_FORMAT = 1
 # The input's first and last this many bytes are hashed (see the module docstring).
 HEAD_TAIL_BYTES = 1 << 20
-# How long torchrun ranks wait for each other after their shards: shards of one job
-# can finish hours apart, and torch's default (10-30 minutes) would end the job.
-BARRIER_TIMEOUT_S = 7 * 24 * 3600
 # Tests only: the process SIGKILLs itself after writing this many lines of a job
 # (before committing them), as kill -9 would.
 KILL_AFTER_ENV = "MTKIT_TEST_KILL_AFTER_LINES"
@@ -173,6 +169,8 @@ def translate(
     _check_input(Path(input_path), split)
     _check_directory(Path(output_path))
     args = (model_paths, Path(input_path), Path(output_path), search_options, batching, runtime)
+    from mtkit.translate.workers import run_ranks, run_workers
+
     if job.workers > 1:
         return run_workers(job.workers, *args, noise, job.output_format, job.restart)
     if world > 1:
@@ -611,12 +609,12 @@ def _progress(show: bool, total: int | None, done: int):
         return
     from mtkit.console import progress
 
-    with progress(_rate_column()) as bar:
+    with progress(rate_column()) as bar:
         task = bar.add_task("translating", total=total, completed=done)
         yield lambda n: bar.advance(task, n)
 
 
-def _rate_column():
+def rate_column():
     from rich.progress import ProgressColumn
     from rich.text import Text
 
@@ -628,197 +626,6 @@ def _rate_column():
             return Text("" if speed is None else f"{speed:,.0f} lines/s")
 
     return Rate()
-
-
-@contextlib.contextmanager
-def watch_shards(out: Path, n: int, total: int | None, show: bool = True):
-    """One bar for N shards run by other processes, read from their progress files."""
-    if not show:
-        yield lambda: None
-        return
-    from mtkit.console import progress
-
-    def done() -> int:
-        lines = 0
-        for k in range(1, n + 1):
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                path = JobFiles.of(out, (k, n)).progress
-                lines += json.loads(path.read_text("utf-8"))["lines_done"]
-        return lines
-
-    with progress(_rate_column()) as bar:
-        task = bar.add_task("translating", total=total, completed=done())
-        yield lambda: bar.update(task, completed=done())
-        bar.update(task, completed=done())
-
-
-# -- workers on this machine ---------------------------------------------------------
-
-
-def run_workers(
-    n: int,
-    model_paths: list[Path],
-    input_path: Path,
-    output_path: Path,
-    search_options: SearchOptions,
-    batching: BatchOptions,
-    runtime: RuntimeOptions,
-    noise: NoiseOptions,
-    output_format: str,
-    restart: bool,
-) -> int:
-    """N processes, shard K of N each, with cores // N torch threads unless --threads, then
-    the merge. A second run continues every shard where it stopped."""
-    import multiprocessing
-
-    if runtime.device == "cuda":
-        raise ConfigError(
-            "--workers starts CPU processes; on GPUs run one rank per GPU with "
-            "torchrun --nproc_per_node N -m mtkit translate ..."
-        )
-    runtime = dataclasses.replace(
-        runtime, device="cpu", threads=runtime.threads or max(1, _cores() // n)
-    )
-    search_options = _workers_seed(search_options, noise, output_path, n, restart)
-    log.info("%d workers, %d torch threads each", n, runtime.threads)
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
-    args = (model_paths, input_path, output_path, search_options, batching, runtime, noise)
-    processes = [
-        context.Process(target=_worker, args=(*args, output_format, (k, n), restart))
-        for k in range(1, n + 1)
-    ]
-    total = count_lines(input_path)
-    try:
-        for process in processes:
-            process.start()
-        with watch_shards(output_path, n, total) as refresh:
-            while any(p.is_alive() for p in processes):
-                time.sleep(0.5)
-                refresh()
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-            process.join()
-    failed = [k for k, p in enumerate(processes, 1) if p.exitcode != 0]
-    if failed:
-        which = ", ".join(f"{k}/{n}" for k in failed)
-        raise MtkitError(
-            f"shard {which} failed (its message is above); the other shards' work is kept: "
-            "fix the cause and run the same command again to continue"
-        )
-    return merge_shards(output_path, n).lines
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _workers_seed(search_options, noise, out: Path, n: int, restart: bool):
-    """Workers share one seed: the one in shard 1's progress file, else a new one."""
-    if search_options.seed is not None or not (search_options.sampling or noise.noised):
-        return search_options
-    seed = None
-    progress = JobFiles.of(out, (1, n)).progress
-    if progress.exists() and not restart:
-        seed = load_state(progress).get("options", {}).get("search", {}).get("seed")
-    seed = random.getrandbits(63) if seed is None else seed
-    return dataclasses.replace(search_options, seed=seed)
-
-
-def _worker(*args) -> None:
-    """One worker process: its shard as a job, errors as one line."""
-    runtime = args[5]
-    os.environ["OMP_NUM_THREADS"] = str(runtime.threads)  # before torch loads
-    from mtkit.console import setup_logging
-
-    setup_logging()
-    logging.getLogger("mtkit").setLevel(logging.WARNING)  # N copies of the start-up lines
-    shard = args[8]
-    try:
-        run_job(*args, show_progress=False)
-    except (MtkitError, OSError) as error:
-        known = error if isinstance(error, MtkitError) else write_error(error.filename, error)
-        if known is error and not isinstance(error, MtkitError):
-            raise  # not one a user causes: a bug, with its traceback
-        print(f"error: shard {shard[0]}/{shard[1]}: {known}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-# -- torchrun ranks ---------------------------------------------------------------
-
-
-def run_ranks(
-    model_paths: list[Path],
-    input_path: Path,
-    output_path: Path,
-    search_options: SearchOptions,
-    batching: BatchOptions,
-    runtime: RuntimeOptions,
-    noise: NoiseOptions,
-    output_format: str,
-    restart: bool,
-) -> int:
-    """Under torchrun: rank r translates shard r+1 of WORLD_SIZE on its own device; all
-    meet when done (gloo on the CPU, nccl on GPUs), and rank 0 merges."""
-    from mtkit.train import distributed
-
-    if search_options.seed is None and (search_options.sampling or noise.noised):
-        raise ConfigError("under torchrun, --sampling and --noised need --seed (one for all ranks)")
-    dist = distributed.setup(runtime.device, timeout_s=BARRIER_TIMEOUT_S)
-    shard = (dist.rank + 1, dist.world_size)
-    error, count = None, 0
-    try:
-        total = count_lines(input_path) if dist.is_main else None
-        bar = watch_shards(output_path, dist.world_size, total, show=dist.is_main)
-        with bar as refresh, _refreshing(refresh):
-            count = run_job(
-                model_paths, input_path, output_path, search_options, batching, runtime,
-                noise, output_format, shard, restart, show_progress=False,
-            )  # fmt: skip
-    except MtkitError as failure:
-        error = str(failure)
-    except BaseException:
-        distributed.teardown(dist, clean=False)
-        raise
-    errors = distributed.gather_all(dist, error)  # also the barrier: every shard has ended
-    distributed.teardown(dist)
-    if error is not None:
-        raise MtkitError(f"shard {shard[0]}/{shard[1]}: {error}")
-    failed = [r + 1 for r, e in enumerate(errors) if e is not None]
-    if dist.is_main:
-        if failed:
-            raise MtkitError(
-                f"shard {', '.join(map(str, failed))} of {dist.world_size} failed (see their "
-                "messages); fix the cause and run the same command again to continue"
-            )
-        merge_shards(output_path, dist.world_size)
-    return count
-
-
-@contextlib.contextmanager
-def _refreshing(refresh, every_s: float = 1.0):
-    """Call refresh() from a thread every `every_s` seconds while the block runs."""
-    import threading
-
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            refresh()
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 # -- merge --------------------------------------------------------------------------
