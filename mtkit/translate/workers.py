@@ -134,6 +134,7 @@ def _workers_seed(search_options, noise, out: Path, n: int, restart: bool):
 
 def _worker(*args) -> None:
     """One worker process: its shard as a job, errors as one line."""
+    _die_with_parent()
     runtime = args[5]
     os.environ["OMP_NUM_THREADS"] = str(runtime.threads)  # before torch loads
     from mtkit.console import setup_logging
@@ -151,6 +152,16 @@ def _worker(*args) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the parent dies, so kill -9 of `mtkit translate
+    --workers N` stops its workers too (their shards resume with the next run)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 # -- torchrun ranks ---------------------------------------------------------------
