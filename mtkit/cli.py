@@ -24,7 +24,9 @@ from mtkit.score import ReportOptions, ScoreOptions, SignificanceOptions
 from mtkit.tokenizer import SpmOptions
 from mtkit.train.config import TrainConfig
 from mtkit.translate.logprob import LogprobOptions
+from mtkit.translate.noise import NoiseOptions
 from mtkit.translate.search import SearchOptions
+from mtkit.translate.shards import JobOptions
 from mtkit.translate.stream import BatchOptions, RuntimeOptions
 
 
@@ -340,7 +342,10 @@ _TranslateSampling = Annotated[
 _TranslateTopK = Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0: all.")]
 _TranslateTopP = Annotated[float, typer.Option(help="Sample from the top-p probability mass.")]
 _TranslateTemperature = Annotated[float, typer.Option(help="Sampling temperature.")]
-_TranslateSeed = Annotated[int | None, typer.Option(help="Random seed, for reproducible sampling.")]
+_TranslateSeed = Annotated[
+    int | None,
+    typer.Option(help="Seed of --sampling and --noised, per line (resumes and shards agree)."),
+]
 _TranslateMaxTokens = Annotated[
     int | None,
     typer.Option(
@@ -351,10 +356,40 @@ _TranslateBatchSize = Annotated[
     int | None, typer.Option(help="At most this many sentences a batch.")
 ]
 _TranslateChunkLines = Annotated[
-    int, typer.Option(help="Lines read, sorted and translated together (bounds memory).")
+    int,
+    typer.Option(
+        help="Lines read, sorted and translated together (bounds memory); -o FILE "
+        "jobs commit their progress after each."
+    ),
 ]
 _TranslateQuantize = Annotated[
     str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
+]
+_TranslateNoised = Annotated[
+    bool,
+    typer.Option(
+        "--noised",
+        help="Back-translation noise (Edunov et al. 2018): delete and blank words, "
+        "shuffle locally; seeded per line.",
+    ),
+]
+_TranslateNoiseFiller = Annotated[str, typer.Option(help="The word --noised puts for blanks.")]
+_TranslateOutputFormat = Annotated[
+    str, typer.Option(help="text, or tsv: source<TAB>translation (for prepare --tsv).")
+]
+_TranslateShard = Annotated[
+    str | None,
+    typer.Option(
+        metavar="K/N",
+        help="Translate the K-th of N line ranges into OUT.shard-K-of-N (join: translate-merge).",
+    ),
+]
+_TranslateWorkers = Annotated[
+    int, typer.Option(help="Run N CPU processes, a shard each (cores // N threads), then merge.")
+]
+_TranslateRestart = Annotated[
+    bool,
+    typer.Option("--restart", help="Drop the progress kept beside -o FILE; start from line 1."),
 ]
 
 
@@ -387,9 +422,19 @@ def translate_command(
     precision: Precision = RuntimeOptions.precision,
     quantize: _TranslateQuantize = RuntimeOptions.quantize,
     threads: Threads = RuntimeOptions.threads,
+    noised: _TranslateNoised = NoiseOptions.noised,
+    noise_filler: _TranslateNoiseFiller = NoiseOptions.noise_filler,
+    output_format: _TranslateOutputFormat = JobOptions.output_format,
+    shard: _TranslateShard = JobOptions.shard,
+    workers: _TranslateWorkers = JobOptions.workers,
+    restart: _TranslateRestart = JobOptions.restart,
 ) -> None:
-    """Translate text with one checkpoint or an ensemble: one line out for every line in."""
-    from mtkit.translate.stream import translate_file
+    """Translate text with one checkpoint or an ensemble: one line out for every line in.
+
+    With -i FILE -o FILE it is a job that a second run continues after a crash
+    (progress in FILE.progress.json), and that --shard, --workers or torchrun split.
+    """
+    from mtkit.translate.shards import translate
 
     search = SearchOptions(
         beam_size=beam_size,
@@ -408,7 +453,9 @@ def translate_command(
     )
     batching = BatchOptions(max_tokens=max_tokens, batch_size=batch_size, chunk_lines=chunk_lines)
     runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)
-    translate_file(models, input, out, search, batching, runtime)
+    noise = NoiseOptions(noised=noised, noise_filler=noise_filler)
+    job = JobOptions(shard=shard, workers=workers, restart=restart, output_format=output_format)
+    translate(models, input, out, search, batching, runtime, noise, job)
 
 
 _TrainData = Annotated[
@@ -980,6 +1027,31 @@ def import_command(
     from mtkit.interop.marian import import_marian
 
     print(f"wrote {import_marian(source, out)}", file=sys.stderr)
+
+
+@app.command(
+    "translate-merge",
+    short_help="Join translate --shard outputs in input order.",
+    epilog="Example: mtkit translate-merge -o news.en --shards 4",
+)
+def translate_merge_command(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The -o FILE the shards were translated for.")
+    ],
+    shards: Annotated[
+        int | None, typer.Option(help="N of the shards; default: the N of the shards found.")
+    ] = None,
+    keep_shards: Annotated[
+        bool, typer.Option("--keep-shards", help="Keep the shard files after the merge.")
+    ] = False,
+) -> None:
+    """Join the shards of `translate --shard K/N -o FILE` into FILE, in input order, after
+    checking that every shard is there, finished and from the same run."""
+    from mtkit.translate.shards import merge_shards
+
+    merged = merge_shards(out, shards, keep_shards)
+    lines, count = merged.lines, merged.shards
+    print(f"wrote {merged.output} ({lines} lines from {count} shards)", file=sys.stderr)
 
 
 # -- commands added by later issues go above this line -----------------------

@@ -27,7 +27,9 @@ def test_unknown_command_fails(cli):
 # the keyword defaults of the one library function it calls.
 DEFAULT_SOURCES = {
     "translate": ("mtkit.translate.search:SearchOptions", "mtkit.translate.stream:BatchOptions",
-                  "mtkit.translate.stream:RuntimeOptions"),
+                  "mtkit.translate.stream:RuntimeOptions", "mtkit.translate.noise:NoiseOptions",
+                  "mtkit.translate.shards:JobOptions"),
+    "translate-merge": ("mtkit.translate.shards:merge_shards",),
     "train-bpe": ("mtkit.tokenizer:SpmOptions", "mtkit.tokenizer:train_spm"),
     "prepare": ("mtkit.prepare.sources:SourceOptions", "mtkit.prepare.cleaning:CleanOptions",
                 "mtkit.prepare.pipeline:prepare_corpus"),

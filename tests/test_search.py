@@ -252,6 +252,20 @@ def test_sampling_is_reproducible_with_a_seed(trained):
     assert other != first
 
 
+def test_a_sentence_samples_alike_in_any_batch_by_its_key(trained):
+    """Sampling draws per sentence key: neighbours and batch position change nothing."""
+    model, _, ids = trained
+    options = SearchOptions(sampling=True, nbest=2, top_k=20, seed=3)
+    keys = [100 + 7 * i for i in range(10)]
+    together = search(model, _pad(ids[:10]), options, keys=keys)
+    order = [7, 2, 9, 0]
+    apart = search(model, _pad([ids[i] for i in order]), options, keys=[keys[i] for i in order])
+    for i, hyps in zip(order, apart, strict=True):
+        assert [h.tokens for h in hyps] == [h.tokens for h in together[i]]
+    other_keys = search(model, _pad(ids[:10]), options, keys=[k + 1 for k in keys])
+    assert [h[0].tokens for h in other_keys] != [h[0].tokens for h in together]
+
+
 def test_sampling_top_k_one_is_greedy(trained):
     model, _, ids = trained
     src = _pad(ids[:10])

@@ -8,6 +8,7 @@ process, so the loop reads the same either way.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ def from_environment() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def setup(device_choice: str) -> Dist:
-    """Pick the device (mtkit.device) and, under torchrun, join the process group."""
+def setup(device_choice: str, timeout_s: float | None = None) -> Dist:
+    """Pick the device (mtkit.device) and, under torchrun, join the process group.
+
+    `timeout_s` bounds how long a collective call waits for the other ranks (torch's
+    default, 10 to 30 minutes, when None): `mtkit translate` meets at a barrier after
+    shards that may finish hours apart."""
     import torch
 
     from mtkit.device import pick_device
@@ -53,7 +58,10 @@ def setup(device_choice: str) -> Dist:
         torch.cuda.set_device(device)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
+        timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+        torch.distributed.init_process_group(
+            backend=backend, rank=rank, world_size=world, timeout=timeout
+        )
         log.info("rank %d of %d joined the %s process group", rank, world, backend)
     return Dist(rank=rank, world_size=world, local_rank=local, device=device)
 

@@ -31,6 +31,7 @@ counts the source eos), capped by the model's max_positions.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ DEFAULT_MAX_LEN_B = 10
 # Multi30k valid, over six transformer-small models of 600-1400 updates and two
 # averages, alpha = 1.0 scored 0.3-0.5 BLEU more than 0.6 every time (issue 10's note).
 DEFAULT_LEN_PENALTY = 1.0
+_MASK64 = (1 << 64) - 1
+_STEP = 0x9E3779B97F4A7C15  # a step's offset in a row's stream (splitmix64's increment)
 
 
 @dataclass
@@ -82,10 +85,12 @@ BANNED = "banned_target_ids"
 # -- public entry points -------------------------------------------------------
 
 
-def search(models, src, options: SearchOptions) -> list[list[Hypothesis]]:
+def search(models, src, options: SearchOptions, keys=None) -> list[list[Hypothesis]]:
     """Translate src [B,S] (ids + eos, right-padded) with one model or a list (an ensemble).
 
     Returns, for each sentence, `options.nbest` hypotheses sorted best first.
+    `keys` (B ints, default 0..B-1) name the sentences for sampling: a sentence's
+    samples depend only on the seed, its key and its source, not on the batch.
     """
     import torch
 
@@ -93,7 +98,8 @@ def search(models, src, options: SearchOptions) -> list[list[Hypothesis]]:
     with torch.inference_mode():
         max_lens = ensemble.max_lens(src, options.max_len_a, options.max_len_b)
         if options.sampling:
-            return _sample(ensemble, src, max_lens, options)
+            keys = list(range(src.size(0))) if keys is None else list(keys)
+            return _sample(ensemble, src, max_lens, options, keys)
         if options.beam_size == 1:
             return _greedy(ensemble, src, max_lens, options)
         return _beam(ensemble, src, max_lens, options)
@@ -248,15 +254,19 @@ def _greedy(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[l
     return [[h] for h in hyps]
 
 
-def _sample(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
+def _sample(ensemble: Ensemble, src, max_lens, options: SearchOptions, keys: list[int]):
     """`nbest` independent samples per sentence, as rows of one batch, best first."""
     import torch
 
+    from mtkit.translate.noise import mix64
+
     n = options.nbest
-    generator = torch.Generator(device=src.device)
-    generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+    seed = options.seed if options.seed is not None else random.getrandbits(63)
+    # One stream per (sentence key, sample): the draws of a row never depend on its
+    # neighbours, so a line samples alike in any batch, chunk, shard or resumed job.
+    streams = [mix64(mix64(mix64(seed) ^ (key & _MASK64)) + j) for key in keys for j in range(n)]
     rows = torch.arange(src.size(0), device=src.device).repeat_interleave(n)
-    pick = _sampler(options, generator)
+    pick = _sampler(options, streams)
     hyps = _one_path(
         ensemble, src.index_select(0, rows), max_lens.repeat_interleave(n), options, pick
     )
@@ -264,23 +274,32 @@ def _sample(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[l
     return [sorted(group, key=lambda h: -h.score) for group in per_sentence]
 
 
-def _argmax(lprobs):
+def _argmax(lprobs, t: int, alive):
     return lprobs.argmax(-1)
 
 
-def _sampler(options: SearchOptions, generator):
-    """A pick function drawing from the (tempered, truncated) distribution."""
+def _sampler(options: SearchOptions, streams: list[int]):
+    """A pick function drawing from the (tempered, truncated) distribution by inverse
+    transform: row r at step t draws the uniform u(streams[r], t) and takes the first
+    token whose cumulative probability exceeds u times the total."""
     import torch
 
-    def pick(lprobs):  # [N,V] -> [N]
+    from mtkit.translate.noise import mix64
+
+    def pick(lprobs, t: int, alive):  # [N,V], step, [N] original rows -> [N]
         logits = lprobs / options.temperature
         if options.top_k:
             kth = logits.topk(min(options.top_k, logits.size(1)), dim=1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, -math.inf)
         if options.top_p < 1.0:
             logits = _top_p(logits, options.top_p)
-        probs = logits.softmax(-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        cdf = logits.softmax(-1).double().cumsum(-1)  # [N,V]
+        # 32 random bits of a 64-bit mix: u in [0, 1 - 2^-32], so in float64 u times
+        # the total stays below the total and some token always passes it.
+        u = [(mix64(streams[r] + t * _STEP) >> 32) * 2.0**-32 for r in alive.tolist()]
+        target = torch.tensor(u, dtype=cdf.dtype, device=cdf.device)[:, None] * cdf[:, -1:]
+        # A token of probability 0 adds nothing to the cdf, so it is never the first to pass u.
+        return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
 
     return pick
 
@@ -312,7 +331,7 @@ def _one_path(ensemble: Ensemble, src, max_lens, options: SearchOptions, pick) -
         ensemble.mask_specials(lprobs, t, options.min_len)
         if t >= first_limit:
             lprobs = ensemble.force_eos(lprobs, limits <= t)
-        tokens = pick(lprobs)  # [N]
+        tokens = pick(lprobs, t, alive)  # [N]
         out[alive, t] = tokens
         log_prob.index_add_(0, alive, lprobs.gather(1, tokens[:, None]).squeeze(1))
         ended = tokens == ensemble.eos_id

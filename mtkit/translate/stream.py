@@ -11,13 +11,22 @@ Line rules: an empty (or blank) line gives an empty line without being decoded;
 a line longer than the model's max_positions is cut to fit, with a warning;
 `--nbest K` writes K lines `LINE ||| hypothesis ||| score` per input line (LINE
 counts from 0, as Moses and Marian do; an empty input line gives one line with an
-empty hypothesis and score 0).
+empty hypothesis and score 0). `--output-format tsv` writes `source<TAB>translation`
+instead (tabs inside either side become spaces), the two-column TSV that
+`mtkit prepare --tsv` reads; with `--nbest K`, K rows per input line.
+
+Every line has a key (its byte offset in the input when read from a stream): sampling
+and noise draw from the seed and the key only, so a line comes out the same in any
+batch or chunk, and in any shard or resumed job (mtkit.translate.shards).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import random
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +37,13 @@ from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError, DataError
 from mtkit.io import atomic_write, input_stream, text_lines
 from mtkit.tokenizer import clip_source
+from mtkit.translate.noise import NoiseOptions, check_noise, line_random, noise_words
 from mtkit.translate.search import BANNED, SearchOptions, check_options, search
 
 log = logging.getLogger(__name__)
 
 QUANTIZE = ("none", "int8")
+OUTPUT_FORMATS = ("text", "tsv")
 # Lines read, sorted and translated together: big enough to sort into well-filled
 # batches, small enough that memory does not grow with the input.
 DEFAULT_CHUNK_LINES = 10_000
@@ -184,6 +195,29 @@ def format_nbest(line_no: int, hyps: list[tuple[str, float]]) -> str:
     return "".join(f"{line_no} ||| {text} ||| {score:.4f}\n" for text, score in hyps)
 
 
+def format_result(
+    line_no: int, source: str, hyps: list[tuple[str, float]], nbest: bool, output_format: str
+) -> str:
+    """The output lines of one input line: its translation, its n-best list, or TSV rows."""
+    if output_format == "tsv":
+        source = _no_tabs(source)
+        return "".join(f"{source}\t{_no_tabs(text)}\n" for text, _ in hyps)
+    return format_nbest(line_no, hyps) if nbest else hyps[0][0] + "\n"
+
+
+def _no_tabs(text: str) -> str:
+    return text.replace("\t", " ") if "\t" in text else text
+
+
+def keyed_lines(stream: BinaryIO, name: str, offset: int = 0) -> Iterator[tuple[int, str]]:
+    """(byte offset, line) for every line of a binary stream, as `text_lines` reads them
+    (UTF-8, LF-ended), with a final CR removed; offsets count from `offset`."""
+    for line in text_lines(stream, name):
+        size = len(line.encode("utf-8")) + 1
+        yield offset, line.removesuffix("\r")
+        offset += size
+
+
 # -- translating ---------------------------------------------------------------
 
 
@@ -192,24 +226,58 @@ def translate_lines(
     lines: Iterable[str],
     search_options: SearchOptions = SearchOptions(),
     batching: BatchOptions = BatchOptions(),
+    noise: NoiseOptions = NoiseOptions(),
 ) -> Iterator[list[tuple[str, float]]]:
     """For every input line, in order, its `nbest` (text, score) pairs, best first.
 
     An empty or blank line yields [("", 0.0)]. Reads `batching.chunk_lines` lines
-    at a time, so memory does not depend on the length of `lines`.
+    at a time, so memory does not depend on the length of `lines`. Lines are keyed
+    0, 1, 2 ... for sampling and noise (see `translate_keyed`).
     """
+    return translate_keyed(translator, enumerate(lines), search_options, batching, noise)
+
+
+def translate_keyed(
+    translator: Translator,
+    keyed: Iterable[tuple[int, str]],
+    search_options: SearchOptions = SearchOptions(),
+    batching: BatchOptions = BatchOptions(),
+    noise: NoiseOptions = NoiseOptions(),
+    first_line: int = 0,
+    where: str = "",
+) -> Iterator[list[tuple[str, float]]]:
+    """`translate_lines` over (key, line) pairs: a line's samples and noise depend only
+    on the seed (drawn once here when None) and its key. Warnings number the lines from
+    `first_line` + 1 and add `where` (" of shard 2/8")."""
     check_options(search_options, translator.vocab_size)
+    check_noise(noise)
     if batching.chunk_lines < 1:
         raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
-    warned = [0]
-    for first, chunk in _chunks(lines, batching.chunk_lines):
-        yield from _translate_chunk(translator, chunk, first, search_options, batching, warned)
+    if (search_options.sampling or noise.noised) and search_options.seed is None:
+        search_options = dataclasses.replace(search_options, seed=random.getrandbits(63))
+    return _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where)
+
+
+def _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where):
+    warned = [0, where]  # truncated lines so far, and where they are (for _fit's warning)
+    for first, chunk in _chunks(keyed, batching.chunk_lines, first_line):
+        keys, lines = [k for k, _ in chunk], [line for _, line in chunk]
+        results = _translate_chunk(translator, lines, keys, first, search_options, batching, warned)
+        if noise.noised:
+            seed = search_options.seed
+            results = [_noised(h, key, noise, seed) for key, h in zip(keys, results, strict=True)]
+        yield from results
     if warned[0] > _WARN_LIMIT:
         log.warning("%d lines in all were truncated to fit the model", warned[0])
 
 
-def _chunks(lines: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
-    chunk, first = [], 0
+def _noised(hyps, key: int, noise: NoiseOptions, seed: int):
+    rng = line_random(seed, key)
+    return [(noise_words(text, noise, rng), score) for text, score in hyps]
+
+
+def _chunks(lines: Iterable, size: int, first: int = 0) -> Iterator[tuple[int, list]]:
+    chunk = []
     for line in lines:
         chunk.append(line)
         if len(chunk) == size:
@@ -219,7 +287,7 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[tuple[int, list[str]]]:
         yield first, chunk
 
 
-def _translate_chunk(translator, lines, first, options, batching, warned):
+def _translate_chunk(translator, lines, keys, first, options, batching, warned):
     """Encode, sort by length, batch, search, decode: results in input order."""
     ids = translator.src_tokenizer.encode(lines)
     ids = [
@@ -231,7 +299,8 @@ def _translate_chunk(translator, lines, first, options, batching, warned):
     rows_per_sentence = options.nbest if options.sampling else options.beam_size
     max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
     for batch in _batches(todo, ids, rows_per_sentence, max_tokens, batching.batch_size):
-        hyps = search(translator.models, _pad(batch, ids, translator), options)
+        src = _pad(batch, ids, translator)
+        hyps = search(translator.models, src, options, keys=[keys[i] for i in batch])
         flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
         texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
         pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
@@ -242,7 +311,7 @@ def _translate_chunk(translator, lines, first, options, batching, warned):
 
 
 def _fit(
-    piece_ids: list[int], max_src_len: int, line_no: int, warned: list[int], eos_id: int
+    piece_ids: list[int], max_src_len: int, line_no: int, warned: list, eos_id: int
 ) -> list[int]:
     """Source ids + eos, cut to the model's max_positions (with a warning); [] for a blank line."""
     if not piece_ids:
@@ -251,9 +320,10 @@ def _fit(
         warned[0] += 1
         if warned[0] <= _WARN_LIMIT:
             log.warning(
-                "line %d has %d pieces; only the first %d are translated (the model's "
+                "line %d%s has %d pieces; only the first %d are translated (the model's "
                 "max_positions)",
                 line_no + 1,
+                warned[1],
                 len(piece_ids),
                 max_src_len - 1,
             )
@@ -301,45 +371,85 @@ def translate_file(
     search_options: SearchOptions = SearchOptions(),
     batching: BatchOptions = BatchOptions(),
     runtime: RuntimeOptions = RuntimeOptions(),
+    noise: NoiseOptions = NoiseOptions(),
+    output_format: str = "text",
 ) -> int:
-    """Translate `input_path` (stdin when None) to `output_path` (stdout when None).
+    """Translate `input_path` (stdin when None) to `output_path` (stdout when None), in one
+    go: no progress is kept (mtkit.translate.shards makes file-to-file jobs resumable).
 
     Returns the number of input lines translated. Shows a progress bar on stderr
     when writing to a file.
     """
+    check_choice("--output-format", output_format, OUTPUT_FORMATS)
     if input_path is not None and not Path(input_path).is_file():
         what = "is a directory" if Path(input_path).is_dir() else "not found"
         raise DataError(f"input file {what}: {input_path} (pass a text file, or use stdin)")
     translator = load_translator(model_paths, runtime)
-    check_options(search_options, translator.vocab_size)
-    log.info(
-        "translating with %d model(s) on %s (%s), %s",
-        len(translator.models),
-        translator.device,
-        str(translator.dtype).removeprefix("torch."),
-        "sampling" if search_options.sampling else f"beam {search_options.beam_size}",
-    )
+    log_start(translator, search_options, noise)
     total = count_lines(Path(input_path)) if input_path is not None else None
     name = str(input_path) if input_path else "stdin"
     with input_stream(input_path) as source, open_output(output_path) as sink:
-        lines = (line.removesuffix("\r") for line in text_lines(source, name))
-        results = translate_lines(translator, lines, search_options, batching)
+        keyed = keyed_lines(source, name)
         with _progress(output_path is not None, total) as advance:
             every = min(1000, batching.chunk_lines)  # a chunk's lines leave at once
-            return _write(results, sink, search_options.nbest > 1, advance, every)
+
+            def tick(count: int, _key: int) -> None:
+                if count % every == 0:
+                    advance(every)
+                    sink.flush()
+
+            count = write_results(
+                translator, keyed, sink, search_options, batching, noise, output_format, 0, tick
+            )
+            advance(count % every)
+            return count
 
 
-def _write(results, sink: BinaryIO, nbest: bool, advance, every: int) -> int:
-    """Write results as they come, flushing (and advancing the bar) every `every` lines."""
+def log_start(translator: Translator, search_options: SearchOptions, noise: NoiseOptions) -> None:
+    mode = "sampling" if search_options.sampling else f"beam {search_options.beam_size}"
+    log.info(
+        "translating with %d model(s) on %s (%s), %s%s",
+        len(translator.models),
+        translator.device,
+        str(translator.dtype).removeprefix("torch."),
+        mode,
+        ", noised" if noise.noised else "",
+    )
+
+
+def write_results(
+    translator: Translator,
+    keyed: Iterable[tuple[int, str]],
+    sink: BinaryIO,
+    search_options: SearchOptions,
+    batching: BatchOptions,
+    noise: NoiseOptions,
+    output_format: str,
+    first_line: int = 0,
+    on_line=None,
+    where: str = "",
+) -> int:
+    """Translate (key, line) pairs and write each line's output as it comes; returns the
+    lines done. `on_line(count, key)` runs after each line is written (count from 1);
+    nbest LINE numbers start at `first_line`."""
+    pending: deque[tuple[int, str]] = deque()  # read, not yet written: at most a chunk
+
+    def remember():
+        for key, line in keyed:
+            pending.append((key, line))
+            yield key, line
+
+    results = translate_keyed(
+        translator, remember(), search_options, batching, noise, first_line, where
+    )
+    nbest = search_options.nbest > 1
     count = 0
-    for line_no, hyps in enumerate(results):
-        text = format_nbest(line_no, hyps) if nbest else hyps[0][0] + "\n"
-        sink.write(text.encode("utf-8"))
+    for hyps in results:
+        key, line = pending.popleft()
+        sink.write(format_result(first_line + count, line, hyps, nbest, output_format).encode())
         count += 1
-        if count % every == 0:
-            advance(every)
-            sink.flush()
-    advance(count % every)
+        if on_line is not None:
+            on_line(count, key)
     return count
 
 

@@ -1,0 +1,134 @@
+"""Translation jobs: one process with 2 threads vs `--workers 2 --threads 1`, and peak RSS
+of a resumable job at 1 M and 10 M input lines.
+
+Speed: `mtkit translate -i FILE -o FILE` in a subprocess, as a user runs it, over
+test_2016_flickr (1,000 German sentences; MTKIT_BENCH_SENTENCES takes the first N),
+at beam 5 and greedy: one process with --threads 2, then --workers 2 --threads 1.
+Start-up (processes, torch, model loading, the merge) is measured on a 1-line input
+and taken off, so lines/s is the rate a long job runs at; both times are printed.
+The model is bench.translate_speed's: a trained checkpoint from MTKIT_BENCH_MODEL, or
+a random-weight transformer-small whose every output is forced to the mean reference
+length (the decoder work of a trained model; the words are noise).
+
+Memory: a resumable job (`-o FILE`, commits every 10,000 lines) over
+MTKIT_BENCH_JOB_LINES lines (default "1000000,10000000"; the test set repeated),
+greedy with at most 1 target token and a tiny model (as bench.translate_speed's
+memory run): the work per line is cut, while everything that could grow with the
+input (reading, chunks, batches, output, progress) runs. Peak RSS is the child's
+VmHWM.
+
+`python -m bench translate_jobs`
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.translate_speed import (
+    _PEAK_RSS,
+    MULTI30K,
+    _model,
+    _random_checkpoint,
+    _read,
+    _train_spm,
+)
+
+
+def main() -> None:
+    n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
+    source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
+    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
+    sizes = os.environ.get("MTKIT_BENCH_JOB_LINES", "1000000,10000000").split(",")
+    sizes = [int(x) for x in sizes if x]  # "": no memory runs
+    print(f"cpu: {_cpu()}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared)")
+    with tempfile.TemporaryDirectory(prefix="mtkit-bench-") as tmp:
+        tmp = Path(tmp)
+        model, forced = _model(tmp, refs)
+        text, one = tmp / "test.de", tmp / "one.de"
+        text.write_text("".join(line + "\n" for line in source), encoding="utf-8")
+        one.write_text(source[0] + "\n", encoding="utf-8")
+        length = ["--max-len-a", "0", "--max-len-b", str(forced), "--min-len", str(forced)]
+        for beam in (5, 1) if n else ():  # MTKIT_BENCH_SENTENCES=0: no speed runs
+            for label, flags in (
+                ("1 process, 2 threads", ["--threads", "2"]),
+                ("--workers 2 --threads 1", ["--workers", "2", "--threads", "1"]),
+            ):
+                args = ["-m", str(model), "-o", str(tmp / "out.en"), "--beam", str(beam)]
+                args += [*(length if forced else []), *flags]
+                _, start_up = _run([*args, "-i", str(one)])  # processes, torch, model, merge
+                _, seconds = _run([*args, "-i", str(text)])
+                print(
+                    f"{'beam 5' if beam == 5 else 'greedy'}, {label}: "
+                    f"{len(source) / (seconds - start_up):.1f} lines/s after start-up "
+                    f"({len(source)} lines in {seconds:.1f} s, of which {start_up:.1f} s "
+                    f"start-up as measured on 1 line; load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
+        _memory(tmp, source, sizes)
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            info = file.read()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown")  # fmt: skip
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                  if line.startswith("flags")), [])  # fmt: skip
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(simd) or 'no avx2'})"
+
+
+def _run(args: list[str]) -> tuple[int, float]:
+    """(peak RSS in bytes of the `mtkit translate` process, seconds)."""
+    command = [
+        sys.executable, "-c",
+        "import sys; from mtkit.cli import main; sys.argv[0] = 'mtkit'\n"
+        f"try:\n    main()\nfinally:\n    print({_PEAK_RSS}, file=sys.stderr)",
+        "translate", *args,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        raise RuntimeError(f"mtkit translate failed: {run.stderr[-2000:]}")
+    return int(run.stderr.strip().splitlines()[-1].split()[-1]) * 1024, seconds
+
+
+def _memory(tmp: Path, source: list[str], sizes: list[int]) -> None:
+    tiny = _random_checkpoint(
+        tmp / "tiny.pt", _train_spm(tmp / "tiny-spm", vocab_size=500), "transformer-small",
+        d_model=32, n_heads=2, d_ff=64, enc_layers=1, dec_layers=1, src_vocab_size=500,
+        tgt_vocab_size=500,
+    )  # fmt: skip
+    for n in sizes:
+        path = tmp / f"in.{n}.de"
+        with open(path, "w", encoding="utf-8") as file:
+            for i in range(n):
+                file.write(source[i % len(source)] + "\n")
+        out = tmp / "job.en"
+        args = ["-m", str(tiny), "-i", str(path), "-o", str(out), "--beam", "1",
+                "--max-len-a", "0", "--max-len-b", "1", "--threads", "1"]  # fmt: skip
+        rss, seconds = _run(args)
+        with open(out, "rb") as file:
+            out_lines = sum(1 for _ in file)
+        print(
+            f"memory: resumable job, {n:,} lines -> {out_lines:,} lines, peak RSS "
+            f"{rss / 2**20:.0f} MiB, {seconds:.0f} s ({n / seconds:,.0f} lines/s; tiny model, "
+            "greedy, <= 1 target token)",
+            flush=True,
+        )
+        path.unlink()
+        out.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The processes that run a job's shards: `--workers N` on this machine, or torchrun's ranks.
+
+Owns starting N CPU processes (spawned, each with cores // N torch threads), joining
+torchrun's process group and meeting the other ranks when the shards are done, one
+progress bar for all shards (read from their progress files), and the merge at
+the end. What a shard is, how it resumes and how shards merge is
+mtkit.translate.shards'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from mtkit.errors import ConfigError, MtkitError
+from mtkit.io import write_error
+from mtkit.translate.noise import NoiseOptions
+from mtkit.translate.search import SearchOptions
+from mtkit.translate.shards import JobFiles, load_state, merge_shards, rate_column, run_job
+from mtkit.translate.stream import BatchOptions, RuntimeOptions, count_lines
+
+log = logging.getLogger(__name__)
+
+# How long torchrun ranks wait for each other after their shards: shards of one job
+# can finish hours apart, and torch's default (10-30 minutes) would end the job.
+BARRIER_TIMEOUT_S = 7 * 24 * 3600
+
+
+@contextlib.contextmanager
+def watch_shards(out: Path, n: int, total: int | None, show: bool = True):
+    """One bar for N shards run by other processes, read from their progress files."""
+    if not show:
+        yield lambda: None
+        return
+    from mtkit.console import progress
+
+    def done() -> int:
+        lines = 0
+        for k in range(1, n + 1):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                path = JobFiles.of(out, (k, n)).progress
+                lines += json.loads(path.read_text("utf-8"))["lines_done"]
+        return lines
+
+    with progress(rate_column()) as bar:
+        task = bar.add_task("translating", total=total, completed=done())
+        yield lambda: bar.update(task, completed=done())
+        bar.update(task, completed=done())
+
+
+# -- workers on this machine ---------------------------------------------------------
+
+
+def run_workers(
+    n: int,
+    model_paths: list[Path],
+    input_path: Path,
+    output_path: Path,
+    search_options: SearchOptions,
+    batching: BatchOptions,
+    runtime: RuntimeOptions,
+    noise: NoiseOptions,
+    output_format: str,
+    restart: bool,
+) -> int:
+    """N processes, shard K of N each, with cores // N torch threads unless --threads, then
+    the merge. A second run continues every shard where it stopped."""
+    import multiprocessing
+
+    if runtime.device == "cuda":
+        raise ConfigError(
+            "--workers starts CPU processes; on GPUs run one rank per GPU with "
+            "torchrun --nproc_per_node N -m mtkit translate ..."
+        )
+    runtime = dataclasses.replace(
+        runtime, device="cpu", threads=runtime.threads or max(1, _cores() // n)
+    )
+    search_options = _workers_seed(search_options, noise, output_path, n, restart)
+    log.info("%d workers, %d torch threads each", n, runtime.threads)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
+    args = (model_paths, input_path, output_path, search_options, batching, runtime, noise)
+    processes = [
+        context.Process(target=_worker, args=(*args, output_format, (k, n), restart))
+        for k in range(1, n + 1)
+    ]
+    total = count_lines(input_path)
+    try:
+        for process in processes:
+            process.start()
+        with watch_shards(output_path, n, total) as refresh:
+            while any(p.is_alive() for p in processes):
+                time.sleep(0.5)
+                refresh()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    failed = [k for k, p in enumerate(processes, 1) if p.exitcode != 0]
+    if failed:
+        which = ", ".join(f"{k}/{n}" for k in failed)
+        raise MtkitError(
+            f"shard {which} failed (its message is above); the other shards' work is kept: "
+            "fix the cause and run the same command again to continue"
+        )
+    return merge_shards(output_path, n).lines
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _workers_seed(search_options, noise, out: Path, n: int, restart: bool):
+    """Workers share one seed: the one in shard 1's progress file, else a new one."""
+    if search_options.seed is not None or not (search_options.sampling or noise.noised):
+        return search_options
+    seed = None
+    progress = JobFiles.of(out, (1, n)).progress
+    if progress.exists() and not restart:
+        seed = load_state(progress).get("options", {}).get("search", {}).get("seed")
+    seed = random.getrandbits(63) if seed is None else seed
+    return dataclasses.replace(search_options, seed=seed)
+
+
+def _worker(*args) -> None:
+    """One worker process: its shard as a job, errors as one line."""
+    _die_with_parent()
+    runtime = args[5]
+    os.environ["OMP_NUM_THREADS"] = str(runtime.threads)  # before torch loads
+    from mtkit.console import setup_logging
+
+    setup_logging()
+    logging.getLogger("mtkit").setLevel(logging.WARNING)  # N copies of the start-up lines
+    shard = args[8]
+    try:
+        run_job(*args, show_progress=False)
+    except (MtkitError, OSError) as error:
+        known = error if isinstance(error, MtkitError) else write_error(error.filename, error)
+        if known is error and not isinstance(error, MtkitError):
+            raise  # not one a user causes: a bug, with its traceback
+        print(f"error: shard {shard[0]}/{shard[1]}: {known}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the parent dies, so kill -9 of `mtkit translate
+    --workers N` stops its workers too (their shards resume with the next run)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+# -- torchrun ranks ---------------------------------------------------------------
+
+
+def run_ranks(
+    model_paths: list[Path],
+    input_path: Path,
+    output_path: Path,
+    search_options: SearchOptions,
+    batching: BatchOptions,
+    runtime: RuntimeOptions,
+    noise: NoiseOptions,
+    output_format: str,
+    restart: bool,
+) -> int:
+    """Under torchrun: rank r translates shard r+1 of WORLD_SIZE on its own device; all
+    meet when done (gloo on the CPU, nccl on GPUs), and rank 0 merges."""
+    from mtkit.train import distributed
+
+    if search_options.seed is None and (search_options.sampling or noise.noised):
+        raise ConfigError("under torchrun, --sampling and --noised need --seed (one for all ranks)")
+    dist = distributed.setup(runtime.device, timeout_s=BARRIER_TIMEOUT_S)
+    shard = (dist.rank + 1, dist.world_size)
+    error, count = None, 0
+    try:
+        total = count_lines(input_path) if dist.is_main else None
+        bar = watch_shards(output_path, dist.world_size, total, show=dist.is_main)
+        with bar as refresh, _refreshing(refresh):
+            count = run_job(
+                model_paths, input_path, output_path, search_options, batching, runtime,
+                noise, output_format, shard, restart, show_progress=False,
+            )  # fmt: skip
+    except MtkitError as failure:
+        error = str(failure)
+    except BaseException:
+        distributed.teardown(dist, clean=False)
+        raise
+    errors = distributed.gather_all(dist, error)  # also the barrier: every shard has ended
+    distributed.teardown(dist)
+    if error is not None:
+        raise MtkitError(f"shard {shard[0]}/{shard[1]}: {error}")
+    failed = [r + 1 for r, e in enumerate(errors) if e is not None]
+    if dist.is_main:
+        if failed:
+            raise MtkitError(
+                f"shard {', '.join(map(str, failed))} of {dist.world_size} failed (see their "
+                "messages); fix the cause and run the same command again to continue"
+            )
+        merge_shards(output_path, dist.world_size)
+    return count
+
+
+@contextlib.contextmanager
+def _refreshing(refresh, every_s: float = 1.0):
+    """Call refresh() from a thread every `every_s` seconds while the block runs."""
+    import threading
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            refresh()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
