@@ -22,12 +22,15 @@ line is cut so the run takes minutes, while everything that could grow with the
 input (reading, chunks, sorting, batches, output) is exercised. Peak RSS is
 compared with the same run over 10,000 lines.
 
-`python -m bench translate_speed`
+`python -m bench translate_speed [--device cuda] [--model CKPT] [--no-memory] ...`
+(`--help`); MTKIT_BENCH_* give the defaults.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import gzip
 import os
 import statistics
@@ -42,27 +45,51 @@ MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data"
 CAP = 256
 
 
-def main() -> None:
-    import torch
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench translate_speed")
+    env = os.environ.get
+    parser.add_argument(
+        "--device", action="append", choices=("cpu", "cuda"),
+        help="repeat for several; default: cpu, and cuda when there is one",
+    )  # fmt: skip
     # Several counts, e.g. "2,1": on a machine shared with other jobs two threads
     # that spin-wait for each other can be slower than one.
-    thread_counts = [int(n) for n in os.environ.get("MTKIT_BENCH_THREADS", "2").split(",")]
-    n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
-    source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
-    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
+    parser.add_argument("--threads", default=env("MTKIT_BENCH_THREADS", "2"), help="e.g. 2,1")
+    parser.add_argument("--sentences", type=int, default=int(env("MTKIT_BENCH_SENTENCES", "1000")))
+    parser.add_argument("--model", default=env("MTKIT_BENCH_MODEL"), help="a trained checkpoint")
+    parser.add_argument("--no-int8", action="store_true", help="leave out the CPU's int8 rows")
+    parser.add_argument("--no-memory", action="store_true", help="leave out the 1 M-line run")
+    parser.add_argument("--summary", action="store_true", help="also one 'RESULT:' line a row")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    args = parse_args(argv)
+    thread_counts = [int(n) for n in args.threads.split(",")]
+    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    source = _read(MULTI30K / "test_2016_flickr.de.gz")[: args.sentences]
+    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[: args.sentences]
     with tempfile.TemporaryDirectory(prefix="mtkit-bench-") as tmp:
-        model_path, forced = _model(Path(tmp), refs)
+        model_path, forced = _model(Path(tmp), refs, args.model)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared)")
         print(f"model: {model_path if not forced else 'transformer-small, random weights'}")
         if forced:
             print(f"  every output forced to {forced} pieces (the mean reference length)")
-        for threads in thread_counts:
-            _speed(model_path, source, refs, "cpu", threads, forced)
-            _speed(model_path, source, refs, "cpu", threads, forced, quantize="int8")
-        if torch.cuda.is_available():
-            _speed(model_path, source, refs, "cuda", 1, forced)
-        _memory(Path(tmp), source)
+        speed = functools.partial(
+            _speed, model_path, source, refs, forced=forced, summary=args.summary
+        )
+        for device in devices:
+            if device == "cuda":
+                speed("cuda", 1)
+                continue
+            for threads in thread_counts:
+                speed("cpu", threads)
+                if not args.no_int8:
+                    speed("cpu", threads, quantize="int8")
+        if not args.no_memory:
+            _memory(Path(tmp), source)
 
 
 def _read(path: Path) -> list[str]:
@@ -73,9 +100,8 @@ def _read(path: Path) -> list[str]:
 # -- the model -------------------------------------------------------------------
 
 
-def _model(tmp: Path, refs: list[str]) -> tuple[Path, int]:
+def _model(tmp: Path, refs: list[str], given: str | None) -> tuple[Path, int]:
     """(checkpoint path, forced output length or 0 for a trained model)."""
-    given = os.environ.get("MTKIT_BENCH_MODEL")
     if given:
         return Path(given), 0
     spm = _train_spm(tmp / "spm")
@@ -133,7 +159,9 @@ class _Counting:
         return self.tokenizer.decode(ids)
 
 
-def _speed(model_path, source, refs, device, threads, forced, quantize="none") -> None:
+def _speed(
+    model_path, source, refs, device, threads, *, forced, quantize="none", summary=False
+) -> None:
     from mtkit.translate.search import SearchOptions
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
@@ -161,6 +189,9 @@ def _speed(model_path, source, refs, device, threads, forced, quantize="none") -
             f"load {os.getloadavg()[0]:.1f})",
             flush=True,
         )
+        if summary:
+            name = "beam 5" if beam == 5 else "greedy"
+            print(f"RESULT: {name}: {len(source) / seconds:,.1f} sentences/s ({where}{bleu})")
 
 
 def _bleu(hyps: list[str], refs: list[str]) -> float:

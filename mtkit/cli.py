@@ -71,7 +71,11 @@ Models = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (a CUDA GPU if there is one), cpu or cuda.")]
 Precision = Annotated[
-    str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
+    str,
+    typer.Option(
+        help="auto (bf16 on a GPU; train and translate: bf16 on a CPU with AMX, else fp32), "
+        "fp32, bf16 or fp16."
+    ),
 ]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
 

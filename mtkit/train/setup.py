@@ -83,7 +83,7 @@ def build_trainer(config: TrainConfig, dist):
     if ckpt:
         check_resume(ckpt, config, model_config, data)
     batches = make_run_batches(config, model_config, data.train, dist.world_size)
-    precision = pick_precision(config.precision, dist.device)
+    precision = pick_precision(config.precision, dist.device, command="train")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     raw = build_model(model_config).to(dist.device)
     if init and not ckpt:

@@ -47,7 +47,7 @@ class RuntimeOptions:
     """Where and how the models run."""
 
     device: str = "auto"  # auto: cuda when there is one, else cpu
-    precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU
+    precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16) or an AMX CPU, else fp32
     quantize: str = "none"  # int8: int8 linear layers (CPU only; mtkit.translate.kernels)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
@@ -80,8 +80,11 @@ class Translator:
 # -- loading -------------------------------------------------------------------
 
 
-def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions()) -> Translator:
-    """Load one checkpoint, or several as an ensemble, for translation."""
+def load_translator(
+    paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(), *, command: str = "translate"
+) -> Translator:
+    """Load one checkpoint, or several as an ensemble, for `command` (translate, logprob:
+    `--precision auto` may differ, see mtkit.device.pick_precision)."""
     if not paths:
         raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
     _check_runtime(runtime)
@@ -93,7 +96,11 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     device = pick_device(runtime.device).type
-    dtype = dtype_of(pick_precision(runtime.precision, torch.device(device)))
+    if runtime.quantize == "int8" and runtime.precision == "auto" and device == "cpu":
+        dtype = torch.float32  # int8 linears take fp32 activations, even where AMX has bf16
+    else:
+        precision = pick_precision(runtime.precision, torch.device(device), command=command)
+        dtype = dtype_of(precision)
     if runtime.quantize == "int8" and (device != "cpu" or dtype != torch.float32):
         raise ConfigError(
             "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
