@@ -326,10 +326,13 @@ def report(r: dict) -> str:
 def summary(r: dict) -> str:
     """One short line for bench/gpu.sh's table."""
     rate = r["flops"] / r["seconds"]
-    mfu = f"MFU {rate / r['peak_flops']:.1%}" if r["peak_flops"] else "MFU n/a"
+    if r["peak_flops"]:
+        flops = f"MFU {rate / r['peak_flops']:.1%} ({rate / 1e12:.1f} TFLOP/s)"
+    else:
+        flops = f"{rate / 1e9:.1f} GFLOP/s (MFU: no GPU peak known)"
     memory = "peak GPU mem" if r["device"].startswith("cuda") else "peak RSS"
     return (
-        f"{r['tgt_tokens'] / r['seconds']:,.0f} tgt tok/s, {mfu} ({rate / 1e12:.2f} TFLOP/s), "
+        f"{r['tgt_tokens'] / r['seconds']:,.0f} tgt tok/s, {flops}, "
         f"{memory} {r['peak_mb'] / 1024:.2f} GiB, {r['precision']}, {r['updates']} updates"
     )
 

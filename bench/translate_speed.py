@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", default=env("MTKIT_BENCH_THREADS", "2"), help="e.g. 2,1")
     parser.add_argument("--sentences", type=int, default=int(env("MTKIT_BENCH_SENTENCES", "1000")))
     parser.add_argument("--model", default=env("MTKIT_BENCH_MODEL"), help="a trained checkpoint")
+    parser.add_argument("--cap", type=int, default=CAP, help="target pieces at most")
     parser.add_argument("--no-int8", action="store_true", help="leave out the CPU's int8 rows")
     parser.add_argument("--no-memory", action="store_true", help="leave out the 1 M-line run")
     parser.add_argument("--summary", action="store_true", help="also one 'RESULT:' line a row")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         if forced:
             print(f"  every output forced to {forced} pieces (the mean reference length)")
         speed = functools.partial(
-            _speed, model_path, source, refs, forced=forced, summary=args.summary
+            _speed, model_path, source, refs, forced=forced, cap=args.cap, summary=args.summary
         )
         for device in devices:
             if device == "cuda":
@@ -160,7 +161,7 @@ class _Counting:
 
 
 def _speed(
-    model_path, source, refs, device, threads, *, forced, quantize="none", summary=False
+    model_path, source, refs, device, threads, *, forced, cap=CAP, quantize="none", summary=False
 ) -> None:
     from mtkit.translate.search import SearchOptions
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
@@ -174,7 +175,7 @@ def _speed(
     where += ", int8 linears" if quantize == "int8" else ""
     for beam in (5, 1):
         options = SearchOptions(
-            beam_size=beam, max_len_a=0, max_len_b=forced or CAP, min_len=forced
+            beam_size=beam, max_len_a=0, max_len_b=forced or cap, min_len=forced
         )
         list(translate_lines(translator, source[:50], options))  # warm-up
         counter.pieces = 0
