@@ -3,9 +3,9 @@
 Speed: test_2016_flickr (1,000 German sentences) through `mtkit.translate`'s own
 path (encode, sort, batch, search, decode, reorder), at beam 5 and greedy, on the
 CPU with MTKIT_BENCH_THREADS threads (default 2; "2,1" for both) in fp32 and
-with --quantize int8, and on CUDA in bf16 when there is one. Target tokens are the pieces the search
-produced (eos not counted), at a 256-token cap (max_len_a=0, max_len_b=256) as in
-the OpenNMT-py and CTranslate2 figures of issue 4.
+with --quantize int8 (and in bf16 with --bf16), and on CUDA in bf16 when there is
+one. Target tokens are the pieces the search produced (eos not counted), at a
+256-token cap (max_len_a=0, max_len_b=256) as in the OpenNMT-py and CTranslate2 figures of issue 4.
 
 The model: MTKIT_BENCH_MODEL=path/to/checkpoint.pt (a trained de-en
 transformer-small; BLEU is then printed too); MTKIT_BENCH_SENTENCES takes the
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=int(env("MTKIT_BENCH_SENTENCES", "1000")))
     parser.add_argument("--model", default=env("MTKIT_BENCH_MODEL"), help="a trained checkpoint")
     parser.add_argument("--cap", type=int, default=CAP, help="target pieces at most")
+    parser.add_argument("--bf16", action="store_true", help="also the CPU's bf16 rows")
     parser.add_argument("--no-int8", action="store_true", help="leave out the CPU's int8 rows")
     parser.add_argument("--no-memory", action="store_true", help="leave out the 1 M-line run")
     parser.add_argument("--summary", action="store_true", help="also one 'RESULT:' line a row")
@@ -86,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
                 speed("cuda", 1)
                 continue
             for threads in thread_counts:
-                speed("cpu", threads)
+                speed("cpu", threads, precision="fp32")
                 if not args.no_int8:
-                    speed("cpu", threads, quantize="int8")
+                    speed("cpu", threads, precision="fp32", quantize="int8")
+                if args.bf16:
+                    speed("cpu", threads, precision="bf16")
         if not args.no_memory:
             _memory(Path(tmp), source)
 
@@ -161,12 +164,22 @@ class _Counting:
 
 
 def _speed(
-    model_path, source, refs, device, threads, *, forced, cap=CAP, quantize="none", summary=False
+    model_path,
+    source,
+    refs,
+    device,
+    threads,
+    *,
+    forced,
+    cap=CAP,
+    precision="auto",
+    quantize="none",
+    summary=False,
 ) -> None:
     from mtkit.translate.search import SearchOptions
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
-    runtime = RuntimeOptions(device=device, quantize=quantize, threads=threads)
+    runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)
     translator = load_translator([model_path], runtime)
     counter = _Counting(translator.tgt_tokenizer)
     translator.tgt_tokenizer = counter

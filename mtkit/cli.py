@@ -885,7 +885,8 @@ def main() -> None:
     from mtkit.console import setup_logging
     from mtkit.device import set_native_defaults
 
-    set_native_defaults()  # before any command imports torch
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    set_native_defaults(command)  # before any command imports torch
     setup_logging()
     try:
         app()

@@ -36,11 +36,14 @@ IDLE_SPINS = 10_000
 # Compiled oneDNN kernels kept, in oneDNN's cache and in ideep's (torch's oneDNN
 # layer), each keyed by the shapes of a call (see set_native_defaults).
 ONEDNN_CACHE = 64
+# The same caches for `mtkit train`: oneDNN's own default (see set_native_defaults).
+TRAIN_ONEDNN_CACHE = 1024
 
 
-def set_native_defaults() -> None:
+def set_native_defaults(command: str | None = None) -> None:
     """How the native libraries under torch behave, unless the user set it: call it
-    before torch is imported (they read the environment as they load).
+    before torch is imported (they read the environment as they load). `command` is the
+    mtkit command about to run (train keeps larger oneDNN caches, below).
 
     OpenMP: idle threads spin for about 0.1 ms, then sleep. A decoding step is many
     short parallel regions. Never spinning (PASSIVE) makes each one wake a sleeping
@@ -56,12 +59,21 @@ def set_native_defaults() -> None:
     4,000 lines grew the peak RSS from 778 to 953 MB (480 MB flat without oneDNN). At
     64 entries it peaked at 672 MB, as fast within the noise of the machine, and
     20,000 lines reached 758 MB by line 8,000 and stayed there.
+
+    Training keeps oneDNN's default of 1,024 entries. On a CPU with AVX-512 or AMX,
+    torch runs bf16 matmuls through oneDNN, a compiled kernel for each shape, and one
+    update of transformer-small makes about 100 matmul calls (forward, and backward for
+    inputs and weights, of every linear layer: 102 counted with torch.profiler, issue 28).
+    With 64 entries none of them survived until the next update, so every bf16 update
+    under `mtkit train` compiled every kernel again (a plain autocast loop, outside the
+    CLI, kept the default: one of the differences behind issue 28's 1.4x against 0.99x).
     """
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         os.environ["GOMP_SPINCOUNT"] = str(IDLE_SPINS)
+    capacity = TRAIN_ONEDNN_CACHE if command == "train" else ONEDNN_CACHE
     for key in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-        os.environ.setdefault(key, str(ONEDNN_CACHE))
+        os.environ.setdefault(key, str(capacity))
 
 
 def check_choice(flag: str, value: str, valid: tuple[str, ...]) -> None:

@@ -239,3 +239,19 @@ def test_cached_equals_uncached_decoding_in_bf16_on_the_cpu(multi30k):
 def test_bf16_translation_finds_fp32_output_for_most_lines(multi30k):
     fp32 = check_translate_matches(multi30k, "cpu", "fp32", None)
     check_translate_matches(multi30k, "cpu", "bf16", fp32)
+
+
+@pytest.mark.parametrize(("command", "capacity"), [("train", "1024"), ("translate", "64")])
+def test_training_keeps_onednn_default_kernel_caches(monkeypatch, command, capacity):
+    """bf16 matmuls on AVX-512/AMX CPUs are oneDNN kernels cached by shape: an update
+    needs about 100, so `mtkit train` must not keep translate's 64."""
+    import os
+
+    from mtkit.device import set_native_defaults
+
+    for key in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    set_native_defaults(command)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == capacity
+    assert os.environ["LRU_CACHE_CAPACITY"] == capacity
