@@ -14,6 +14,7 @@
 # Environment: GPU_CHECK_BUDGET (s, 480), GPU_CHECK_SECONDS (timed s a speed row, 45),
 # GPU_CHECK_M30K_TIME (Multi30k training, 100s), GPU_CHECK_MAX_TOKENS (16384),
 # GPU_CHECK_WORK (scratch directory), MTKIT_MULTI30K (Multi30k's .gz files),
+# GPU_CHECK_OFFLINE=1 (install nothing: use python3 as it is, as when PyPI cannot be reached),
 # GPU_CHECK_FAIL (a part's name: it fails on purpose; the test of the dry run uses it).
 set -u -o pipefail
 
@@ -111,25 +112,33 @@ install_part() {
         echo "RESULT: dry run: kept .venv; would run: ${pip#"$WORK/venv/bin/"}"
         return
     fi
-    if python3 -c "import urllib.request as u; u.urlopen('https://pypi.org/simple/pip/', timeout=5)" \
+    if [ -z "${GPU_CHECK_OFFLINE:-}" ] && python3 -c \
+        "import urllib.request as u; u.urlopen('https://pypi.org/simple/pip/', timeout=5)" \
         >/dev/null 2>&1; then
-        make install && echo "RESULT: make install: $("$REPO/.venv/bin/python" -c "$TORCH_INFO")"
+        make install || return
+        echo "RESULT: make install: $("$REPO/.venv/bin/python" -c "$TORCH_INFO")"
+        "$REPO/.venv/bin/python" -c "$NEEDS_CUDA"
         return
     fi
     echo "PyPI cannot be reached: using $(command -v python3) and this checkout as they are"
+    # Wrappers, not links: a venv's python found through a link elsewhere loses its venv.
+    local python3 path
+    python3=$(python3 -c 'import sys; print(sys.executable)')
+    path="export PYTHONPATH=\"$REPO\${PYTHONPATH:+:\$PYTHONPATH}\";"
     mkdir -p "$WORK/bin"
-    printf '#!/bin/sh\nPYTHONPATH="%s${PYTHONPATH:+:$PYTHONPATH}" exec %s -m mtkit "$@"\n' \
-        "$REPO" "$(command -v python3)" >"$WORK/bin/mtkit"
-    chmod +x "$WORK/bin/mtkit"
-    ln -sf "$(command -v python3)" "$WORK/bin/python"
+    printf '#!/bin/sh\n%s exec "%s" -m mtkit "$@"\n' "$path" "$python3" >"$WORK/bin/mtkit"
+    printf '#!/bin/sh\n%s exec "%s" "$@"\n' "$path" "$python3" >"$WORK/bin/python"
+    chmod +x "$WORK/bin/mtkit" "$WORK/bin/python"
     local missing
     missing=$(python3 -c "
 import importlib.util as u
 print(' '.join(m for m in ('torch', 'sentencepiece', 'sacrebleu', 'typer', 'rich', 'numpy',
       'pytest') if u.find_spec(m) is None))")
     echo "RESULT: offline: python3 as it is ($(python3 -c "$TORCH_INFO"))${missing:+; missing: $missing}"
-    [ -z "$missing" ]
+    [ -z "$missing" ] && "$WORK/bin/python" -c "$NEEDS_CUDA"
 }
+# .venv from a CPU machine would be kept by make: say so rather than time every part out.
+NEEDS_CUDA='import sys, torch; torch.cuda.is_available() or sys.exit("torch sees no CUDA GPU (a CPU build in .venv? remove .venv and run again)")'
 TORCH_INFO='import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, " + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU seen"))'
 
 tests_part() {
