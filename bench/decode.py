@@ -157,6 +157,7 @@ def _export(model: Path) -> Path:
     from mtkit.interop.ctranslate2 import ExportOptions, export_ctranslate2
 
     out = OUT / "ct2"
+    OUT.mkdir(parents=True, exist_ok=True)  # a given MTKIT_BENCH_MODEL: nothing made it yet
     export_ctranslate2(model, out, ExportOptions(force=True))
     return out
 

@@ -14,7 +14,10 @@ the model's shapes timed in the same process, as the shared machine's speed drif
 bf16 peak (`GPU_PEAK_BF16`).
 
 --precision fp32,bf16 measures A-B-A (fp32, bf16, fp32 again) per model, each in its
-own process, and prints bf16's speed over the mean of the two fp32 runs.
+own process, and prints bf16's speed over the mean of the two fp32 runs. With
+--updates N --valid every run makes the same N updates from the same weights and then
+measures the validation NLL, so bf16's can be set against fp32's (the two fp32 runs
+repeat one computation; the noise to weigh a difference against is another seed's).
 
 Options (`python -m bench train_speed --help`); their defaults come from the
 environment: MTKIT_BENCH_SECONDS (timed seconds a model, default 40),
@@ -79,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision", default="auto", help="auto, fp32, bf16, fp16, or fp32,bf16 for A-B-A"
     )
     parser.add_argument("--compile", action="store_true", help="train with --compile")
+    parser.add_argument(
+        "--updates", type=int, default=0, help="time exactly this many updates (not --seconds)"
+    )
+    parser.add_argument(
+        "--valid", action="store_true", help="then the validation loss (compare precisions)"
+    )
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     parser.add_argument(
         "--data", help="a prepared data directory (default: Multi30k, prepared here)"
@@ -142,6 +151,7 @@ class Job:
         self.arch, self.data, self.spm, self.tmp, self.precision = arch, data, spm, tmp, precision
         self.seconds, self.threads, self.device = args.seconds, args.threads, args.device
         self.compile, self.max_tokens, self.assignments = args.compile, args.max_tokens, args.set
+        self.updates, self.valid = args.updates, args.valid
 
 
 def prepare(tmp: Path) -> tuple[Path, Path]:
@@ -203,10 +213,14 @@ def measure(job: Job) -> dict:
     for b in order[warmup:]:
         trainer.train_step([b])
         _count(counts, trainer, b)
-        if time.perf_counter() - began >= job.seconds and counts["updates"] >= MIN_UPDATES:
+        if job.updates:
+            if counts["updates"] >= job.updates:
+                break
+        elif time.perf_counter() - began >= job.seconds and counts["updates"] >= MIN_UPDATES:
             break
     _sync(device)
     elapsed = time.perf_counter() - began
+    valid = _valid_nll(trainer) if job.valid else None
     name = torch.cuda.get_device_name(trainer.dist.device) if device == "cuda" else ""
     return {
         "arch": job.arch,
@@ -220,11 +234,30 @@ def measure(job: Job) -> dict:
         "warmup_seconds": warmup_seconds,
         "params": sum(p.numel() for p in trainer.raw.parameters()),
         "seconds": elapsed,
+        "valid_nll": valid,
         **counts,
         "matmul_flops": matmul_flops(trainer.model_config, device, trainer.precision),
         "start_rss_mb": start_rss,
         "peak_mb": (torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else _rss_mb(),
     }
+
+
+def _valid_nll(trainer) -> float:
+    """The validation set's NLL per target token after the timed updates, in the run's
+    precision (the same seed, weights and batch order in every run: only the precision
+    differs between runs of the same --updates)."""
+    from mtkit.train.validate import evaluate
+
+    metrics = evaluate(
+        trainer.raw,
+        trainer.model_config,
+        trainer.data,
+        dist=trainer.dist,
+        max_tokens=trainer.config.max_tokens,
+        bleu_sentences=1,
+        autocast=trainer.autocast,
+    )
+    return metrics["valid_nll_loss"]
 
 
 def _count(counts: dict, trainer, b: int) -> None:
@@ -319,6 +352,7 @@ def report(r: dict) -> str:
         f"{r['params'] / 1e6:.1f} M parameters; model {rate / 1e9:.1f} GFLOP/s = {mfu}"
         f"{rate / r['matmul_flops']:.0%} of matmul ({r['matmul_flops'] / 1e9:.1f} GFLOP/s); "
         f"{memory} {r['peak_mb']:,.0f} MB (RSS {r['start_rss_mb']:,.0f} MB after set-up)"
+        + (f"; valid NLL {r['valid_nll']:.4f}" if r["valid_nll"] is not None else "")
     )
 
 
