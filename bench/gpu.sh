@@ -89,7 +89,7 @@ part() {
     local results
     results=$(grep '^RESULT: ' "$log" | sed 's/^RESULT: //')
     if [ -z "$results" ]; then
-        results=$(grep -v '^\s*$' "$log" | tail -n 1 | cut -c1-120)
+        results=$(grep -v '^\s*$' "$log" | tail -n 1 | cut -c1-120 | sed 's/[[:space:]]*$//')
     fi
     while IFS= read -r line; do
         ROWS+=("$name"$'\t'"$status"$'\t'"$line")
@@ -156,6 +156,12 @@ recipe() {
         DATA="$WORK/data" RUN="$WORK/run" "${RECIPE_ARGS[@]}" "$@"
 }
 
+data_part() {
+    recipe bpe || return
+    echo "RESULT: $(wc -l <"$WORK/data/train.de") training pairs and a" \
+        "$(wc -l <"$WORK/data/spm/spm.vocab")-piece BPE in $WORK/data"
+}
+
 multi30k_part() {
     recipe score || return
     "$PY" - "$WORK/run" <<'EOF'
@@ -216,7 +222,7 @@ part install 300 install_part
 PY=$BIN/python
 export GPU_CHECK_BIN=$BIN
 part "cuda tests" 150 tests_part
-part data 120 recipe bpe
+part data 120 data_part
 part "train transformer-base" 120 speed_part transformer-base
 part "train transformer-big" 120 speed_part transformer-big
 part multi30k 240 multi30k_part

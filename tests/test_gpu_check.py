@@ -67,6 +67,7 @@ def test_dry_run_reports_every_part_and_goes_on_after_a_failure(tmp_path, multi3
     by_name = {name: result for name, _, result in rows}
     assert "would run: pip install" in by_name["install"]
     assert "skipped" in by_name["cuda tests"]  # no CUDA here: the tests are collected, skipped
+    assert "training pairs and a 1000-piece BPE" in by_name["data"]
     assert by_name["multi30k"].startswith("test2016 BLEU ")
     assert "tgt tok/s" in by_name["train transformer-base --compile"]
     # Everything printed is also in $OUT's one file.
