@@ -1,6 +1,7 @@
 # mtkit: `make demo` runs Multi30k end to end, `make test` runs lint and tests,
 # `make bench` prints speed and memory figures, `make docs` regenerates the option
 # reference in docs/reference/ from the CLI. Each sets up .venv by itself.
+# `make gpu-check` runs bench/gpu.sh, the one-call check of a GPU machine.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,21 +12,25 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_INDEX ?=
 MULTI30K ?= ../shared/data/multi30k
 
-.PHONY: all install test lint check demo bench docs clean
+.PHONY: all install test lint check demo bench docs gpu-check clean
 
 all: test
 
 install: $(VENV)/.installed
 
+# Decided when make reads this file, so `make -n install` prints the very commands
+# this machine would run (bench/gpu.sh --dry-run shows them).
+NVIDIA_SMI ?= $(shell command -v nvidia-smi 2>/dev/null)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1; then \
-		echo "NVIDIA GPU found: installing the default (CUDA) torch"; \
-	else \
-		echo "no NVIDIA GPU: installing the CPU build of torch ($(TORCH_CPU))"; \
-		$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_CPU)"; \
-	fi
+ifneq ($(NVIDIA_SMI),)
+	@echo "NVIDIA GPU found: installing the default (CUDA) torch"
+else
+	@echo "no NVIDIA GPU: installing the CPU build of torch ($(TORCH_CPU))"
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_CPU)"
+endif
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -46,6 +51,10 @@ bench: install
 
 docs: install
 	$(BIN)/python -m mtkit.reference docs/reference
+
+# The one-call GPU check (docs/gpu.md): installs, CUDA tests, one table of figures.
+gpu-check:
+	bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) data runs

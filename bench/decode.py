@@ -14,16 +14,18 @@ test_2016_flickr, in the same process:
     and the same cap of NATURAL_CAP pieces on both sides (CTranslate2 has no per-source
     limit such as mtkit's --max-len-a, and a briefly trained model loops on a few
     sentences); the pieces per sentence of each side are printed, as is BLEU;
-for beam 5 and greedy, float32 and int8 (mtkit --quantize int8 against CTranslate2's
-compute_type int8). Times cover tokenizing, decoding and detokenizing 1,000 lines;
-model load and a 50-sentence warm-up are excluded on both sides. The runs alternate
+for beam 5 and greedy, float32, int8 (mtkit --quantize int8 against CTranslate2's
+compute_type int8) and bf16 (mtkit --precision bf16, the CPU's bf16 units; CTranslate2
+has no bf16 on the CPU, so its side of these rows is its fastest, int8). Times cover
+tokenizing, decoding and detokenizing 1,000 lines; model load and a 50-sentence
+warm-up are excluded on both sides. The runs alternate
 A/B/A (mtkit, CTranslate2, mtkit; ROUNDS=2 gives A/B/A/B/A) and each side's best
 counts, because the machine is shared; the load average is printed with each row.
 
 Environment: MTKIT_BENCH_MODEL (a checkpoint; default: train one into
 bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENTENCES
 (1000), MTKIT_BENCH_THREADS (2), MTKIT_BENCH_ROUNDS (1), MTKIT_BENCH_CASES (e.g.
-"fixed-beam5-fp32,natural-greedy-int8"; default all eight), MTKIT_BENCH_CT2_PASSIVE=1
+"fixed-beam5-fp32,natural-greedy-bf16"; default all twelve), MTKIT_BENCH_CT2_PASSIVE=1
 (CTranslate2 also with mtkit's OpenMP waiting, see mtkit.device.set_native_defaults).
 
 `python -m bench decode`
@@ -58,6 +60,7 @@ def main() -> None:
     refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
     model = Path(os.environ.get("MTKIT_BENCH_MODEL") or _checkpoint())
     export = _export(model)
+    _print_machine()
     print(f"model: {model}; CTranslate2 export: {export}")
     print(f"{len(source)} sentences, {threads} threads, best of alternating runs (A/B/A)")
     print(f"{'case':<24} {'mtkit':>9} {'CT2':>9} {'ratio':>6}  pieces/sent mtkit CT2, BLEU, load")
@@ -83,6 +86,14 @@ def _wait_policies() -> None:
     print(f"OpenMP waiting: mtkit {mtkit_policy}, CTranslate2 {_policy()}")
 
 
+def _print_machine() -> None:
+    """The CPU's model name and the flags that decide bf16's and int8's speed."""
+    from mtkit.device import cpu_features, cpu_model_name
+
+    flags = " ".join(sorted(cpu_features())) or "none of avx512f/avx512_bf16/amx_bf16/amx_tile"
+    print(f"CPU: {cpu_model_name()}; flags: {flags}")
+
+
 def _policy() -> str:
     return " ".join(f"{k}={os.environ.get(k, 'unset')}" for k in OPENMP_WAITING)
 
@@ -97,7 +108,7 @@ def _cases() -> list[tuple[str, int, str]]:
     every = [
         (mode, beam, precision)
         for mode in ("fixed", "natural")
-        for precision in ("fp32", "int8")
+        for precision in ("fp32", "int8", "bf16")
         for beam in (5, 1)
     ]
     asked = os.environ.get("MTKIT_BENCH_CASES")
@@ -146,6 +157,7 @@ def _export(model: Path) -> Path:
     from mtkit.interop.ctranslate2 import ExportOptions, export_ctranslate2
 
     out = OUT / "ct2"
+    OUT.mkdir(parents=True, exist_ok=True)  # a given MTKIT_BENCH_MODEL: nothing made it yet
     export_ctranslate2(model, out, ExportOptions(force=True))
     return out
 
@@ -186,7 +198,13 @@ def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: in
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
     quantize = "int8" if precision == "int8" else "none"
-    translator = load_translator([model], RuntimeOptions(quantize=quantize, threads=threads))
+    runtime = RuntimeOptions(
+        device="cpu",
+        precision="bf16" if precision == "bf16" else "fp32",
+        quantize=quantize,
+        threads=threads,
+    )
+    translator = load_translator([model], runtime)
     if mode == "fixed":
         options = SearchOptions(beam_size=beam, max_len_a=0, max_len_b=FIXED_LEN, min_len=FIXED_LEN)
     else:
@@ -216,7 +234,9 @@ def _ct2_runner(export: Path, beam: int, mode: str, precision: str, threads: int
     translator = ctranslate2.Translator(
         str(export),
         device="cpu",
-        compute_type="int8" if precision == "int8" else "float32",
+        # No CPU bf16 in CTranslate2 (its CPU types: float32, int8, int8_float32, int16):
+        # mtkit's bf16 rows meet its fastest, int8.
+        compute_type="float32" if precision == "fp32" else "int8",
         intra_threads=threads,
         inter_threads=1,
     )

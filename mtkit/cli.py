@@ -89,7 +89,11 @@ Models = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (a CUDA GPU if there is one), cpu or cuda.")]
 Precision = Annotated[
-    str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.")
+    str,
+    typer.Option(
+        help="auto (bf16 on a GPU; on the CPU fp32, but bf16 for train on a CPU with AMX), "
+        "fp32, bf16 or fp16."
+    ),
 ]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
 
@@ -1081,7 +1085,8 @@ def main() -> None:
     from mtkit.console import setup_logging
     from mtkit.device import set_native_defaults
 
-    set_native_defaults()  # before any command imports torch
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    set_native_defaults(command)  # before any command imports torch
     setup_logging()
     # Only the main thread may set handlers (main() called from a thread keeps the default).
     in_main = threading.current_thread() is threading.main_thread()

@@ -13,8 +13,35 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+
+def _flags_without_amx() -> str:
+    """This CPU's flags less AMX's: `--precision auto` then takes the fp32 path it takes
+    on most CPUs, so the suite's figures are alike on every CPU (the bf16 path is tested
+    with the flags given explicitly, tests/test_precision.py)."""
+    from mtkit.device import cpu_flags
+
+    return " ".join(sorted(f for f in cpu_flags() if not f.startswith("amx")))
+
+
+os.environ.setdefault("MTKIT_CPU_FLAGS", _flags_without_amx())
+
 REPO = Path(__file__).resolve().parent.parent
 MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped where torch sees no CUDA GPU (torch is imported
+    only when such a test was collected)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in marked:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,10 @@ class Trainer:
 
         self.config, self.model_config, self.dist, self.data = config, model_config, dist, data
         self.batches, self.raw, self.optimizer, self.files = batches, raw, optimizer, files
-        self.model, self.ddp, self.scaler = model or raw, ddp, scaler
+        # Not `model or raw`: a torch.compile'd module's truth value calls len(), which
+        # raises for a module without one (every --compile run failed here).
+        self.model = model if model is not None else raw
+        self.ddp, self.scaler = ddp, scaler
         self.precision, self.autocast = precision, autocast_for(precision, dist.device)
         self.batch_tokens = batches.target_tokens(data.train)  # per batch, for the loss scale
         self.mix = getattr(data, "mix", None)  # mix.Mix: each epoch cuts its own batches

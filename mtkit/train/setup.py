@@ -86,7 +86,7 @@ def build_trainer(config: TrainConfig, dist):
     batches = make_run_batches(config, model_config, data.train, dist.world_size, data)
     if ckpt:
         check_resume_mix(ckpt, data)
-    precision = pick_precision(config.precision, dist.device)
+    precision = pick_precision(config.precision, dist.device, command="train")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     raw = build_model(model_config).to(dist.device)
     setattr(raw, BANNED, data.tgt_tok.tag_ids(_tags(data)))  # validation never outputs a tag

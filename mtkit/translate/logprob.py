@@ -265,7 +265,7 @@ def logprob_file(
     `nbest_path`, from a TSV `source<TAB>target` in `src_path` (stdin when None).
     """
     _check(options, tgt_path, nbest_path, src_path)
-    translator = load_translator(model_paths, runtime)
+    translator = load_translator(model_paths, runtime, command="logprob")
     log.info("scoring with %d model(s) on %s", len(translator.models), translator.device)
     with _pair_source(src_path, tgt_path, nbest_path) as (pairs, lines), _open_out(out_path) as out:
         count = 0

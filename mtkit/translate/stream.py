@@ -91,8 +91,11 @@ class Translator:
 # -- loading -------------------------------------------------------------------
 
 
-def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions()) -> Translator:
-    """Load one checkpoint, or several as an ensemble, for translation."""
+def load_translator(
+    paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(), *, command: str = "translate"
+) -> Translator:
+    """Load one checkpoint, or several as an ensemble, for `command` (translate, logprob:
+    `--precision auto` may differ, see mtkit.device.pick_precision)."""
     if not paths:
         raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
     _check_runtime(runtime)
@@ -104,7 +107,11 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     device = pick_device(runtime.device).type
-    dtype = dtype_of(pick_precision(runtime.precision, torch.device(device)))
+    if runtime.quantize == "int8" and runtime.precision == "auto" and device == "cpu":
+        dtype = torch.float32  # int8 linears take fp32 activations, even where AMX has bf16
+    else:
+        precision = pick_precision(runtime.precision, torch.device(device), command=command)
+        dtype = dtype_of(precision)
     if runtime.quantize == "int8" and (device != "cpu" or dtype != torch.float32):
         raise ConfigError(
             "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
