@@ -121,6 +121,14 @@ def test_resume_continues_the_same_time_curve(m30k, tmp_path, machine):  # noqa:
     assert [r["train_time"] for r in b] == [r["train_time"] for r in a]
 
 
+def test_epoch_budget_ends_the_decay_too(m30k, tmp_path, machine):  # noqa: F811
+    """--max-epochs 1 binds before a far-away --max-time: the cosine ends with the epoch."""
+    result = train(budget_config(m30k, tmp_path / "run", max_epochs=1, max_time=1e6))
+    assert result.stopped_by == "max_epochs" and result.step > 5
+    lrs = [r["lr"] for r in records(tmp_path / "run", "train")]
+    assert lrs[-1] < 0.05 * PEAK
+
+
 def test_validation_time_is_not_training_time(m30k, tmp_path, machine, monkeypatch):  # noqa: F811
     """Validation that takes (fake) minutes moves neither the stop nor the curve."""
     evaluate = loop.evaluate
@@ -155,7 +163,7 @@ def test_save_at_shares_of_the_budget(m30k, tmp_path, machine):  # noqa: F811
     [
         (dict(schedule="linear"), "--schedule linear decays over the budget"),
         (dict(save_at=(0.5, 1.5), max_updates=10), "--save-at takes shares of the budget"),
-        (dict(save_at=(0.5,)), "--save-at saves at shares of the budget; pass --max-updates"),
+        (dict(save_at=(0.5,)), "--save-at saves at shares of the budget; pass --max-time"),
     ],
 )
 def test_budget_options_are_checked(changes, message):

@@ -128,10 +128,10 @@ def check(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--lr must be positive, got {config.lr}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
-    if config.schedule in DECAYING and not (config.max_updates or config.max_time):
+    if config.schedule in DECAYING and not _has_budget(config):
         raise ConfigError(
-            f"--schedule {config.schedule} decays over the budget; pass --max-updates N "
-            "and/or --max-time (e.g. 20m)"
+            f"--schedule {config.schedule} decays over the budget; pass --max-time (e.g. 20m), "
+            "--max-updates N or --max-epochs N"
         )
     _check_save_at(config)
     config.save_at = tuple(sorted(config.save_at))
@@ -158,10 +158,15 @@ def _check_save_at(config: TrainConfig) -> None:
                 f"--save-at takes shares of the budget in (0, 1], got {fraction}; "
                 "e.g. --save-at 0.8,0.9"
             )
-    if config.save_at and not (config.max_updates or config.max_time):
+    if config.save_at and not _has_budget(config):
         raise ConfigError(
-            "--save-at saves at shares of the budget; pass --max-updates N and/or --max-time"
+            "--save-at saves at shares of the budget; pass --max-time (e.g. 20m), "
+            "--max-updates N or --max-epochs N"
         )
+
+
+def _has_budget(config: TrainConfig) -> bool:
+    return bool(config.max_updates or config.max_time or config.max_epochs)
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:
@@ -201,7 +206,7 @@ def resume_mismatches(saved: dict, config: TrainConfig) -> list[str]:
     """The options that differ from the run being resumed, as "name: saved -> now"."""
     now = config.to_dict()
     # A decaying schedule's curve is drawn over the budget: both its ends must stay put.
-    decaying = ("max_updates", "max_time") if config.schedule in DECAYING else ()
+    decaying = ("max_updates", "max_epochs", "max_time") if config.schedule in DECAYING else ()
     names = MUST_MATCH_ON_RESUME + decaying
     return [
         f"{name}: {saved.get(name)!r} -> {now[name]!r}"

@@ -123,6 +123,7 @@ class Trainer:
         self.last_save = clock()
         # The training time the schedule and the budget read: agreed by all ranks.
         self.budget_time = self.progress.train_time
+        self.budget_updates = self._update_budget()
 
     # -- the loop -----------------------------------------------------------------
 
@@ -215,12 +216,20 @@ class Trainer:
             finally:
                 self.bar = None
 
+    def _update_budget(self) -> int:
+        """The updates the run may make: --max-updates or --max-epochs' worth, the fewer
+        (0: no limit); the decaying schedules end there unless --max-time binds first."""
+        cfg = self.config
+        per_rank = len(self.batches) // self.dist.world_size
+        epochs = cfg.max_epochs * math.ceil(per_rank / cfg.update_freq)
+        return min((n for n in (cfg.max_updates, epochs) if n), default=0)
+
     def budget_spent(self) -> float:
         """The share of the budget spent, 0..1 (0 without --max-updates or --max-time)."""
         cfg = self.config
         return budget_fraction(
             step=self.progress.step,
-            max_updates=cfg.max_updates,
+            max_updates=self.budget_updates,
             seconds=self.budget_time,
             max_time=cfg.max_time,
         )
@@ -298,7 +307,7 @@ class Trainer:
             schedule=cfg.schedule,
             lr=cfg.lr,
             warmup=cfg.warmup,
-            max_updates=cfg.max_updates,
+            max_updates=self.budget_updates,
             min_lr=cfg.min_lr,
             seconds=self.budget_time,
             max_time=cfg.max_time,
