@@ -304,6 +304,14 @@ _TranslateEarlyStop = Annotated[
     bool,
     typer.Option("--early-stop", help="End a sentence when the best candidate ends (faster)."),
 ]
+_TranslateStop = Annotated[
+    str,
+    typer.Option(
+        help="When a sentence's beam is done: bound (no unfinished hypothesis can still win "
+        "under the length penalty) or count (beam-size hypotheses ended: fairseq's rule, "
+        "shorter output)."
+    ),
+]
 _TranslateMaxLenA = Annotated[
     float, typer.Option(help="Max target tokens = a * source tokens + b.")
 ]
@@ -344,6 +352,7 @@ def translate_command(
     len_penalty: _TranslateLenPenalty = SearchOptions.len_penalty,
     len_norm: _TranslateLenNorm = SearchOptions.len_norm,
     early_stop: _TranslateEarlyStop = SearchOptions.early_stop,
+    stop: _TranslateStop = SearchOptions.stop,
     max_len_a: _TranslateMaxLenA = SearchOptions.max_len_a,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = SearchOptions.max_len_b,
     min_len: _TranslateMinLen = SearchOptions.min_len,
@@ -372,6 +381,7 @@ def translate_command(
         len_penalty=len_penalty,
         len_norm=len_norm,
         early_stop=early_stop,
+        stop=stop,
         sampling=sampling,
         top_k=top_k,
         top_p=top_p,
