@@ -146,8 +146,9 @@ def test_validation_time_is_not_training_time(m30k, tmp_path, machine, monkeypat
 
 def test_save_at_shares_of_the_budget(m30k, tmp_path, machine):  # noqa: F811
     """--save-at 0.5,0.9 on a 20 s budget at 1 s an update: numbered checkpoints (and
-    validations) at updates 10, 18 and the last, 20; `average --last 2` takes 18 and 20."""
-    config = budget_config(m30k, tmp_path / "run", save_at=(0.9, 0.5), keep_last=0)
+    validations) at updates 10, 18 and the last, 20; `average --last 2` takes 18 and 20.
+    The validation every 10 updates falls on the share 0.5: one validation there."""
+    config = budget_config(m30k, tmp_path / "run", save_at=(0.9, 0.5), keep_last=0, valid_every=10)
     train(config)
     numbered = (tmp_path / "run").glob("checkpoint_*[0-9].pt")
     saved = sorted(int(path.stem.split("_")[1]) for path in numbered)

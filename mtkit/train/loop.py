@@ -189,7 +189,8 @@ class Trainer:
             self._save(numbered=False)
             return reason
         every = cfg.valid_every
-        if reason or (p.step % every == 0 if every else epoch_done) or self._share_reached():
+        share_reached = self._share_reached()  # first: it moves on to the next share
+        if reason or (p.step % every == 0 if every else epoch_done) or share_reached:
             return self._validate_and_save() or reason
         if save_due:
             self._save(numbered=True)
@@ -225,7 +226,8 @@ class Trainer:
         return min((n for n in (cfg.max_updates, epochs) if n), default=0)
 
     def budget_spent(self) -> float:
-        """The share of the budget spent, 0..1 (0 without --max-updates or --max-time)."""
+        """The share of the budget spent, 0..1 (0 without --max-updates, --max-epochs or
+        --max-time)."""
         cfg = self.config
         return budget_fraction(
             step=self.progress.step,
