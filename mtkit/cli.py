@@ -334,6 +334,14 @@ _TranslateEarlyStop = Annotated[
     bool,
     typer.Option("--early-stop", help="End a sentence when the best candidate ends (faster)."),
 ]
+_TranslateStop = Annotated[
+    str,
+    typer.Option(
+        help="When a sentence's beam is done: bound (no unfinished hypothesis can still win "
+        "under the length penalty) or count (beam-size hypotheses ended: fairseq's rule, "
+        "shorter output)."
+    ),
+]
 _TranslateMaxLenA = Annotated[
     float, typer.Option(help="Max target tokens = a * source tokens + b.")
 ]
@@ -411,6 +419,7 @@ def translate_command(
     len_penalty: _TranslateLenPenalty = SearchOptions.len_penalty,
     len_norm: _TranslateLenNorm = SearchOptions.len_norm,
     early_stop: _TranslateEarlyStop = SearchOptions.early_stop,
+    stop: _TranslateStop = SearchOptions.stop,
     max_len_a: _TranslateMaxLenA = SearchOptions.max_len_a,
     max_len_b: Annotated[int, typer.Option(help="See --max-len-a.")] = SearchOptions.max_len_b,
     min_len: _TranslateMinLen = SearchOptions.min_len,
@@ -449,6 +458,7 @@ def translate_command(
         len_penalty=len_penalty,
         len_norm=len_norm,
         early_stop=early_stop,
+        stop=stop,
         sampling=sampling,
         top_k=top_k,
         top_p=top_p,
@@ -499,7 +509,11 @@ _TrainUpdateFreq = Annotated[int, typer.Option(help="Batches per update (gradien
 _TrainMaxUpdates = Annotated[int, typer.Option(help="Stop after N updates; 0: no limit.")]
 _TrainMaxEpochs = Annotated[int, typer.Option(help="Stop after N epochs; 0: no limit.")]
 _TrainMaxTime = Annotated[
-    str, typer.Option(help="Stop after this much training: 90s, 20m, 1h30m; 0: no limit.")
+    str,
+    typer.Option(
+        help="Stop after this much training (validation not counted): 90s, 20m, 1h30m; "
+        "0: no limit. cosine and linear decay over it."
+    ),
 ]
 _TrainPatience = Annotated[
     int, typer.Option(help="Stop after N validations without improvement; 0: never.")
@@ -516,7 +530,11 @@ _TrainInitFrom = Annotated[
     ),
 ]
 _TrainSchedule = Annotated[
-    str, typer.Option(help="After warm-up: inverse_sqrt, cosine or constant.")
+    str,
+    typer.Option(
+        help="After warm-up: inverse_sqrt, cosine, linear (both decay to 0 when --max-updates "
+        "or --max-time runs out, whichever first) or constant."
+    ),
 ]
 _TrainLabelSmoothing = Annotated[float, typer.Option(help="Label smoothing epsilon.")]
 _TrainClipNorm = Annotated[float, typer.Option(help="Gradient norm clip; 0: off.")]
@@ -535,6 +553,14 @@ _TrainKeepLast = Annotated[int, typer.Option(help="Numbered checkpoints to keep;
 _TrainSaveEveryMinutes = Annotated[
     float,
     typer.Option(help="Also save checkpoints every M minutes of training; 0: at validation."),
+]
+_TrainSaveAt = Annotated[
+    str,
+    typer.Option(
+        metavar="SHARES",
+        help="Also validate and save when these shares of the budget are spent, e.g. "
+        "0.8,0.9: checkpoints from the end of the decay for `average --last`.",
+    ),
 ]
 _TrainCompile = Annotated[bool, typer.Option("--compile", help="Use torch.compile.")]
 _TrainSeed = Annotated[int, typer.Option(help="Random seed: weights, batches, dropout.")]
@@ -576,6 +602,7 @@ def train_command(
     best_metric: _TrainBestMetric = TrainConfig.best_metric,
     keep_last: _TrainKeepLast = TrainConfig.keep_last,
     save_every_minutes: _TrainSaveEveryMinutes = TrainConfig.save_every_minutes,
+    save_at: _TrainSaveAt = "",
     device: Device = TrainConfig.device,
     precision: Precision = TrainConfig.precision,
     compile: _TrainCompile = TrainConfig.compile,
@@ -585,7 +612,7 @@ def train_command(
 ) -> None:
     """Train a Transformer or RNN; exits 128+signal after Ctrl-C/SIGTERM (checkpoint saved)."""
     from mtkit.train import parse_duration, train
-    from mtkit.train.config import model_overrides
+    from mtkit.train.config import model_overrides, parse_fractions
 
     settings = TrainConfig(
         data=data[0] if len(data) == 1 else list(data), out=str(out), spm=_str(spm),
@@ -597,8 +624,8 @@ def train_command(
         label_smoothing=label_smoothing, clip_norm=clip_norm, weight_decay=weight_decay,
         valid_every=valid_every, valid_bleu_sentences=valid_bleu_sentences,
         best_metric=best_metric, keep_last=keep_last, save_every_minutes=save_every_minutes,
-        device=device, precision=precision, compile=compile, threads=threads, seed=seed,
-        log_every=log_every,
+        save_at=parse_fractions(save_at), device=device, precision=precision, compile=compile,
+        threads=threads, seed=seed, log_every=log_every,
     )  # fmt: skip
     _exit_if_signalled(train(settings), out)
 

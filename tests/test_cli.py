@@ -50,6 +50,7 @@ CLI_ONLY = {
 }
 CLI_FORM = {
     ("train", "max_time"): "mtkit.train.config:parse_duration",
+    ("train", "save_at"): "mtkit.train.config:parse_fractions",
     ("score", "metrics"): "mtkit.score:parse_metrics",
 }
 

@@ -91,7 +91,12 @@ def _both(checkpoint: Path, out: Path, lines: list[str], beam_size: int):
     src_tok, tgt_tok = (Tokenizer.from_bytes(ckpt["spm"][side]) for side in ("src", "tgt"))
     ids = [x[:30] for x in src_tok.encode(lines)]
     options = SearchOptions(
-        beam_size=beam_size, max_len_a=0, max_len_b=MAX_LEN, len_penalty=0.0, early_stop=True
+        beam_size=beam_size,
+        max_len_a=0,
+        max_len_b=MAX_LEN,
+        len_penalty=0.0,
+        early_stop=True,
+        stop="count",  # CTranslate2 ends a sentence once its beam has finished
     )
     src = pad_rows([x + [3] for x in ids], 0)
     ours = [h[0].tokens for h in search(model_from_checkpoint(ckpt), src, options)]

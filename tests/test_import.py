@@ -279,9 +279,9 @@ def test_imported_model_exports_to_ctranslate2_alike(pair, sources, tmp_path):
     "hf_options, ours",
     [
         # Raw log-probability, and stop when K hypotheses have ended (fairseq's rule).
-        (dict(length_penalty=0.0, early_stopping=True), dict(len_penalty=0.0)),
+        (dict(length_penalty=0.0, early_stopping=True), dict(len_penalty=0.0, stop="count")),
         # Divide by |Y| counting eos: HF's length_penalty=1 is mtkit's --len-norm.
-        (dict(length_penalty=1.0, early_stopping=True), dict(len_norm=True)),
+        (dict(length_penalty=1.0, early_stopping=True), dict(len_norm=True, stop="count")),
     ],
 )
 def test_beam_equals_generate_where_the_rules_agree(pair, multi30k, hf_options, ours):

@@ -161,13 +161,15 @@ def test_beam_one_equals_greedy(trained):
 
 
 def test_beam_one_search_path_equals_greedy(trained):
-    """Beam search's own loop with K=1 (not the greedy shortcut) picks the same tokens."""
+    """Beam search's own loop with K=1 (not the greedy shortcut) picks the same tokens,
+    when it stops as fairseq does (stop="count"): by the length-penalty bound it would go
+    on with the runner-up after the best candidate ended, since that one may still win."""
     from mtkit.translate import search as S
 
     model, _, ids = trained
     src = _pad(ids)
     ensemble = S.Ensemble([model])
-    options = SearchOptions(beam_size=1)
+    options = SearchOptions(beam_size=1, stop="count")
     with torch.inference_mode():
         beam = S._beam(ensemble, src, ensemble.max_lens(src, 1.2, 10), options)
     assert [h[0].tokens for h in beam] == greedy_search(model, src)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from mtkit.device import DEVICES, PRECISIONS
 from mtkit.errors import ConfigError
+from mtkit.train.optim import DECAYING
 
-SCHEDULES = ("inverse_sqrt", "cosine", "constant")
+SCHEDULES = ("inverse_sqrt", "cosine", "linear", "constant")
 BEST_METRICS = ("bleu", "chrf", "loss")
 # Options that shape the loss curve: a resumed run must use the same values.
 MUST_MATCH_ON_RESUME = (
@@ -53,13 +54,16 @@ class TrainConfig:
     # When to stop: 0 means no limit; whichever limit comes first wins.
     max_updates: int = 0
     max_epochs: int = 0
-    max_time: float = 0.0  # seconds of training, summed over resumes
+    # Seconds of training, summed over resumes: time in updates (data, forward, backward,
+    # optimiser, checkpoint copies), not validation, so the budget and the schedule's
+    # decay over it do not depend on how often or how much one validates.
+    max_time: float = 0.0
     patience: int = 0  # validations without improvement; 0: no early stopping
     # Optimiser: Adam with betas (0.9, 0.98) and eps 1e-9 (Vaswani et al., 2017, sec. 5.3).
     lr: float = 5e-4  # the peak, reached at the end of warm-up
     warmup: int = 4000
     schedule: str = "inverse_sqrt"
-    min_lr: float = 0.0  # cosine decays to this
+    min_lr: float = 0.0  # cosine and linear decay to this
     label_smoothing: float = 0.1  # Szegedy et al. (2016); Vaswani et al. use 0.1
     weight_decay: float = 0.0
     clip_norm: float = 1.0  # 0: no clipping
@@ -69,6 +73,10 @@ class TrainConfig:
     best_metric: str = "bleu"  # bleu, chrf or loss: checkpoint_best.pt and --patience follow it
     save_every_minutes: float = 0.0  # also save (last + numbered) this often; 0: at validation only
     keep_last: int = 5  # numbered checkpoints kept; 0 keeps all
+    # Also validate and save a numbered checkpoint when this share of the budget
+    # (max_updates or max_time, whichever binds) is spent: checkpoints to average from
+    # the end of the decay, whatever the machine's speed.
+    save_at: tuple[float, ...] = ()
     # Hardware.
     device: str = "auto"
     precision: str = "auto"
@@ -123,8 +131,13 @@ def check(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--lr must be positive, got {config.lr}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
-    if config.schedule == "cosine" and not config.max_updates:
-        raise ConfigError("--schedule cosine decays over --max-updates; pass --max-updates N")
+    if config.schedule in DECAYING and not _has_budget(config):
+        raise ConfigError(
+            f"--schedule {config.schedule} decays over the budget; pass --max-time (e.g. 20m), "
+            "--max-updates N or --max-epochs N"
+        )
+    _check_save_at(config)
+    config.save_at = tuple(sorted(config.save_at))
     if config.init_from and (config.spm or config.src_spm or config.tgt_spm):
         raise ConfigError(
             "--init-from brings the checkpoint's own SentencePiece models and vocabulary; "
@@ -139,6 +152,34 @@ def check(config: TrainConfig) -> TrainConfig:
             "no SentencePiece model: pass --spm SPM/spm.model, or --src-spm and --tgt-spm"
         )
     return config
+
+
+def _check_save_at(config: TrainConfig) -> None:
+    for fraction in config.save_at:
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(
+                f"--save-at takes shares of the budget in (0, 1], got {fraction}; "
+                "e.g. --save-at 0.8,0.9"
+            )
+    if config.save_at and not _has_budget(config):
+        raise ConfigError(
+            "--save-at saves at shares of the budget; pass --max-time (e.g. 20m), "
+            "--max-updates N or --max-epochs N"
+        )
+
+
+def _has_budget(config: TrainConfig) -> bool:
+    return bool(config.max_updates or config.max_time or config.max_epochs)
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """(0.8, 0.9) from "0.8,0.9" (--save-at); empty text: none. ConfigError otherwise."""
+    try:
+        return tuple(sorted(float(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise ConfigError(
+            f"cannot read --save-at {text!r}; write shares of the budget, e.g. 0.8,0.9"
+        ) from None
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -167,7 +208,9 @@ def parse_duration(text: str | float | int) -> float:
 def resume_mismatches(saved: dict, config: TrainConfig) -> list[str]:
     """The options that differ from the run being resumed, as "name: saved -> now"."""
     now = config.to_dict()
-    names = MUST_MATCH_ON_RESUME + (("max_updates",) if config.schedule == "cosine" else ())
+    # A decaying schedule's curve is drawn over the budget: both its ends must stay put.
+    decaying = ("max_updates", "max_epochs", "max_time") if config.schedule in DECAYING else ()
+    names = MUST_MATCH_ON_RESUME + decaying
     return [
         f"{name}: {saved.get(name)!r} -> {now[name]!r}"
         for name in names

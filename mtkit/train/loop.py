@@ -6,9 +6,15 @@ Everything it needs to continue exactly (step, epoch, position in the epoch's
 batch order, optimiser, RNG states) goes into checkpoint_last.pt at every save;
 the files themselves are `mtkit.train.state.RunFiles`'.
 
-Under torchrun the ranks must agree on when to stop and save; they compare their
-signal, clock and save flags only every STOP_CHECK_EVERY updates, so an update
-does not wait for the host to hear from the other processes.
+Time counts training only: `Progress.train_time` is the wall time of the run less
+its validations, summed over resumes. --max-time stops on it, and the decaying
+schedules decay over it (optim.lr_at), so a slower machine makes fewer updates
+along the same curve instead of stopping half-way down it.
+
+Under torchrun the ranks must agree on when to stop and save, and on the
+learning rate; they compare their signal, clock and save flags only every
+STOP_CHECK_EVERY updates, so an update does not wait for the host to hear from
+the other processes, and the schedule reads the training time agreed there.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from mtkit.errors import MtkitError
 from mtkit.train import distributed
 from mtkit.train.batching import collate, epoch_order, rank_share
 from mtkit.train.mix import shares_text
-from mtkit.train.optim import label_smoothed_loss, lr_at, set_lr
+from mtkit.train.optim import budget_fraction, label_smoothed_loss, lr_at, set_lr
 from mtkit.train.state import rng_state
 from mtkit.train.validate import evaluate
 
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 # Updates between the ranks' checks of signals, --max-time and --save-every-minutes
 # under torchrun (one process checks at every update: it has no one to ask).
 STOP_CHECK_EVERY = 10
+
+# The loop's clock; tests put a fake one here to play a slower or faster machine.
+clock = time.monotonic
 
 
 @dataclass
@@ -59,12 +68,20 @@ class Progress:
     step: int = 0
     epoch: int = 0  # the epoch in progress (1-based); 0 before the first
     pos: int = 0  # this rank's next batch in the epoch's order
-    elapsed: float = 0.0  # seconds of training over all resumes
+    elapsed: float = 0.0  # seconds of running over all resumes, validation included
+    valid_time: float = 0.0  # seconds of those spent validating
+    warmup_time: float = 0.0  # train_time when warm-up ended (the decay starts there)
+    next_save_at: int = 0  # index of the next --save-at share not yet reached
     best_value: float | None = None
     best_step: int = 0
     bad_validations: int = 0
     last_valid_step: int = -1
     mix_tokens: list = field(default_factory=list)  # target tokens each corpus of a mix gave
+
+    @property
+    def train_time(self) -> float:
+        """Seconds of training: what --max-time counts and the schedule decays over."""
+        return self.elapsed - self.valid_time
 
 
 class Trainer:
@@ -111,15 +128,18 @@ class Trainer:
         self.signal: int | None = None
         self.interval = _Interval()
         self.bar = None  # (rich Progress, task) on rank 0 while running
-        self.last_save = time.monotonic()
+        self.last_save = clock()
+        # The training time the schedule and the budget read: agreed by all ranks.
+        self.budget_time = self.progress.train_time
+        self.budget_updates = self._update_budget()
 
     # -- the loop -----------------------------------------------------------------
 
     def run(self) -> TrainResult:
         """Train until a stop condition; always leaves checkpoint_last.pt behind."""
-        self.started = time.monotonic() - self.progress.elapsed
-        self.interval.reset(time.monotonic())
-        self.last_save = time.monotonic()
+        self.started = clock() - self.progress.elapsed
+        self.interval.reset(clock())
+        self.last_save = clock()
         if self.progress.epoch:
             self.rank_batches = self._epoch_share(self.progress.epoch)
         resume_step = self.progress.step if self.resumed else None
@@ -170,16 +190,19 @@ class Trainer:
         self.files.check()
         p.pos, p.step = p.pos + len(micro), p.step + 1
         crash_point("update")  # the crash tests' hook (mtkit.crashpoint); a no-op otherwise
-        p.elapsed = time.monotonic() - self.started
+        p.elapsed = clock() - self.started
         epoch_done = p.pos >= len(self.rank_batches)
         reason, save_due = self._stop_reason(epoch_done)
+        if p.step == cfg.warmup:
+            p.warmup_time = self.budget_time
         if p.step % cfg.log_every == 0 or reason:
             self._log_train()
         if reason == "signal":
             self._save(numbered=False)
             return reason
         every = cfg.valid_every
-        if reason or (p.step % every == 0 if every else epoch_done):
+        share_reached = self._share_reached()  # first: it moves on to the next share
+        if reason or (p.step % every == 0 if every else epoch_done) or share_reached:
             return self._validate_and_save() or reason
         if save_due:
             self._save(numbered=True)
@@ -205,6 +228,38 @@ class Trainer:
                 yield
             finally:
                 self.bar = None
+
+    def _update_budget(self) -> int:
+        """The updates the run may make: --max-updates or --max-epochs' worth, the fewer
+        (0: no limit); the decaying schedules end there unless --max-time binds first."""
+        cfg = self.config
+        per_rank = len(self.batches) // self.dist.world_size
+        epochs = cfg.max_epochs * math.ceil(per_rank / cfg.update_freq)
+        return min((n for n in (cfg.max_updates, epochs) if n), default=0)
+
+    def budget_spent(self) -> float:
+        """The share of the budget spent, 0..1 (0 without --max-updates, --max-epochs or
+        --max-time)."""
+        cfg = self.config
+        return budget_fraction(
+            step=self.progress.step,
+            max_updates=self.budget_updates,
+            seconds=self.budget_time,
+            max_time=cfg.max_time,
+        )
+
+    def _share_reached(self) -> bool:
+        """Whether the budget has reached the next --save-at share (then skip past it,
+        and past any others this update crossed too)."""
+        p, shares = self.progress, self.config.save_at
+        spent = self.budget_spent()
+        reached = p.next_save_at
+        while reached < len(shares) and spent >= shares[reached]:
+            reached += 1
+        if reached == p.next_save_at:
+            return False
+        p.next_save_at = reached
+        return True
 
     def _epoch_share(self, epoch: int) -> list:
         """This rank's batches of `epoch`; keeps every rank's, to count an update's tokens.
@@ -283,8 +338,11 @@ class Trainer:
             schedule=cfg.schedule,
             lr=cfg.lr,
             warmup=cfg.warmup,
-            max_updates=cfg.max_updates,
+            max_updates=self.budget_updates,
             min_lr=cfg.min_lr,
+            seconds=self.budget_time,
+            max_time=cfg.max_time,
+            warmup_seconds=self.progress.warmup_time,
         )
         set_lr(self.optimizer, lr)
         if self.scaler:
@@ -319,7 +377,7 @@ class Trainer:
             p.epoch > cfg.max_epochs or (epoch_done and p.epoch == cfg.max_epochs)
         ):
             reason = "max_epochs"
-        elif cfg.max_time and p.elapsed >= cfg.max_time:
+        elif cfg.max_time and p.train_time >= cfg.max_time:
             reason = "max_time"
         else:
             return None
@@ -346,24 +404,28 @@ class Trainer:
         return None, save_due
 
     def _agreed_flags(self) -> tuple[bool, bool, bool]:
-        """(signalled, out of time, timed save due), the same on every rank.
+        """(signalled, out of time, timed save due), the same on every rank; and
+        self.budget_time, the training time the schedule reads, set the same on all.
 
-        Ranks must agree, or one would wait forever for the others' gradients; under
-        torchrun they compare flags every STOP_CHECK_EVERY updates only (a host sync)."""
+        Ranks must agree, or one would wait forever for the others' gradients (or step
+        with another learning rate); under torchrun they compare flags and clocks every
+        STOP_CHECK_EVERY updates only (a host sync), the slowest clock counting."""
         cfg = self.config
-        now = time.monotonic()
+        now = clock()
         flags = [
             float(self.signal is not None),
-            float(bool(cfg.max_time) and self.progress.elapsed >= cfg.max_time),
             float(
                 bool(cfg.save_every_minutes) and now - self.last_save >= 60 * cfg.save_every_minutes
             ),
+            self.progress.train_time,
         ]
         if self.dist.enabled:
             if self.progress.step % STOP_CHECK_EVERY:
                 return False, False, False
             flags = distributed.max_all(self.dist, flags)
-        return bool(flags[0]), bool(flags[1]), bool(flags[2])
+        self.budget_time = flags[2]
+        out_of_time = bool(cfg.max_time) and self.budget_time >= cfg.max_time
+        return bool(flags[0]), out_of_time, bool(flags[1])
 
     # -- validation and checkpoints ---------------------------------------------------
 
@@ -377,7 +439,7 @@ class Trainer:
             p.last_valid_step = p.step
             self._save(numbered=True)
             return None
-        began = time.monotonic()
+        began = clock()
         metrics = evaluate(
             self.raw,
             self.model_config,
@@ -388,8 +450,9 @@ class Trainer:
             autocast=self.autocast,
         )
         p.last_valid_step = p.step
-        p.elapsed = time.monotonic() - self.started
-        self.interval.since += time.monotonic() - began  # tokens/s counts training time only
+        p.elapsed = clock() - self.started
+        p.valid_time += clock() - began  # not training: --max-time and the decay skip it
+        self.interval.since += clock() - began  # tokens/s counts training time only
         improved = self._track_best(metrics)
         self.last_valid = metrics
         self._log_valid(metrics, improved)
@@ -420,7 +483,7 @@ class Trainer:
         in the background: the loop waits only for the copy to host memory."""
         # Every rank's RNG state, so a multi-process resume is exact too (a collective call).
         rngs = distributed.gather_all(self.dist, rng_state(self.dist.device))
-        self.last_save = time.monotonic()
+        self.last_save = clock()
         if not self.dist.is_main:
             return
         train_state = {
@@ -459,7 +522,7 @@ class Trainer:
     # -- reporting ----------------------------------------------------------------
 
     def _log_train(self) -> None:
-        stats = self.interval.take(self.dist, time.monotonic())
+        stats = self.interval.take(self.dist, clock())
         if not self.dist.is_main or stats is None:
             return
         p = self.progress
@@ -469,6 +532,7 @@ class Trainer:
             "epoch": p.epoch,
             **stats,
             "elapsed": round(p.elapsed, 2),
+            "train_time": round(p.train_time, 2),
         }
         if self.mix is not None:
             record["mix_share"] = [row.get("share", 0.0) for row in self._mix_rows()]
@@ -517,7 +581,7 @@ class _Interval:
 
     def __init__(self) -> None:
         self.lr, self.grad_norm = 0.0, 0.0
-        self.reset(time.monotonic())
+        self.reset(clock())
 
     def reset(self, now: float) -> None:
         self.loss, self.nll, self.tokens, self.since = 0.0, 0.0, 0, now

@@ -86,23 +86,81 @@ def build_optimizer(model, *, lr: float, weight_decay: float):
     )
 
 
+# Schedules that decay to min_lr at the end of the budget: cosine and linear.
+DECAYING = ("cosine", "linear")
+
+
+def budget_fraction(*, step: int, max_updates: int, seconds: float, max_time: float) -> float:
+    """How much of the run's budget is spent, 0..1: the larger of updates / --max-updates
+    and training seconds / --max-time (whichever budget binds first); 0 without either."""
+    shares = [0.0]
+    if max_updates:
+        shares.append(step / max_updates)
+    if max_time:
+        shares.append(seconds / max_time)
+    return min(1.0, max(shares))
+
+
+def decay_progress(
+    *,
+    step: int,
+    warmup: int,
+    max_updates: int,
+    seconds: float = 0.0,
+    max_time: float = 0.0,
+    warmup_seconds: float = 0.0,
+) -> float:
+    """How far the decay after warm-up has come, 0..1: the larger of the updates' share
+    since warm-up, (step - warmup) / (max_updates - warmup), and the time's share since
+    warm-up, (seconds - warmup_seconds) / (max_time - warmup_seconds). So the decay ends
+    when the run does, whichever budget stops it (Li, Yumer & Ramanan, 2020: budgeted
+    training decays over the budget, not over a guessed number of updates)."""
+    shares = [0.0]
+    if max_updates:
+        shares.append((step - warmup) / max(1, max_updates - warmup))
+    if max_time:
+        shares.append((seconds - warmup_seconds) / max(1e-9, max_time - warmup_seconds))
+    return min(1.0, max(shares))
+
+
 def lr_at(
-    step: int, *, schedule: str, lr: float, warmup: int, max_updates: int, min_lr: float = 0.0
+    step: int,
+    *,
+    schedule: str,
+    lr: float,
+    warmup: int,
+    max_updates: int = 0,
+    min_lr: float = 0.0,
+    seconds: float = 0.0,
+    max_time: float = 0.0,
+    warmup_seconds: float = 0.0,
 ) -> float:
     """The learning rate of update `step` (1-based): linear warm-up to `lr`, then the schedule.
 
     inverse_sqrt: lr * sqrt(warmup / step) after warm-up (fairseq's inverse_sqrt, the
     Vaswani et al. schedule with `lr` as its peak); cosine: half a cosine from `lr`
-    down to `min_lr` at `max_updates` (Loshchilov & Hutter, 2017); constant: `lr`.
+    down to `min_lr` (Loshchilov & Hutter, 2017); linear: a straight line from `lr` to
+    `min_lr`; constant: `lr`. cosine and linear end at the end of the budget,
+    `decay_progress`: `max_updates` or `max_time` seconds of training (`seconds` spent so
+    far, `warmup_seconds` of them in warm-up), whichever comes first. Warm-up counts
+    updates whatever the budget.
     """
     step = max(step, 1)
     if warmup and step <= warmup:
         return lr * step / warmup
     if schedule == "inverse_sqrt":
         return lr * math.sqrt(max(warmup, 1) / step)
-    if schedule == "cosine":
-        progress = min(1.0, (step - warmup) / max(1, max_updates - warmup))
-        return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    if schedule in DECAYING:
+        done = decay_progress(
+            step=step,
+            warmup=warmup,
+            max_updates=max_updates,
+            seconds=seconds,
+            max_time=max_time,
+            warmup_seconds=warmup_seconds,
+        )
+        left = 0.5 * (1.0 + math.cos(math.pi * done)) if schedule == "cosine" else 1.0 - done
+        return min_lr + (lr - min_lr) * left
     return lr
 
 

@@ -20,12 +20,22 @@ eos included) divided by a length penalty lp(|Y|), |Y| counting eos:
   - plain length normalisation (`len_norm=True`): lp = |Y|, the average token
     log-probability (fairseq's default, lenpen=1).
 Beams compete on raw log-probability while they grow (as in fairseq); the
-penalty ranks finished hypotheses. A sentence is done when K hypotheses have
-finished among the top K candidates of a step (fairseq's stopping rule; with
-`early_stop`, also as soon as the best candidate of a step ends, as OpenNMT-py
-and CTranslate2 do), or at its length limit, max_len = floor(max_len_a * src_len
-+ max_len_b) target tokens before eos (fairseq's --max-len-a/--max-len-b; src_len
-counts the source eos), capped by the model's max_positions.
+penalty ranks finished hypotheses. When a sentence is done (`stop`):
+  - "bound" (the default): when no unfinished hypothesis can still beat the
+    nbest-th finished one under the length penalty. Log-probabilities only fall as
+    a hypothesis grows and lp only rises, so the best an unfinished one can reach
+    is its log-probability now divided by lp at the length limit (the bound of
+    Huang et al., 2017, "When to finish?"). fairseq's rule below stops while a
+    longer hypothesis could still win, so a larger alpha only picks among the
+    short hypotheses that ended first: the demo model stayed at BP 0.90 at alpha 2
+    (issue 20; the figures are in docs/training-budget.md).
+  - "count": when K hypotheses have finished among the top K candidates of a step
+    (fairseq's stopping rule): fewer steps, shorter output.
+With `early_stop`, a sentence is also done as soon as the best candidate of a step
+ends (OpenNMT-py, CTranslate2). Whatever the rule, a sentence ends at its length
+limit, max_len = floor(max_len_a * src_len + max_len_b) target tokens before eos
+(fairseq's --max-len-a/--max-len-b; src_len counts the source eos), capped by the
+model's max_positions.
 """
 
 from __future__ import annotations
@@ -41,8 +51,14 @@ DEFAULT_MAX_LEN_A = 1.2
 DEFAULT_MAX_LEN_B = 10
 # GNMT's length penalty (Wu et al., 2016). Vaswani et al. (2017) used alpha = 0.6; on
 # Multi30k valid, over six transformer-small models of 600-1400 updates and two
-# averages, alpha = 1.0 scored 0.3-0.5 BLEU more than 0.6 every time (issue 10's note).
-DEFAULT_LEN_PENALTY = 1.0
+# Multi30k valid, over six transformer-small models of 600-1400 updates and two
+# averages, alpha = 1.0 scored 0.3-0.5 BLEU more than 0.6 every time with fairseq's stop
+# rule. With the bound stop rule, alpha = 1.5: Multi30k valid BLEU 18.7, BP 1.00 against
+# 18.4, BP 0.86 at alpha 1.0 with fairseq's rule, on a 364-update transformer-small
+# (docs/training-budget.md); output stays short at 1.0.
+DEFAULT_LEN_PENALTY = 1.5
+# When a sentence's beam search is done: see the module docstring.
+STOP_RULES = ("bound", "count")
 _MASK64 = (1 << 64) - 1
 _STEP = 0x9E3779B97F4A7C15  # a step's offset in a row's stream (splitmix64's increment)
 
@@ -71,6 +87,7 @@ class SearchOptions:
     # also stops it once the best candidate of a step ends and nbest have ended
     # (OpenNMT-py, CTranslate2): on Multi30k 13-29% faster, 0.2 BLEU lower.
     early_stop: bool = False
+    stop: str = "bound"  # bound or count: when a sentence is done (module docstring)
     sampling: bool = False  # sample instead of searching (beam_size is ignored)
     top_k: int = 0  # sample from the k most likely tokens (0: all)
     top_p: float = 1.0  # sample from the smallest set with this much probability
@@ -149,6 +166,10 @@ def check_options(options: SearchOptions, vocab_size: int) -> None:
 
     if options.beam_size < 1:
         raise ConfigError(f"--beam must be at least 1, got {options.beam_size}")
+    if options.stop not in STOP_RULES:
+        raise ConfigError(
+            f"unknown --stop {options.stop!r}; choose one of: {', '.join(STOP_RULES)}"
+        )
     if options.nbest < 1:
         raise ConfigError(f"--nbest must be at least 1, got {options.nbest}")
     if not options.sampling and options.nbest > options.beam_size:
@@ -377,9 +398,15 @@ class _Finished:
         # Whether the best candidate of some step was an end (OpenNMT-py's top_beam_finished).
         self.best_ended = torch.zeros(B, dtype=torch.bool, device=device)
 
-    def done(self, sentences, options: SearchOptions):
-        """[n] bool: which of `sentences` need no more steps (see SearchOptions.early_stop)."""
-        done = self.count[sentences] >= self.K
+    def done(self, sentences, alive_best, limits, options: SearchOptions):
+        """[n] bool: which of `sentences` need no more steps (SearchOptions.stop and
+        early_stop); alive_best [n] is the best unfinished log-probability of each,
+        limits [n] their length limits (tokens before eos)."""
+        if options.stop == "count":
+            done = self.count[sentences] >= self.K
+        else:  # no unfinished hypothesis can beat the nbest-th finished one
+            reachable = alive_best / length_penalty((limits + 1).to(alive_best.dtype), options)
+            done = reachable <= self.scores[sentences, options.nbest - 1]
         if options.early_stop:
             done |= self.best_ended[sentences] & (self.count[sentences] >= options.nbest)
         return done
@@ -433,6 +460,7 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
     prefix = torch.full((B, 1), ensemble.bos_id, dtype=torch.long, device=device)  # [n*k,t+1]
     scores = torch.zeros((B, 1), device=device)  # [n,k]: k beams a sentence, 1 then K
     beam_rank = torch.arange(2 * K, device=device)
+    finished_any = False
     for t in range(T):
         lprobs, states = ensemble.step(prefix[:, -1], states)  # [n*k,V]
         ensemble.mask_specials(lprobs, t, options.min_len)
@@ -443,13 +471,17 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
         # eos among the best K candidates finishes a hypothesis (fairseq's rule).
         ends = is_eos[:, :K] & (top_scores[:, :K] > -math.inf)
         ended = bool(ends.any())
+        # Under "bound" a sentence can be done at any step once something has finished
+        # (its unfinished hypotheses fall behind); under "count" only when one ends.
+        finished_any = finished_any or (ended and options.stop == "bound")
         if ended:
             _finish(finished, alive, ends, top_scores, beam, prefix, t, scores.size(1), options)
             finished.best_ended[alive] |= ends[:, 0]
         scores, rows, token = _carry_on(top_scores, beam, token, is_eos, beam_rank, scores.size(1))
         sentences = None  # the same sentences go on: their memory stays as it is
-        if ended or t >= first_limit:  # only then can a sentence be done
-            keep = (~finished.done(alive, options) & (limits > t)).nonzero().squeeze(1)
+        if finished_any or ended or t >= first_limit:  # only then can a sentence be done
+            done = finished.done(alive, scores[:, 0], limits, options)
+            keep = (~done & (limits > t)).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
             if keep.numel() < alive.numel():
