@@ -168,7 +168,7 @@ def test_save_at_shares_of_the_budget(m30k, tmp_path, machine):  # noqa: F811
     ],
 )
 def test_budget_options_are_checked(changes, message):
-    config = TrainConfig(spm="spm.model", **changes)
+    config = TrainConfig(data="data/m30k", spm="spm.model", **changes)
     with pytest.raises(ConfigError, match=message):
         check(config)
 
