@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,22 @@ def test_batches_come_back_in_order_with_few_in_flight():
         out += lid.drain()
     assert [pairs[0][1] for pairs in out] == [f"A dog runs number {i}." for i in range(12)]
     assert lid.read == 12
+
+
+def _worker_signals(_) -> tuple:
+    return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+
+def test_workers_die_at_once_on_sigterm():
+    """The CLI's SIGTERM handler raises an exception; a worker that inherited it could
+    die holding the pool's queue lock and hang prepare, so workers take the default."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with LanguageFilter("de", "en", workers=1) as lid:
+            found = lid.pool.apply(_worker_signals, (None,))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert found == (signal.SIG_DFL, signal.SIG_IGN)
 
 
 def test_unknown_language_is_one_line_and_nothing_written(cli, tmp_path):

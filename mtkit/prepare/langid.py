@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import signal
 from pathlib import Path
 
 from mtkit.errors import ConfigError
@@ -135,6 +136,18 @@ def _verdicts(job: tuple) -> tuple[list[bool], list[bool]]:
     return expected(src_lines, src, min_prob), expected(tgt_lines, tgt, min_prob)
 
 
+def _quiet_signals() -> None:
+    """In each worker: SIGTERM kills at once and Ctrl-C is left to the main process.
+
+    A fork inherits the CLI's SIGTERM handler, which raises an exception wherever the
+    worker is; `Pool.terminate` sends SIGTERM, and a worker that raised it while
+    holding the pool's shared queue lock died holding it, so another worker waited
+    on that lock forever and prepare hung at its end (seen once in 3 runs of the
+    1 M-pair bench). multiprocessing expects the default action: die at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_workers() -> int:
     """One a core: the process that reads, cleans and writes mostly waits for them (5 of
     the 72 CPU seconds of a 1 M-pair prepare, bench/prepare_langid.py)."""
@@ -154,15 +167,18 @@ class LanguageFilter:
         # start at once (spawn would import mtkit and its CLI again in each). Made before
         # the progress bar's thread starts, so no lock of it is copied held.
         _load()
-        self.pool = multiprocessing.get_context("fork").Pool(self.workers)
+        self.pool = multiprocessing.get_context("fork").Pool(self.workers, _quiet_signals)
         self.pending: collections.deque = collections.deque()
         self.read = self.wrong_src = self.wrong_tgt = 0
 
     def __enter__(self) -> LanguageFilter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.pool.terminate()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:  # every batch taken: the workers leave at the end of the queue
+            self.pool.close()
+        else:
+            self.pool.terminate()
         self.pool.join()
 
     def push(self, pairs: KeptPairs) -> list[KeptPairs]:
