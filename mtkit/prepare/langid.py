@@ -15,7 +15,8 @@ drops good pairs ("A person riding a bike on a snowy road." is Polish 0.53,
 English 0.33): on 5,000 Multi30k lines a side, the best label wrongly drops
 0.10% of English lines and 0.2 drops 0.04%, while both keep at most 0.14% of
 wrong-language lines (docs/corpora.md). Classifying is the slow part of prepare (about
-17,000 lines a second a core), so `LanguageFilter` sends batches to worker
+15 µs a line a core, nearly all inside fastText, which gets a whole batch in one
+call), so `LanguageFilter` sends batches to worker
 processes and takes their answers back in order, with a bounded number of
 batches in flight: memory stays bounded and the output order is the input's.
 """
@@ -149,8 +150,8 @@ def _quiet_signals() -> None:
 
 
 def default_workers() -> int:
-    """One a core: the process that reads, cleans and writes mostly waits for them (5 of
-    the 72 CPU seconds of a 1 M-pair prepare, bench/prepare_langid.py)."""
+    """One a core: the process that reads, cleans and writes mostly waits for them (about 5 of
+    the 50 CPU seconds of a 1 M-pair prepare, bench/prepare_langid.py)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, cores or 1)
 
