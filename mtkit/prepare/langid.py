@@ -92,12 +92,12 @@ def _predict(lines: list[str], k: int, threshold: float) -> list[list[str]]:
     at least `threshold`, most likely first, for a whole batch in one call.
 
     fastText's own loop over a list runs in C++; a Python call a line (the model's
-    `predict(line)`) took 2.5x the CPU time of the classification itself. The wrapper's
+    `predict(line)`) took 1.6 to 2x the CPU time of a batch call. The wrapper's
     `predict(list)` cannot be used: fasttext-predict's multilinePredict returns the
     labels without their probabilities, which that wrapper fails to unpack; hence the
     pybind object `f` and a threshold applied inside fastText. Each entry is one line
-    ending in '\n' (fastText reads up to it), so a '\n' inside becomes a space, as
-    before. An empty line gets no label (fastText would give it the model's prior)."""
+    ending in a newline (fastText reads up to it), so a newline inside becomes a space,
+    as before. An empty line gets no label (fastText would give it the model's prior)."""
     entries = [line.replace("\n", " ") + "\n" for line in lines]
     found = _load().f.multilinePredict(entries, k, threshold, "strict")
     return [labels if line else [] for line, labels in zip(lines, found, strict=True)]
@@ -141,10 +141,10 @@ def _quiet_signals() -> None:
     """In each worker: SIGTERM kills at once and Ctrl-C is left to the main process.
 
     A fork inherits the CLI's SIGTERM handler, which raises an exception wherever the
-    worker is; `Pool.terminate` sends SIGTERM, and a worker that raised it while
-    holding the pool's shared queue lock died holding it, so another worker waited
-    on that lock forever and prepare hung at its end (seen once in 3 runs of the
-    1 M-pair bench). multiprocessing expects the default action: die at once."""
+    worker is; `Pool.terminate` sends SIGTERM, and prepare once hung at its end (1 of
+    3 runs of the 1 M-pair bench): one worker gone, the other waiting forever on the
+    pool's shared queue lock, most likely left held by the one the exception ended.
+    multiprocessing expects the default action: die at once."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
