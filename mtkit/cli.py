@@ -23,6 +23,7 @@ from mtkit.tokenizer import SpmOptions
 from mtkit.train.config import TrainConfig
 from mtkit.translate.logprob import LogprobOptions
 from mtkit.translate.search import SearchOptions
+from mtkit.translate.shortlist import ShortlistOptions
 from mtkit.translate.stream import BatchOptions, RuntimeOptions
 
 
@@ -31,7 +32,7 @@ class _PipelineOrder(typer.core.TyperGroup):
     other commands, then any command not named here in the order it was added."""
 
     ORDER = ("prepare", "train-bpe", "train", "translate", "score",
-             "average", "inspect", "logprob", "plot", "import", "export")  # fmt: skip
+             "average", "inspect", "logprob", "plot", "import", "export", "shortlist")  # fmt: skip
 
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)
@@ -354,6 +355,14 @@ _TranslateChunkLines = Annotated[
 _TranslateQuantize = Annotated[
     str, typer.Option(help="int8: dynamic int8 linear layers on the CPU; none.")
 ]
+_TranslateShortlist = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="A lexical shortlist from `mtkit shortlist`: each batch may produce only its "
+        "sentences' listed target pieces (faster).",
+    ),
+]
 
 
 @app.command(
@@ -385,6 +394,7 @@ def translate_command(
     precision: Precision = RuntimeOptions.precision,
     quantize: _TranslateQuantize = RuntimeOptions.quantize,
     threads: Threads = RuntimeOptions.threads,
+    shortlist: _TranslateShortlist = None,
 ) -> None:
     """Translate text with one checkpoint or an ensemble: one line out for every line in."""
     from mtkit.translate.stream import translate_file
@@ -406,7 +416,7 @@ def translate_command(
     )
     batching = BatchOptions(max_tokens=max_tokens, batch_size=batch_size, chunk_lines=chunk_lines)
     runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)
-    translate_file(models, input, out, search, batching, runtime)
+    translate_file(models, input, out, search, batching, runtime, shortlist)
 
 
 _TrainData = Annotated[
@@ -422,7 +432,10 @@ _TrainSrcSpm = Annotated[Path | None, typer.Option(help="Source model, with --tg
 _TrainTgtSpm = Annotated[Path | None, typer.Option(help="Target model, with --src-spm.")]
 _TrainArch = Annotated[
     str,
-    typer.Option(help="Preset: transformer-small, transformer-base, transformer-big, rnn."),
+    typer.Option(
+        help="Preset: transformer-small, transformer-base, transformer-big, "
+        "transformer-student (6-2), transformer-student-12-1, rnn."
+    ),
 ]
 _TrainSrc = Annotated[str | None, typer.Option(help="Source language; default from manifest.json.")]
 _TrainTgt = Annotated[str | None, typer.Option(help="Target language; default from manifest.json.")]
@@ -784,11 +797,20 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace the directory if it exists.")
     ] = ExportOptions.force,
+    shortlist: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="A shortlist from `mtkit shortlist`, written as vmap.txt (translate_batch's "
+            "use_vmap=True).",
+        ),
+    ] = ExportOptions.shortlist,
 ) -> None:
     """Export a Transformer checkpoint to CTranslate2 (model, vocabularies, SentencePiece)."""
     from mtkit.interop.ctranslate2 import export_ctranslate2
 
-    export_ctranslate2(model, out, ExportOptions(to=to, quantize=quantize, force=force))
+    options = ExportOptions(to=to, quantize=quantize, force=force, shortlist=shortlist)
+    export_ctranslate2(model, out, options)
 
 
 _LogprobInput = Annotated[
@@ -910,6 +932,62 @@ def import_command(
     from mtkit.interop.marian import import_marian
 
     print(f"wrote {import_marian(source, out)}", file=sys.stderr)
+
+
+@app.command(
+    "shortlist",
+    short_help="Build a lexical shortlist for fast decoding (translate --shortlist).",
+    epilog="Example: mtkit shortlist --data data/m30k -m runs/m30k/checkpoint_best.pt "
+    "-o runs/m30k/shortlist.npz",
+)
+def shortlist_command(
+    data: Annotated[Path, typer.Option(help="Prepared data: DATA/train.{src,tgt} are read.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The shortlist file (.npz).")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", metavar="CKPT", help="The checkpoint it is for."),
+    ] = None,
+    spm: Annotated[
+        Path | None, typer.Option(help="Or the joint SentencePiece model the model uses.")
+    ] = None,
+    best: Annotated[
+        int, typer.Option(help="Target pieces kept per source piece.")
+    ] = ShortlistOptions.best,
+    first: Annotated[
+        int, typer.Option(help="The most frequent target pieces, always allowed.")
+    ] = ShortlistOptions.first,
+    method: Annotated[
+        str, typer.Option(help="ibm1 (IBM model 1's p(t|s)) or dice (co-occurrence).")
+    ] = ShortlistOptions.method,
+    iterations: Annotated[int, typer.Option(help="IBM-1 EM iterations.")] = (
+        ShortlistOptions.iterations
+    ),
+    max_pairs: Annotated[
+        int, typer.Option(help="Training pairs read, from the start; 0: all.")
+    ] = ShortlistOptions.max_pairs,
+    src: Annotated[
+        str | None, typer.Option(help="Source language; default: manifest.json.")
+    ] = None,
+    tgt: Annotated[
+        str | None, typer.Option(help="Target language; default: manifest.json.")
+    ] = None,
+) -> None:
+    """Build a lexical shortlist (as Marian's): per source piece, the target pieces it
+    translates to most often in the training data, for `translate --shortlist` and
+    `export --shortlist`. Prints its coverage of DATA/valid."""
+    from mtkit.translate.shortlist import build_shortlist_file
+
+    options = ShortlistOptions(
+        best=best, first=first, method=method, iterations=iterations, max_pairs=max_pairs
+    )
+    found = build_shortlist_file(data, out, options, model, spm, src, tgt)
+    print(f"wrote {out}", file=sys.stderr)
+    if found:
+        print(
+            f"valid: {found['coverage']:.2%} of reference pieces covered, "
+            f"{found['mean_size']:.0f} pieces a sentence ({found['sentences']} sentences)",
+            file=sys.stderr,
+        )
 
 
 # -- commands added by later issues go above this line -----------------------

@@ -71,6 +71,7 @@ class Translator:
     device: str
     dtype: object  # torch.dtype
     max_src_len: int  # source pieces including eos the models accept
+    shortlist: object = None  # mtkit.translate.shortlist.Shortlist, or None: every target id
 
     @property
     def vocab_size(self) -> int:
@@ -80,8 +81,11 @@ class Translator:
 # -- loading -------------------------------------------------------------------
 
 
-def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions()) -> Translator:
-    """Load one checkpoint, or several as an ensemble, for translation."""
+def load_translator(
+    paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(), shortlist: Path | None = None
+) -> Translator:
+    """Load one checkpoint, or several as an ensemble, for translation (with a lexical
+    shortlist file from `mtkit shortlist`, checked against the checkpoint's vocabularies)."""
     if not paths:
         raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
     _check_runtime(runtime)
@@ -108,6 +112,12 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
         )
         del ckpt["model"]  # the weights now live in the model; free the copy
     src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
+    if shortlist is not None:
+        from mtkit.translate.shortlist import load_shortlist
+
+        loaded = load_shortlist(shortlist)
+        loaded.check_tokenizers(src_tokenizer, tgt_tokenizer, str(paths[0]), shortlist)
+        shortlist = loaded
     return Translator(
         models=models,
         src_tokenizer=src_tokenizer,
@@ -115,6 +125,7 @@ def load_translator(paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(
         device=device,
         dtype=dtype,
         max_src_len=min(m.config.max_positions for m in models),
+        shortlist=shortlist,
     )
 
 
@@ -222,7 +233,8 @@ def _translate_chunk(translator, lines, first, options, batching, warned):
     rows_per_sentence = options.nbest if options.sampling else options.beam_size
     max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
     for batch in _batches(todo, ids, rows_per_sentence, max_tokens, batching.batch_size):
-        hyps = search(translator.models, _pad(batch, ids, translator), options)
+        vocab = _shortlist(translator, [ids[i] for i in batch], options)
+        hyps = search(translator.models, _pad(batch, ids, translator), options, vocab)
         flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
         texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
         pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
@@ -268,6 +280,16 @@ def _batches(order: list[int], ids, rows_per_sentence: int, max_tokens: int, bat
         yield batch
 
 
+def _shortlist(translator: Translator, sources: list[list[int]], options: SearchOptions):
+    """The target ids [V'] the batch may produce, on the device; None without a shortlist."""
+    if translator.shortlist is None:
+        return None
+    import torch
+
+    allowed = translator.shortlist.allowed(sources, min_size=2 * options.beam_size + 4)
+    return torch.from_numpy(allowed).to(translator.device)
+
+
 def _pad(batch: list[int], ids, translator: Translator):
     """[B,S] long on the translator's device, right-padded."""
     import torch
@@ -292,8 +314,10 @@ def translate_file(
     search_options: SearchOptions = SearchOptions(),
     batching: BatchOptions = BatchOptions(),
     runtime: RuntimeOptions = RuntimeOptions(),
+    shortlist: Path | None = None,
 ) -> int:
-    """Translate `input_path` (stdin when None) to `output_path` (stdout when None).
+    """Translate `input_path` (stdin when None) to `output_path` (stdout when None), with a
+    lexical shortlist file when `shortlist` is given.
 
     Returns the number of input lines translated. Shows a progress bar on stderr
     when writing to a file.
@@ -301,7 +325,7 @@ def translate_file(
     if input_path is not None and not Path(input_path).is_file():
         what = "is a directory" if Path(input_path).is_dir() else "not found"
         raise DataError(f"input file {what}: {input_path} (pass a text file, or use stdin)")
-    translator = load_translator(model_paths, runtime)
+    translator = load_translator(model_paths, runtime, shortlist)
     check_options(search_options, translator.vocab_size)
     log.info(
         "translating with %d model(s) on %s (%s), %s",
