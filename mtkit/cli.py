@@ -936,7 +936,7 @@ def import_command(
 
 @app.command(
     "shortlist",
-    short_help="Build a lexical shortlist for fast decoding (translate --shortlist).",
+    short_help="Build a lexical shortlist for faster decoding.",
     epilog="Example: mtkit shortlist --data data/m30k -m runs/m30k/checkpoint_best.pt "
     "-o runs/m30k/shortlist.npz",
 )

@@ -27,7 +27,7 @@ def test_unknown_command_fails(cli):
 # the keyword defaults of the one library function it calls.
 DEFAULT_SOURCES = {
     "translate": ("mtkit.translate.search:SearchOptions", "mtkit.translate.stream:BatchOptions",
-                  "mtkit.translate.stream:RuntimeOptions"),
+                  "mtkit.translate.stream:RuntimeOptions", "mtkit.translate.stream:translate_file"),
     "train-bpe": ("mtkit.tokenizer:SpmOptions", "mtkit.tokenizer:train_spm"),
     "prepare": ("mtkit.prepare.sources:SourceOptions", "mtkit.prepare.cleaning:CleanOptions",
                 "mtkit.prepare.pipeline:prepare_corpus"),
@@ -38,6 +38,8 @@ DEFAULT_SOURCES = {
     "logprob": ("mtkit.translate.logprob:LogprobOptions", "mtkit.translate.stream:BatchOptions",
                 "mtkit.translate.stream:RuntimeOptions"),
     "export": ("mtkit.interop.ctranslate2:ExportOptions",),
+    "shortlist": ("mtkit.translate.shortlist:ShortlistOptions",
+                  "mtkit.translate.shortlist:build_shortlist_file"),
 }  # fmt: skip
 # Flags that are not a library field, and flags the CLI reads in another form.
 CLI_ONLY = {

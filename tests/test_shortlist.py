@@ -50,7 +50,7 @@ def tiny(multi30k, tmp_path_factory):
     data = _copy_data(multi30k, tmp)
     out = tmp / "sl.npz"
     options = ShortlistOptions(best=5, first=10)
-    found = build_shortlist_file(data, out, options, model=checkpoint, src_lang="de", tgt_lang="de")
+    found = build_shortlist_file(data, out, options, model=checkpoint, src="de", tgt="de")
     assert 0.5 < found["coverage"] <= 1.0 and found["sentences"] == 50
     return checkpoint, data, out
 
@@ -143,7 +143,7 @@ def test_dice_method_builds_too(tiny, tmp_path):
     checkpoint, data, _ = tiny
     out = tmp_path / "dice.npz"
     options = ShortlistOptions(method="dice", best=5, first=10)
-    found = build_shortlist_file(data, out, options, model=checkpoint, src_lang="de", tgt_lang="de")
+    found = build_shortlist_file(data, out, options, model=checkpoint, src="de", tgt="de")
     assert found["coverage"] > 0.5 and load_shortlist(out).meta["options"]["method"] == "dice"
 
 
@@ -226,12 +226,12 @@ def test_bad_inputs_are_one_line(tiny, multi30k, tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="unknown --method 'giza'"):
         ShortlistOptions(method="giza").check()
     with pytest.raises(ConfigError, match="-m CHECKPOINT, or --spm"):
-        build_shortlist_file(data, tmp_path / "x.npz", src_lang="de", tgt_lang="de")
+        build_shortlist_file(data, tmp_path / "x.npz", src="de", tgt="de")
     # a shortlist for another vocabulary (a 150-piece model): translate and export refuse it
     other = tmp_path / "other.model"
     other.write_bytes(_spm_bytes(_german(multi30k), vocab_size=150))
     foreign = tmp_path / "foreign.npz"
-    build_shortlist_file(data, foreign, spm=other, src_lang="de", tgt_lang="de")
+    build_shortlist_file(data, foreign, spm=other, src="de", tgt="de")
     (tmp_path / "in.de").write_text("Ein Hund.\n")
     cases = [
         ("translate", "-m", checkpoint, "-i", tmp_path / "in.de", "--shortlist", foreign),

@@ -317,8 +317,8 @@ def build_shortlist_file(
     options: ShortlistOptions = ShortlistOptions(),
     model: Path | None = None,
     spm: Path | None = None,
-    src_lang: str | None = None,
-    tgt_lang: str | None = None,
+    src: str | None = None,
+    tgt: str | None = None,
 ) -> dict:
     """`mtkit shortlist`: build from DATA/train.{src,tgt} tokenized with the checkpoint's
     (or `spm`'s joint) SentencePiece model, write `out`; returns what it measured on
@@ -328,7 +328,7 @@ def build_shortlist_file(
     options.check()
     src_tok, tgt_tok = _tokenizers(model, spm)
     data_dir = Path(data_dir)
-    langs = pair_langs(data_dir, src_lang, tgt_lang)
+    langs = pair_langs(data_dir, src, tgt)
     paths = {side: data_dir / f"train.{langs[side]}" for side in ("src", "tgt")}
     if options.max_pairs:
         lines = {side: head_lines(path, options.max_pairs) for side, path in paths.items()}
