@@ -102,6 +102,11 @@ def load_translator(
         raise ConfigError(
             "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
         )
+    loaded_shortlist = None  # read before the checkpoints: a bad file fails at once
+    if shortlist is not None:
+        from mtkit.translate.shortlist import load_shortlist
+
+        loaded_shortlist = load_shortlist(shortlist)
     ckpts = [_load(path) for path in paths]
     _check_same_vocab(ckpts, paths)
     models = []
@@ -112,12 +117,8 @@ def load_translator(
         )
         del ckpt["model"]  # the weights now live in the model; free the copy
     src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
-    if shortlist is not None:
-        from mtkit.translate.shortlist import load_shortlist
-
-        loaded = load_shortlist(shortlist)
-        loaded.check_tokenizers(src_tokenizer, tgt_tokenizer, str(paths[0]), shortlist)
-        shortlist = loaded
+    if loaded_shortlist is not None:
+        loaded_shortlist.check_tokenizers(src_tokenizer, tgt_tokenizer, str(paths[0]), shortlist)
     return Translator(
         models=models,
         src_tokenizer=src_tokenizer,
@@ -125,7 +126,7 @@ def load_translator(
         device=device,
         dtype=dtype,
         max_src_len=min(m.config.max_positions for m in models),
-        shortlist=shortlist,
+        shortlist=loaded_shortlist,
     )
 
 
