@@ -270,3 +270,18 @@ def test_damaged_file_is_refused(tiny, tmp_path):
     with pytest.raises(DataError, match="damaged"):
         load_shortlist(tmp_path / "bad.npz")
     assert isinstance(load_shortlist(path), Shortlist)
+
+
+def test_rnn_takes_a_shortlist_too(multi30k):
+    from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(tiny_checkpoint("rnn", multi30k))).eval()
+    _, src = _src(_tokenizer(tiny_checkpoint("rnn", multi30k)), _german(multi30k, "val", 6))
+    options = SearchOptions(beam_size=3)
+    plain = search(model, src, options)
+    every = search(model, src, options, torch.arange(model.config.tgt_vocab_size))
+    assert [per[0].tokens for per in every] == [per[0].tokens for per in plain]
+    allowed = torch.arange(0, model.config.tgt_vocab_size, 2)  # pad, bos and every even id
+    allowed = torch.cat([allowed, torch.tensor([3])]).sort().values  # and eos
+    produced = {i for per in search(model, src, options, allowed) for i in per[0].tokens}
+    assert produced and produced <= set(allowed.tolist())
