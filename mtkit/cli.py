@@ -27,6 +27,7 @@ from mtkit.translate.logprob import LogprobOptions
 from mtkit.translate.noise import NoiseOptions
 from mtkit.translate.search import SearchOptions
 from mtkit.translate.shards import JobOptions
+from mtkit.translate.shortlist import ShortlistOptions
 from mtkit.translate.stream import BatchOptions, RuntimeOptions
 
 
@@ -35,7 +36,7 @@ class _PipelineOrder(typer.core.TyperGroup):
     other commands, then any command not named here in the order it was added."""
 
     ORDER = ("prepare", "train-bpe", "train", "translate", "score",
-             "average", "inspect", "logprob", "plot", "import", "export")  # fmt: skip
+             "average", "inspect", "logprob", "plot", "import", "export", "shortlist")  # fmt: skip
 
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)
@@ -403,6 +404,14 @@ _TranslateRestart = Annotated[
     bool,
     typer.Option("--restart", help="Drop the progress kept beside -o FILE; start from line 1."),
 ]
+_TranslateShortlist = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="A lexical shortlist from `mtkit shortlist`: each batch may produce only its "
+        "sentences' listed target pieces (faster).",
+    ),
+]
 
 
 @app.command(
@@ -441,6 +450,7 @@ def translate_command(
     shard: _TranslateShard = JobOptions.shard,
     workers: _TranslateWorkers = JobOptions.workers,
     restart: _TranslateRestart = JobOptions.restart,
+    shortlist: _TranslateShortlist = None,
 ) -> None:
     """Translate text with one checkpoint or an ensemble: one line out for every line in.
 
@@ -466,7 +476,10 @@ def translate_command(
         seed=seed,
     )
     batching = BatchOptions(max_tokens=max_tokens, batch_size=batch_size, chunk_lines=chunk_lines)
-    runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)
+    runtime = RuntimeOptions(
+        device=device, precision=precision, quantize=quantize, threads=threads,
+        shortlist=None if shortlist is None else str(shortlist),
+    )  # fmt: skip
     noise = NoiseOptions(noised=noised, noise_filler=noise_filler)
     job = JobOptions(shard=shard, workers=workers, restart=restart, output_format=output_format)
     translate(models, input, out, search, batching, runtime, noise, job)
@@ -490,7 +503,10 @@ _TrainSrcSpm = Annotated[Path | None, typer.Option(help="Source model, with --tg
 _TrainTgtSpm = Annotated[Path | None, typer.Option(help="Target model, with --src-spm.")]
 _TrainArch = Annotated[
     str,
-    typer.Option(help="Preset: transformer-small, transformer-base, transformer-big, rnn."),
+    typer.Option(
+        help="Preset: transformer-small, transformer-base, transformer-big, "
+        "transformer-student (6-2), transformer-student-12-1, rnn."
+    ),
 ]
 _TrainSrc = Annotated[str | None, typer.Option(help="Source language; default from manifest.json.")]
 _TrainTgt = Annotated[str | None, typer.Option(help="Target language; default from manifest.json.")]
@@ -932,11 +948,20 @@ def export_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace the directory if it exists.")
     ] = ExportOptions.force,
+    shortlist: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="A shortlist from `mtkit shortlist`, written as vmap.txt (translate_batch's "
+            "use_vmap=True).",
+        ),
+    ] = ExportOptions.shortlist,
 ) -> None:
     """Export a Transformer checkpoint to CTranslate2 (model, vocabularies, SentencePiece)."""
     from mtkit.interop.ctranslate2 import export_ctranslate2
 
-    export_ctranslate2(model, out, ExportOptions(to=to, quantize=quantize, force=force))
+    options = ExportOptions(to=to, quantize=quantize, force=force, shortlist=shortlist)
+    export_ctranslate2(model, out, options)
 
 
 _LogprobInput = Annotated[
@@ -1083,6 +1108,62 @@ def translate_merge_command(
     merged = merge_shards(out, shards, keep_shards)
     lines, count = merged.lines, merged.shards
     print(f"wrote {merged.output} ({lines} lines from {count} shards)", file=sys.stderr)
+
+
+@app.command(
+    "shortlist",
+    short_help="Build a lexical shortlist for faster decoding.",
+    epilog="Example: mtkit shortlist --data data/m30k -m runs/m30k/checkpoint_best.pt "
+    "-o runs/m30k/shortlist.npz",
+)
+def shortlist_command(
+    data: Annotated[Path, typer.Option(help="Prepared data: DATA/train.{src,tgt} are read.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The shortlist file (.npz).")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", metavar="CKPT", help="The checkpoint it is for."),
+    ] = None,
+    spm: Annotated[
+        Path | None, typer.Option(help="Or the joint SentencePiece model the model uses.")
+    ] = None,
+    best: Annotated[
+        int, typer.Option(help="Target pieces kept per source piece.")
+    ] = ShortlistOptions.best,
+    first: Annotated[
+        int, typer.Option(help="The most frequent target pieces, always allowed.")
+    ] = ShortlistOptions.first,
+    method: Annotated[
+        str, typer.Option(help="ibm1 (IBM model 1's p(t|s)) or dice (co-occurrence).")
+    ] = ShortlistOptions.method,
+    iterations: Annotated[int, typer.Option(help="IBM-1 EM iterations.")] = (
+        ShortlistOptions.iterations
+    ),
+    max_pairs: Annotated[
+        int, typer.Option(help="Training pairs read, from the start; 0: all.")
+    ] = ShortlistOptions.max_pairs,
+    src: Annotated[
+        str | None, typer.Option(help="Source language; default: manifest.json.")
+    ] = None,
+    tgt: Annotated[
+        str | None, typer.Option(help="Target language; default: manifest.json.")
+    ] = None,
+) -> None:
+    """Build a lexical shortlist (as Marian's): per source piece, the target pieces it
+    translates to most often in the training data, for `translate --shortlist` and
+    `export --shortlist`. Prints its coverage of DATA/valid."""
+    from mtkit.translate.shortlist import build_shortlist_file
+
+    options = ShortlistOptions(
+        best=best, first=first, method=method, iterations=iterations, max_pairs=max_pairs
+    )
+    found = build_shortlist_file(data, out, options, model, spm, src, tgt)
+    print(f"wrote {out}", file=sys.stderr)
+    if found:
+        print(
+            f"valid: {found['coverage']:.2%} of reference pieces covered, "
+            f"{found['mean_size']:.0f} pieces a sentence ({found['sentences']} sentences)",
+            file=sys.stderr,
+        )
 
 
 # -- commands added by later issues go above this line -----------------------

@@ -40,6 +40,8 @@ DEFAULT_SOURCES = {
     "logprob": ("mtkit.translate.logprob:LogprobOptions", "mtkit.translate.stream:BatchOptions",
                 "mtkit.translate.stream:RuntimeOptions"),
     "export": ("mtkit.interop.ctranslate2:ExportOptions",),
+    "shortlist": ("mtkit.translate.shortlist:ShortlistOptions",
+                  "mtkit.translate.shortlist:build_shortlist_file"),
 }  # fmt: skip
 # Flags that are not a library field, and flags the CLI reads in another form.
 CLI_ONLY = {

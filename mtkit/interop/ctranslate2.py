@@ -47,6 +47,9 @@ class ExportOptions:
     to: str = "ctranslate2"  # the format written; CTranslate2 is the only one today
     quantize: str = "none"  # weight type of the exported model, see QUANTIZATIONS
     force: bool = False  # replace an existing output directory
+    # A lexical shortlist (mtkit shortlist) written as CTranslate2's vocabulary map,
+    # vmap.txt, which `translate_batch(..., use_vmap=True)` reads.
+    shortlist: Path | None = None
 
 
 def export_ctranslate2(model_path: Path, out_dir: Path, options: ExportOptions = ExportOptions()):
@@ -87,9 +90,24 @@ def export_ctranslate2(model_path: Path, out_dir: Path, options: ExportOptions =
     spec.config.decoder_start_token = tgt_pieces[model.config.bos_id]
     spec.validate()
     spec.optimize(quantization=None if options.quantize == "none" else options.quantize)
-    _save(spec, out_dir, ckpt, options.force)
+    with tempfile.TemporaryDirectory() as scratch:
+        if options.shortlist is not None:
+            vmap = Path(scratch) / "vmap.txt"
+            vmap.write_text(_vmap_text(options.shortlist, ckpt, src_pieces, tgt_pieces, model_path))
+            spec.register_vocabulary_mapping(str(vmap))
+        _save(spec, out_dir, ckpt, options.force)
     log.info("wrote %s (CTranslate2, weights %s)", out_dir, options.quantize)
     return out_dir
+
+
+def _vmap_text(path: Path, ckpt: dict, src_pieces, tgt_pieces, model_path: Path) -> str:
+    """The shortlist `path` as vmap.txt lines, once it is known to fit the checkpoint."""
+    from mtkit.checkpoint import checkpoint_tokenizers
+    from mtkit.translate.shortlist import load_shortlist, vmap_lines
+
+    shortlist = load_shortlist(path)
+    shortlist.check_tokenizers(*checkpoint_tokenizers(ckpt), str(model_path), Path(path))
+    return "".join(line + "\n" for line in vmap_lines(shortlist, src_pieces, tgt_pieces))
 
 
 def _import_ctranslate2():

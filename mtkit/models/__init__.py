@@ -7,6 +7,8 @@ optimizers. Every model offers the same interface, which training and search use
     encode(src [B,S]) -> state                                  (a dict, batch-first tensors)
     decode_step(tokens [B], state) -> (logits [B,V], state)     (one target step, cached)
     reorder_state(state, index [B']) -> state                   (beam moves, dropped sentences)
+    output_projection(vocab [V']) -> output                     (a shortlist's output layer:
+        decode_step(tokens, state, output) then gives logits [B,V'] of those ids)
 
 Padding uses `config.pad_id`; target inputs start with `config.bos_id`.
 """

@@ -65,6 +65,16 @@ PRESETS: dict[str, dict[str, object]] = {
     "transformer-big": dict(
         d_model=1024, n_heads=16, d_ff=4096, enc_layers=6, dec_layers=6, dropout=0.3
     ),
+    # Students for sequence-level distillation (Kim & Rush, 2016): deep encoder, shallow
+    # decoder, small width, as Marian's WMT efficiency-task students (Kim et al., 2019,
+    # "From Research to Production and Back: Ludicrously Fast Neural Machine Translation":
+    # 6 encoder and 2 decoder layers, 256 wide) and Kasai et al. (2021, "Deep Encoder,
+    # Shallow Decoder": 12-1 decodes about as well as 6-6). The decoder runs once per
+    # output token and the encoder once per sentence, so decoder layers cost the time.
+    "transformer-student": dict(d_model=256, n_heads=4, d_ff=1024, enc_layers=6, dec_layers=2),
+    "transformer-student-12-1": dict(
+        d_model=256, n_heads=4, d_ff=1024, enc_layers=12, dec_layers=1
+    ),
     # Luong et al. (2015)-style: bi-LSTM encoder, LSTM decoder with input feeding.
     "rnn": dict(arch="rnn", d_model=512, enc_layers=2, dec_layers=2, dropout=0.3),
 }

@@ -128,8 +128,11 @@ class RNNModel(nn.Module):
         )
         return state
 
-    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        """tokens [B] -> logits [B,V] of the next position, and the new state."""
+    def decode_step(
+        self, tokens: torch.Tensor, state: dict, output=None
+    ) -> tuple[torch.Tensor, dict]:
+        """tokens [B] -> logits [B,V] of the next position, and the new state; with
+        `output` (from `output_projection`), logits [B,V'] of a shortlist's ids."""
         embedded = self.drop(self.tgt_embed(tokens))
         feed, hidden = self._step(
             embedded,
@@ -145,7 +148,15 @@ class RNNModel(nn.Module):
             state["c"] = torch.stack([c for _, c in hidden], dim=1)
         else:
             state["h"] = torch.stack(hidden, dim=1)
+        if output is not None:
+            return output(feed), state
         return F.linear(feed, self.tgt_embed.weight), state
+
+    def output_projection(self, vocab: torch.Tensor):
+        """h [B,D] -> logits [B,V'] over the target ids `vocab` [V'] (a lexical shortlist),
+        the projection's rows sliced once for every step of a batch."""
+        weight = self.tgt_embed.weight.index_select(0, vocab)
+        return lambda h: F.linear(h, weight)
 
     def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
         """Keep/reorder the batch rows `index` [B'] of every tensor in the state."""

@@ -250,6 +250,9 @@ class Transformer(nn.Module):
         self.register_buffer("final_logits_bias", bias)
         # Decoding's output layer when quantized (see _step_logits); None: the embedding.
         self.step_output: nn.Module | None = None
+        # How `output_projection` builds a shortlist's output layer from (weight, bias):
+        # mtkit.translate.kernels sets the kind it gave step_output; None: F.linear.
+        self.output_kind = None
         self.encoder = nn.ModuleList(EncoderLayer(config) for _ in range(config.enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(config) for _ in range(config.dec_layers))
         # Pre-norm leaves the residual stream unnormalised: one LayerNorm at each end.
@@ -306,8 +309,11 @@ class Transformer(nn.Module):
             "step": 0,
         }
 
-    def decode_step(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        """tokens [N] at position state["step"] -> logits [N,V]; updates state in place."""
+    def decode_step(
+        self, tokens: torch.Tensor, state: dict, output=None
+    ) -> tuple[torch.Tensor, dict]:
+        """tokens [N] at position state["step"] -> logits [N,V]; updates state in place.
+        With `output` (from `output_projection`), logits [N,V'] of a shortlist's ids."""
         t, slots = state["step"], state["slots"]
         n, H = state["cross_k"].size(1), self.n_heads
         N = tokens.size(0)
@@ -330,7 +336,19 @@ class Transformer(nn.Module):
                 x, cross_k[i], cross_v[i], cross_bias, self_k[i], self_v[i], slots, self_bias
             )
         state["step"], state["slots"] = t + 1, end
-        return self._step_logits(self.dec_norm(x[:, 0])), state
+        h = self.dec_norm(x[:, 0])
+        return (self._step_logits(h) if output is None else output(h)), state
+
+    def output_projection(self, vocab: torch.Tensor):
+        """h [N,D] -> logits [N,V'] over the target ids `vocab` [V'] alone (a lexical
+        shortlist): the output projection's rows are sliced once, here, for every step
+        of a batch, so each step's largest matmul shrinks from V to V' columns."""
+        weight = self.tgt_embed.weight.index_select(0, vocab)
+        bias = self.final_logits_bias
+        bias = None if bias is None else bias.index_select(0, vocab)
+        if self.output_kind is not None:
+            return self.output_kind(weight, bias)
+        return lambda h: F.linear(h, weight, bias)
 
     def reorder_state(self, state: dict, index: torch.Tensor) -> dict:
         """Keep/reorder the rows `index` [N'] (any rows, repeats allowed) of the state."""

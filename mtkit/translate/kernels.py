@@ -24,6 +24,7 @@ down is taken, so a torch without oneDNN still translates.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -139,6 +140,7 @@ def replace_linears(model: nn.Module, kind) -> None:
         block[i + 1] = nn.Identity()
     if hasattr(model, "step_output"):
         model.step_output = kind(model.tgt_embed.weight, model.final_logits_bias)
+        model.output_kind = kind  # a shortlist's sliced projection runs the same way
 
 
 def _direct(model: nn.Module) -> set[str]:
@@ -171,7 +173,8 @@ def quantize_int8(model):
             model, {name: qconfig for name in names}, dtype=torch.qint8
         )
         if hasattr(model, "step_output"):
-            model.step_output = _int8_output(model, qconfig)
+            model.output_kind = functools.partial(_int8_linear, qconfig=qconfig)
+            model.step_output = model.output_kind(model.tgt_embed.weight, model.final_logits_bias)
     return model
 
 
@@ -186,14 +189,14 @@ def _linear_relu_pairs(model: nn.Module) -> list[tuple[str, int]]:
     ]
 
 
-def _int8_output(model, qconfig):
-    """An int8 copy of the output projection (the target embedding, and its bias if any),
-    used by decoding only: training and `forward` keep the float weights."""
-    V, D = model.tgt_embed.weight.shape
-    bias = model.final_logits_bias
+def _int8_linear(weight, bias, qconfig):
+    """An int8 copy of an output projection (the target embedding, or a shortlist's rows of
+    it, and its bias if any), used by decoding only: training and `forward` keep the float
+    weights."""
+    V, D = weight.shape
     linear = nn.Linear(D, V, bias=bias is not None)
     with torch.no_grad():
-        linear.weight.copy_(model.tgt_embed.weight)
+        linear.weight.copy_(weight)
         if bias is not None:
             linear.bias.copy_(bias)
     linear.qconfig = qconfig

@@ -102,24 +102,29 @@ BANNED = "banned_target_ids"
 # -- public entry points -------------------------------------------------------
 
 
-def search(models, src, options: SearchOptions, keys=None) -> list[list[Hypothesis]]:
+def search(models, src, options: SearchOptions, keys=None, vocab=None) -> list[list[Hypothesis]]:
     """Translate src [B,S] (ids + eos, right-padded) with one model or a list (an ensemble).
 
     Returns, for each sentence, `options.nbest` hypotheses sorted best first.
     `keys` (B ints, default 0..B-1) name the sentences for sampling: a sentence's
-    samples depend only on the seed, its key and its source, not on the batch.
+    samples depend only on the seed, its key and its source, not on the batch. With
+    `vocab` [V'] (sorted target ids holding pad, bos and eos: a lexical shortlist of the
+    batch, mtkit.translate.shortlist), only those ids are produced, their probabilities
+    renormalised over the V' (as Marian's shortlists do).
     """
     import torch
 
-    ensemble = Ensemble(models if isinstance(models, (list, tuple)) else [models])
+    ensemble = Ensemble(models if isinstance(models, (list, tuple)) else [models], vocab)
     with torch.inference_mode():
         max_lens = ensemble.max_lens(src, options.max_len_a, options.max_len_b)
         if options.sampling:
             keys = list(range(src.size(0))) if keys is None else list(keys)
-            return _sample(ensemble, src, max_lens, options, keys)
-        if options.beam_size == 1:
-            return _greedy(ensemble, src, max_lens, options)
-        return _beam(ensemble, src, max_lens, options)
+            hyps = _sample(ensemble, src, max_lens, options, keys)
+        elif options.beam_size == 1:
+            hyps = _greedy(ensemble, src, max_lens, options)
+        else:
+            hyps = _beam(ensemble, src, max_lens, options)
+    return ensemble.model_ids(hyps)
 
 
 def greedy_search(
@@ -204,20 +209,42 @@ class Ensemble:
     its own state. Log-probabilities come out in float32 whatever the weights.
     """
 
-    def __init__(self, models: Sequence) -> None:
+    def __init__(self, models: Sequence, vocab=None) -> None:
         assert models, "an ensemble needs at least one model"
         self.models = list(models)
         config = self.models[0].config
+        self.src_pad_id = config.pad_id
         self.pad_id, self.bos_id, self.eos_id = config.pad_id, config.bos_id, config.eos_id
         self.vocab_size = config.tgt_vocab_size
         self.max_positions = min(m.config.max_positions for m in self.models)
         # Source-side tag pieces (<BT>) a target never holds: set on the models by whoever
         # loads them (translate, training's validation) from their tokenizers.
         self.banned = sorted({int(i) for m in self.models for i in getattr(m, BANNED, ())})
+        # A shortlist: the search runs over positions in `vocab` (its own pad/bos/eos),
+        # `step` maps tokens back to model ids, `model_ids` the hypotheses.
+        self.vocab, self.outputs = vocab, [None] * len(self.models)
+        if vocab is not None:
+            position = {int(i): p for p, i in enumerate(vocab.tolist())}
+            self.pad_id, self.bos_id, self.eos_id = (
+                position[i] for i in (self.pad_id, self.bos_id, self.eos_id)
+            )
+            self.vocab_size = len(position)
+            self.banned = [position[i] for i in self.banned if i in position]
+            self.outputs = [model.output_projection(vocab) for model in self.models]
+
+    def model_ids(self, hyps: list[list[Hypothesis]]) -> list[list[Hypothesis]]:
+        """Hypotheses with the model's target ids (positions in the shortlist until now)."""
+        if self.vocab is None:
+            return hyps
+        table = self.vocab.tolist()
+        for per in hyps:
+            for hyp in per:
+                hyp.tokens = [table[i] for i in hyp.tokens]
+        return hyps
 
     def max_lens(self, src, max_len_a: float, max_len_b: int):
         """Per sentence, the most target tokens before eos: [B] long, on the CPU."""
-        src_lens = (src != self.pad_id).sum(1).cpu()
+        src_lens = (src != self.src_pad_id).sum(1).cpu()
         lens = (src_lens.double() * max_len_a + max_len_b).floor().long()
         # bos takes decoder position 0, so max_positions - 1 tokens fit (eos included).
         return lens.clamp(max=self.max_positions - 2)
@@ -229,10 +256,17 @@ class Ensemble:
         """tokens [N] -> log-probabilities [N,V] (float32) and the new states."""
         import torch
 
-        outputs = [
-            model.decode_step(tokens, state)
-            for model, state in zip(self.models, states, strict=True)
-        ]
+        if self.vocab is None:
+            outputs = [
+                model.decode_step(tokens, state)
+                for model, state in zip(self.models, states, strict=True)
+            ]
+        else:
+            tokens = self.vocab[tokens]  # [N] model ids
+            outputs = [
+                model.decode_step(tokens, state, output)
+                for model, state, output in zip(self.models, states, self.outputs, strict=True)
+            ]
         states = [state for _, state in outputs]
         lprobs = [logits.float().log_softmax(-1) for logits, _ in outputs]
         if len(lprobs) == 1:

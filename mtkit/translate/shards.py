@@ -447,6 +447,7 @@ def job_identity(
         "device": device.type,
         "precision": pick_precision(runtime.precision, torch.device(device.type)),
         "quantize": runtime.quantize,
+        "shortlist": runtime.shortlist and file_sha256(Path(runtime.shortlist)),
     }
     return {
         "mtkit": "translate job",

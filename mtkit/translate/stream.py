@@ -61,6 +61,7 @@ class RuntimeOptions:
     precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU
     quantize: str = "none"  # int8: int8 linear layers (CPU only; mtkit.translate.kernels)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    shortlist: str | None = None  # a lexical shortlist file (mtkit shortlist): fewer outputs
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Translator:
     device: str
     dtype: object  # torch.dtype
     max_src_len: int  # source pieces including eos the models accept
+    shortlist: object = None  # mtkit.translate.shortlist.Shortlist, or None: every target id
 
     @property
     def vocab_size(self) -> int:
@@ -95,7 +97,8 @@ def load_translator(
     paths: list[Path], runtime: RuntimeOptions = RuntimeOptions(), *, command: str = "translate"
 ) -> Translator:
     """Load one checkpoint, or several as an ensemble, for `command` (translate, logprob:
-    `--precision auto` may differ, see mtkit.device.pick_precision)."""
+    `--precision auto` may differ, see mtkit.device.pick_precision), with the lexical
+    shortlist file `runtime.shortlist` checked against the checkpoint's vocabularies."""
     if not paths:
         raise ConfigError("no model given; pass -m CHECKPOINT (a .pt file from `mtkit train`)")
     _check_runtime(runtime)
@@ -116,6 +119,11 @@ def load_translator(
         raise ConfigError(
             "--quantize int8 runs on the CPU in fp32; add --device cpu --precision fp32"
         )
+    loaded_shortlist = None  # read before the checkpoints: a bad file fails at once
+    if runtime.shortlist is not None:
+        from mtkit.translate.shortlist import load_shortlist
+
+        loaded_shortlist = load_shortlist(Path(runtime.shortlist))
     ckpts = [_load(path) for path in paths]
     _check_same_vocab(ckpts, paths)
     src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
@@ -127,6 +135,10 @@ def load_translator(
         setattr(model, BANNED, banned)
         models.append(model)
         del ckpt["model"]  # the weights now live in the model; free the copy
+    if loaded_shortlist is not None:
+        loaded_shortlist.check_tokenizers(
+            src_tokenizer, tgt_tokenizer, str(paths[0]), runtime.shortlist
+        )
     return Translator(
         models=models,
         src_tokenizer=src_tokenizer,
@@ -134,6 +146,7 @@ def load_translator(
         device=device,
         dtype=dtype,
         max_src_len=min(m.config.max_positions for m in models),
+        shortlist=loaded_shortlist,
     )
 
 
@@ -306,8 +319,9 @@ def _translate_chunk(translator, lines, keys, first, options, batching, warned):
     rows_per_sentence = options.nbest if options.sampling else options.beam_size
     max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
     for batch in _batches(todo, ids, rows_per_sentence, max_tokens, batching.batch_size):
+        vocab = _shortlist(translator, [ids[i] for i in batch], options)
         src = _pad(batch, ids, translator)
-        hyps = search(translator.models, src, options, keys=[keys[i] for i in batch])
+        hyps = search(translator.models, src, options, keys=[keys[i] for i in batch], vocab=vocab)
         flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
         texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
         pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
@@ -352,6 +366,16 @@ def _batches(order: list[int], ids, rows_per_sentence: int, max_tokens: int, bat
         longest = longest_if
     if batch:
         yield batch
+
+
+def _shortlist(translator: Translator, sources: list[list[int]], options: SearchOptions):
+    """The target ids [V'] the batch may produce, on the device; None without a shortlist."""
+    if translator.shortlist is None:
+        return None
+    import torch
+
+    allowed = translator.shortlist.allowed(sources, min_size=2 * options.beam_size + 4)
+    return torch.from_numpy(allowed).to(translator.device)
 
 
 def _pad(batch: list[int], ids, translator: Translator):
