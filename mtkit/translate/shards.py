@@ -159,10 +159,13 @@ def translate(
     split = job.shard is not None or job.workers > 1 or world > 1
     if job.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {job.workers}")
+    if batching.chunk_lines < 1:  # now, before the model loads and the bar shows
+        raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
     if input_path is None or output_path is None:
-        if split:
+        if split or job.restart:
+            what = "--restart needs" if not split else "--shard, --workers and torchrun need"
             raise ConfigError(
-                "--shard, --workers and torchrun need files: pass -i FILE and -o FILE "
+                f"{what} files: pass -i FILE and -o FILE "
                 "(a pipe has no line ranges to split and no place to keep progress)"
             )
         return translate_file(
@@ -659,6 +662,12 @@ def merge_shards(out: Path, shards: int | None = None, keep_shards: bool = False
     """Join OUT.shard-K-of-N (K = 1..N) into OUT, in input order, atomically, after checking
     that every shard is there, finished, intact and of the same job; then remove them."""
     out = Path(out)
+    if shards is not None and shards < 1:
+        raise ConfigError(
+            f"--shards {shards}: give the N of --shard K/N (at least 1), or leave it out"
+        )
+    if out.is_dir():
+        raise DataError(f"-o {out} is a directory; give the -o FILE the shards were translated for")
     n = shards or _shard_count(out)
     states = [_finished_shard(out, k, n) for k in range(1, n + 1)]
     _check_same_run(out, states)
