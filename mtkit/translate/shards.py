@@ -18,7 +18,9 @@ the merge, which checks every shard and writes OUT atomically.
 Commits. Lines are translated in chunks of `--chunk-lines`; after each chunk the
 partial file is flushed and fsync'd, then the progress file is replaced
 atomically with the lines done, the input offset after them and the bytes of
-the partial file they fill. A killed job loses at most one chunk: the next run
+the partial file they fill (and a "checksum" of the rest, mtkit.io's
+`with_json_checksum`, checked at every read: a damaged file is refused, one of an
+mtkit before checksums loads with a note). A killed job loses at most one chunk: the next run
 cuts OUT.partial back to the committed bytes and reads on from the committed
 input offset. Chunks start at the same lines as in an uninterrupted run (a
 commit is always at a chunk's end), so every batch is the same and the output
