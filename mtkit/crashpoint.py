@@ -10,6 +10,10 @@ that nothing half-written appears under a final name:
     encoded-before-rename  the encoded corpus complete in its temporary directory
     export-before-rename   the CTranslate2 directory complete under its temporary name
     update              train: after each update (train/loop.py)
+    job-after-fsync     a translate job: a chunk fsync'd into OUT.partial, its progress
+                        not yet committed (translate/shards.py)
+    job-before-finish   a translate job: complete in its progress file, OUT.partial not
+                        yet renamed to OUT
 
 Unset, which is always the case for users, it costs one
 dictionary look-up. Set, `MTKIT_CRASH_AT=NAME[:COUNT][:SIGNAL]` sends SIGNAL (KILL or

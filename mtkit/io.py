@@ -14,7 +14,8 @@ SentencePiece), and read errors named by file and line.
 Every checksum mtkit writes and later checks is made here (`CHECKSUM`): of
 bytes as they are written (`HashingWriter`), of a file read once
 (`file_checksum`), and of the tensors and values of a checkpoint
-(`content_checksum`); `check_checksum` turns a mismatch into one
+(`content_checksum`), and of a JSON object in a "checksum" key of its own
+(`with_json_checksum`, `check_json_checksum`); `check_checksum` turns a mismatch into one
 `ChecksumError` line. docs/integrity.md says what is checked where.
 """
 
@@ -25,6 +26,7 @@ import errno
 import gzip
 import hashlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -321,6 +323,30 @@ def check_checksum(path: Path | str, expected: str, actual: str, advice: str) ->
             f"{path} is damaged: its {CHECKSUM} checksum is {actual[:16]}..., not the "
             f"{expected[:16]}... it was written with; {advice}"
         )
+
+
+def json_checksum(value: dict) -> str:
+    """The checksum of a JSON object without its "checksum" key, over its canonical form
+    (sorted keys, no spaces), so re-indenting the file does not change it."""
+    rest = {key: item for key, item in value.items() if key != "checksum"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.new(CHECKSUM, text.encode()).hexdigest()
+
+
+def with_json_checksum(value: dict) -> dict:
+    """`value` with a "checksum" key (`json_checksum` of the rest), for a JSON file that is
+    read back and trusted (a translate job's progress)."""
+    return {**value, "checksum": json_checksum(value)}
+
+
+def check_json_checksum(path: Path | str, value: dict, advice: str) -> bool:
+    """ChecksumError when `value` (read from `path`) has a "checksum" that is not that of
+    the rest; False when it has none (an older mtkit wrote it), True when it matches."""
+    if "checksum" not in value:
+        return False
+    expected = value["checksum"]
+    check_checksum(path, str(expected), json_checksum(value), advice)
+    return True
 
 
 def content_checksum(value, threads: int = 1) -> str:

@@ -8,7 +8,11 @@ It recognizes, by their content:
   against the size and sha256 its meta.json records;
 - a SentencePiece model (.model): that it loads (it carries no checksum);
 - prepared data (DATA/ or DATA/manifest.json): every text file against the manifest's
-  size and sha256, then the encoded corpora beside it.
+  size and sha256, then the encoded corpora beside it;
+- a translate job's progress file (OUT.progress.json, OUT.shard-K-of-N.progress.json):
+  its checksum, then the output it describes (OUT.partial, or the finished shard)
+  against the bytes it records;
+- a finished shard (OUT.shard-K-of-N): through its progress file.
 
 Each file checked gives one `Check`; anything else is a failed check that says so.
 """
@@ -49,6 +53,10 @@ def verify_path(path: Path) -> list[Check]:
         return _verify_directory(path)
     if path.name == "manifest.json":
         return _verify_prepared(path.parent)
+    if path.name.endswith(".progress.json"):
+        return _verify_progress(path)
+    if (path.parent / (path.name + ".progress.json")).is_file():  # a shard's output
+        return _verify_progress(path.parent / (path.name + ".progress.json"))
     if zipfile.is_zipfile(path):
         return [_verify_checkpoint(path)]
     if path.suffix == ".model":
@@ -138,3 +146,34 @@ def _verify_text(path: Path, want: dict) -> Check:
     if file_checksum(path) != want["sha256"]:
         return Check(path, False, "sha256 differs from manifest.json's: the file changed")
     return Check(path, True, f"prepared text, {want['lines']:,} lines, sha256 matches")
+
+
+def _verify_progress(path: Path) -> list[Check]:
+    """A translate job's progress file, then the output it vouches for: a finished shard
+    must have exactly the bytes recorded; a running job's OUT.partial at least as many
+    (lines past the last commit are cut off when it resumes)."""
+    from mtkit.translate.shards import load_state
+
+    try:
+        state = load_state(path, "translate again with --restart")
+    except MtkitError as error:
+        return [Check(path, False, str(error))]
+    output = path.with_name(path.name.removesuffix(".progress.json"))
+    partial = output.with_name(output.name + ".partial")
+    done, want = state.get("lines_done", 0), state.get("output_bytes", 0)
+    checks = [Check(path, True, f"translate job progress, {done:,} lines done, {CHECKSUM} matches")]
+    if state.get("complete") and output.is_file() and not partial.exists():
+        size = output.stat().st_size
+        ok = size == want
+        what = f"{size:,} bytes" + ("" if ok else f", not the {want:,} its progress file records")
+        checks.append(Check(output, ok, f"finished translation, {what}"))
+    elif partial.is_file():
+        size = partial.stat().st_size
+        ok = size >= want
+        what = (
+            f"{size:,} bytes, {want:,} committed" if ok else f"{size:,} bytes, fewer than {want:,}"
+        )
+        checks.append(Check(partial, ok, f"partial translation, {what}"))
+    else:
+        checks.append(Check(output, False, "missing: neither it nor its .partial is there"))
+    return checks

@@ -78,6 +78,10 @@ class Stage:
     # After a crash, what makes a promised file whole when it need not equal the final one
     # (train's checkpoint_last.pt of an earlier update); None: it compares as in `outputs`.
     whole: Callable[[Path], bool] | None = None
+    # False: the uninterrupted run and the rerun go through the crash server too (a fork
+    # pool forked from this long-lived pytest process could copy a lock held by one of
+    # the threads earlier tests left, and hang).
+    in_process: bool = True
 
 
 def prepare_args(inputs: dict, out: Path) -> list:
@@ -119,6 +123,39 @@ def translate_args(inputs: dict, out: Path) -> list:
             "--beam", "1", "--chunk-lines", "10", "--threads", "1"]  # fmt: skip
 
 
+def merge_args(inputs: dict, out: Path) -> list:
+    """translate-merge of two finished shards of valid.de (copied in, unless already merged
+    or there from a crashed merge)."""
+    shards = inputs["root"] / "shards"
+    if not shards.exists():
+        shards.mkdir()
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            for k in (1, 2):
+                args = translate_args(inputs, shards)[:-2]  # without --threads: one already
+                assert call_main(monkeypatch, *args, "--shard", f"{k}/2") == 0
+    if not (out / "out.en").exists() and not list(out.glob("out.en.shard-*")):
+        for path in shards.glob("out.en.shard-*"):
+            shutil.copy(path, out / path.name)
+    return ["translate-merge", "-o", out / "out.en"]
+
+
+def langid_args(inputs: dict, out: Path) -> list:
+    """prepare with its language-identification worker pool (two forked workers)."""
+    return [*prepare_args(inputs, out), "--langid", "--langid-workers", "2"]
+
+
+def mix_args(inputs: dict, out: Path) -> list:
+    """train's first start on two corpora (the second tagged): it encodes both."""
+    corpus = inputs["m30k"]
+    for name in ("a", "b"):
+        if not (out / name).exists():
+            shutil.copytree(corpus["data"], out / name, ignore=shutil.ignore_patterns(".*"))
+    return ["train", "--data", out / "a", "--data", f"{out / 'b'}:1:tag", "--spm",
+            corpus["spm"], "--out", out / "run", *TINY_FLAGS, "--max-tokens", "800",
+            "--max-updates", "1", "--valid-every", "1", "--valid-bleu-sentences", "1",
+            "--threads", "1", "--device", "cpu", "--resume"]  # fmt: skip
+
+
 def average_args(inputs: dict, out: Path) -> list:
     return ["average", inputs["checkpoint"], inputs["other"], "-o", out / "avg.pt"]
 
@@ -145,8 +182,22 @@ STAGES = [
           ("mid-encode:1:TERM", "encoded-before-rename:1:KILL")),
     Stage("train", train_args, {"run/checkpoint_last.pt": same_weights},
           ("update:3:TERM", "before-rename@checkpoint_last.pt:1:KILL"), whole=verifies),
+    # A resumable job: killed between a chunk's fsync and its progress commit, in the
+    # progress file's rename, and complete but not yet renamed to its final name.
     Stage("translate", translate_args, {"out.en": same_bytes},
-          ("write@out.en:2:TERM", "before-rename@out.en:1:KILL")),
+          ("job-after-fsync:2:TERM", "before-rename@out.en.progress.json:3:KILL",
+           "job-after-fsync:3:KILL", "job-before-finish:1:KILL")),
+    Stage("translate-merge", merge_args, {"out.en": same_bytes},
+          ("write@out.en:2:TERM", "before-rename@out.en:1:KILL", "after-rename@out.en:1:KILL")),
+    Stage("prepare-langid", langid_args,
+          {"data/train.de": same_bytes, "data/train.en": same_bytes,
+           "data/manifest.json": same_manifest},
+          ("write@train.de:2:KILL", "write@train.en:1:TERM"), in_process=False),
+    # Killed while it encodes the second corpus (after the first's two files, then, the
+    # first kept, after the second's first file).
+    Stage("encoded-mix", mix_args,
+          {f"{name}/.encoded/*/{file}": same_bytes for name in "ab" for file in CORPUS_FILES},
+          ("mid-encode:3:KILL", "mid-encode:1:TERM")),
     Stage("average", average_args, {"avg.pt": same_bytes},
           ("write@avg.pt:3:TERM", "before-rename@avg.pt:1:KILL")),
     Stage("export", export_args, {"ct2": same_bytes},
@@ -208,6 +259,7 @@ for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
+        os.setpgid(0, 0)  # its workers join this group: the test looks for orphans by it
         signal.alarm(300)  # a command that never reaches its crash point fails, not hangs
         os.environ.update(request["env"])
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -223,7 +275,7 @@ for line in sys.stdin:
         sys.stderr.flush()
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
+    print(os.waitstatus_to_exitcode(status), pid, flush=True)
 """
 
 
@@ -231,6 +283,7 @@ for line in sys.stdin:
 class Crashed:
     returncode: int  # negative: killed by that signal, as subprocess gives it
     stderr: str
+    pid: int  # also its process group's id
 
 
 @pytest.fixture(scope="module")
@@ -249,11 +302,38 @@ def crash_server():
         server.stdin.flush()
         line = server.stdout.readline()
         assert line, "the crash server died"
-        return Crashed(int(line), log.read_text(errors="replace"))
+        code, pid = line.split()
+        return Crashed(int(code), log.read_text(errors="replace"), int(pid))
 
     yield run
     server.stdin.close()
     server.wait(timeout=60)
+
+
+def live_processes(group: int) -> list[int]:
+    """Processes of a process group that still run (zombies aside: whether the container's
+    init reaps orphans is not mtkit's to test)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def no_orphans(group: int) -> bool:
+    """No process of the killed command's group left after a few seconds (a worker of a
+    SIGKILLed parent notices it at its next read)."""
+    import time
+
+    for _ in range(100):
+        if not live_processes(group):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def temporary_files(directory: Path) -> set[Path]:
@@ -272,7 +352,15 @@ def test_a_killed_command_leaves_whole_files_and_runs_again(
     reference, out = tmp_path / "reference", tmp_path / "out"
     reference.mkdir()
     out.mkdir()
-    assert call_main(monkeypatch, *stage.args(inputs, reference)) == 0
+
+    def run(directory: Path, log: str) -> int:
+        if stage.in_process:
+            return call_main(monkeypatch, *stage.args(inputs, directory))
+        done = crash_server(stage.args(inputs, directory), "", tmp_path / log)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return 0
+
+    assert run(reference, "reference.log") == 0
     promised = {
         path.relative_to(reference): same
         for pattern, same in stage.outputs.items()
@@ -286,6 +374,8 @@ def test_a_killed_command_leaves_whole_files_and_runs_again(
         expected = -signal.SIGKILL if killed else 128 + signal.SIGTERM
         assert result.returncode == expected, f"{crash_at}: {result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        if Path("/proc/self/stat").exists():
+            assert no_orphans(result.pid), f"{crash_at} left processes {live_processes(result.pid)}"
         for name, same in promised.items():  # whole, or not there at all
             path = out / name
             if path.exists():
@@ -293,7 +383,7 @@ def test_a_killed_command_leaves_whole_files_and_runs_again(
                 assert whole, f"{name} is not whole after {crash_at}"
         if not killed:  # SIGTERM unwinds: what it was writing is discarded
             assert temporary_files(out) <= before, f"{crash_at} left {temporary_files(out)}"
-    assert call_main(monkeypatch, *stage.args(inputs, out)) == 0  # the same command again
+    assert run(out, "again.log") == 0  # the same command again
     for name, same in promised.items():
         assert same(out / name, reference / name), f"{stage.name}: {name} differs"
 

@@ -23,8 +23,10 @@ from conftest import call_main
 from test_diskfull import read_only, tmpfs  # noqa: F401 - fixtures
 from test_search import tiny_checkpoint
 
+from mtkit.io import json_checksum, with_json_checksum
 from mtkit.translate.noise import NoiseOptions, line_random, noise_words
 from mtkit.translate.shards import KILL_AFTER_ENV, parse_shard, shard_range
+from mtkit.verify import verify_paths
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -189,6 +191,44 @@ def test_changed_option_input_or_model_is_refused_and_restart_starts_over(
     assert job_files(tmp_path) == ["changed.de", "other.pt", "out.en"]
 
 
+def test_progress_files_carry_a_checksum_checked_on_resume_merge_and_verify(
+    ckpt, source, reference, mtkit_main, tmp_path
+):
+    out = tmp_path / "out.en"
+    args = _killed_job(ckpt, source, out, "--beam", "1")
+    progress = tmp_path / "out.en.progress.json"
+    written = progress.read_text()
+    state = json.loads(written)
+    assert state["checksum"] == json_checksum(state)
+    checks = verify_paths([progress])
+    assert [c.ok for c in checks] == [True, True], checks
+    assert checks[1].path == tmp_path / "out.en.partial"
+
+    progress.write_text(written.replace('"lines_done": ', '"lines_done": 1'))  # a bit flip
+    code, err = mtkit_main(*args)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{progress} is damaged" in err and "--restart" in err, err
+    assert not verify_paths([progress])[0].ok
+
+    del state["checksum"]  # written by an mtkit before checksums: resumes, with a note
+    progress.write_text(json.dumps(state))
+    code, err = mtkit_main(*args)
+    assert code == 0 and "no checksum" in err, err
+    assert out.read_bytes() == reference["greedy"]
+
+    code, err = mtkit_main(*args[:5], "-o", tmp_path / "s.en", *CHUNK, "--shard", "1/1")
+    assert code == 0, err
+    shard = tmp_path / "s.en.shard-1-of-1"
+    checks = verify_paths([shard])
+    assert [(c.path, c.ok) for c in checks] == [
+        (tmp_path / "s.en.shard-1-of-1.progress.json", True),
+        (shard, True),
+    ], checks
+    with open(shard, "ab") as file:
+        file.write(b"x")
+    assert [c.ok for c in verify_paths([shard])] == [True, False]
+
+
 # -- shards, workers, torchrun --------------------------------------------------------
 
 
@@ -344,7 +384,12 @@ def test_merge_refuses_missing_unfinished_and_foreign_shards(ckpt, source, mtkit
     shard(3, "--restart")
     progress = tmp_path / "out.en.shard-3-of-3.progress.json"
     finished = progress.read_text()
-    progress.write_text(finished.replace('"complete": true', '"complete": false'))
+    edited = finished.replace('"complete": true', '"complete": false')
+    progress.write_text(edited)  # by hand: its checksum no longer matches
+    code, err = mtkit_main("translate-merge", "-o", out)
+    assert code == 1 and f"{progress} is damaged" in err and "--shard 3/3 --restart" in err, err
+    state = json.loads(edited)
+    progress.write_text(json.dumps(with_json_checksum(state)))  # as mtkit would write it
     code, err = mtkit_main("translate-merge", "-o", out)
     assert code == 1 and "shard 3 of 3 is not finished" in err, err
     progress.write_text(finished)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,17 @@ def parse_specs(data) -> list[CorpusSpec]:
     items = [data] if isinstance(data, (str, Path)) else list(data)
     if not items or not all(str(item) for item in items):
         raise ConfigError("no training data; pass --data DIR (a directory `mtkit prepare` wrote)")
-    return [parse_spec(str(item)) for item in items]
+    specs = [parse_spec(str(item)) for item in items]
+    seen: dict[str, str] = {}
+    for spec in specs:  # the same corpus twice is a slip: its weight says how much of it
+        where = os.path.realpath(spec.path)
+        if where in seen:
+            raise ConfigError(
+                f"--data {spec.path} is given twice (also as {seen[where]}); give it once, "
+                f"with a weight for more of it, e.g. {spec.path}:2"
+            )
+        seen[where] = spec.path
+    return specs
 
 
 def tag_id(tok, tag: str) -> int:

@@ -18,7 +18,9 @@ the merge, which checks every shard and writes OUT atomically.
 Commits. Lines are translated in chunks of `--chunk-lines`; after each chunk the
 partial file is flushed and fsync'd, then the progress file is replaced
 atomically with the lines done, the input offset after them and the bytes of
-the partial file they fill. A killed job loses at most one chunk: the next run
+the partial file they fill (and a "checksum" of the rest, mtkit.io's
+`with_json_checksum`, checked at every read: a damaged file is refused, one of an
+mtkit before checksums loads with a note). A killed job loses at most one chunk: the next run
 cuts OUT.partial back to the committed bytes and reads on from the committed
 input offset. Chunks start at the same lines as in an uninterrupted run (a
 commit is always at a chunk's end), so every batch is the same and the output
@@ -59,8 +61,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtkit.crashpoint import crash_point
 from mtkit.errors import ConfigError, DataError, MtkitError
-from mtkit.io import atomic_write, check_readable, open_binary, write_error
+from mtkit.io import (
+    atomic_write,
+    check_json_checksum,
+    check_readable,
+    open_binary,
+    with_json_checksum,
+    write_error,
+)
 from mtkit.translate.noise import NoiseOptions, check_noise
 from mtkit.translate.search import SearchOptions
 from mtkit.translate.stream import (
@@ -151,10 +161,13 @@ def translate(
     split = job.shard is not None or job.workers > 1 or world > 1
     if job.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {job.workers}")
+    if batching.chunk_lines < 1:  # now, before the model loads and the bar shows
+        raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
     if input_path is None or output_path is None:
-        if split:
+        if split or job.restart:
+            what = "--restart needs" if not split else "--shard, --workers and torchrun need"
             raise ConfigError(
-                "--shard, --workers and torchrun need files: pass -i FILE and -o FILE "
+                f"{what} files: pass -i FILE and -o FILE "
                 "(a pipe has no line ranges to split and no place to keep progress)"
             )
         return translate_file(
@@ -262,6 +275,7 @@ def run_job(
                 state["lines_done"], job.on_line, where,
             )  # fmt: skip
             job.commit(complete=True)
+    crash_point("job-before-finish")  # complete in the progress file, not yet renamed
     _finish(files, keep_progress=shard is not None)
     return state["lines_done"]
 
@@ -321,6 +335,7 @@ class _Run:
     def commit(self, complete: bool = False) -> None:
         """Make the lines written so far durable, then say so in the progress file."""
         self.sink.flush()  # and fsync
+        crash_point("job-after-fsync")  # the lines are durable, the progress not yet
         self.state["output_bytes"] = self.sink.tell()
         self.state["complete"] = complete
         write_state(self.files, self.state)
@@ -490,22 +505,29 @@ def file_sha256(path: Path) -> str:
 
 
 def write_state(files: JobFiles, state: dict) -> None:
-    """The progress file, replaced atomically and fsync'd (plain JSON, one key a line)."""
+    """The progress file, replaced atomically and fsync'd (plain JSON, one key a line),
+    with a "checksum" of the rest (mtkit.io.with_json_checksum)."""
+    text = json.dumps(with_json_checksum(state), indent=1, sort_keys=True) + "\n"
     with atomic_write(files.progress, "w", fsync=True) as file:
-        file.write(json.dumps(state, indent=1, sort_keys=True) + "\n")
+        file.write(text)
 
 
-def load_state(path: Path) -> dict:
+def load_state(path: Path, advice: str = "add --restart to start over") -> dict:
+    """A progress file, checked: its checksum (a file without one, from an mtkit before
+    checksums, loads with a note), its kind and its format. `advice` ends each error."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DataError(f"cannot read {path} ({error}); add --restart to start over") from None
+        raise DataError(f"cannot read {path} ({error}); {advice}") from None
     if not isinstance(state, dict) or state.get("mtkit") != "translate job":
-        raise DataError(f"{path} is not an mtkit progress file; move it away or add --restart")
+        raise DataError(f"{path} is not an mtkit progress file; move it away or {advice}")
+    if not check_json_checksum(path, state, advice):
+        log.warning("%s has no checksum (written by an older mtkit): loaded unverified", path)
+    state.pop("checksum", None)
     if state.get("format") != PROGRESS_FORMAT:
         raise DataError(
             f"{path} has format {state.get('format')}, this mtkit writes {PROGRESS_FORMAT}; "
-            "finish the job with the mtkit that started it, or add --restart"
+            f"finish the job with the mtkit that started it, or {advice}"
         )
     return state
 
@@ -643,6 +665,12 @@ def merge_shards(out: Path, shards: int | None = None, keep_shards: bool = False
     """Join OUT.shard-K-of-N (K = 1..N) into OUT, in input order, atomically, after checking
     that every shard is there, finished, intact and of the same job; then remove them."""
     out = Path(out)
+    if shards is not None and shards < 1:
+        raise ConfigError(
+            f"--shards {shards}: give the N of --shard K/N (at least 1), or leave it out"
+        )
+    if out.is_dir():
+        raise DataError(f"-o {out} is a directory; give the -o FILE the shards were translated for")
     n = shards or _shard_count(out)
     states = [_finished_shard(out, k, n) for k in range(1, n + 1)]
     _check_same_run(out, states)
@@ -699,7 +727,7 @@ def _finished_shard(out: Path, k: int, n: int) -> dict:
             f"shard {k} of {n} is missing (no {files.progress.name}); translate it with "
             f"--shard {k}/{n} -o {out}"
         )
-    state = load_state(files.progress)
+    state = load_state(files.progress, f"translate the shard again with --shard {k}/{n} --restart")
     if not state["complete"] or not files.output.exists():
         raise DataError(
             f"shard {k} of {n} is not finished ({state['lines_done']} lines done); run its "
