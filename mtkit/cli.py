@@ -545,6 +545,13 @@ _TrainInitFrom = Annotated[
         "models and vocabulary (fresh optimiser and schedule; no --spm).",
     ),
 ]
+_TrainWarmupShare = Annotated[
+    float,
+    typer.Option(
+        help="cosine/linear with --max-time: warm-up also ends after this share of the "
+        "time budget (a slow machine's few updates are not all warm-up); 0: updates only."
+    ),
+]
 _TrainSchedule = Annotated[
     str,
     typer.Option(
@@ -609,6 +616,7 @@ def train_command(
     init_from: _TrainInitFrom = TrainConfig.init_from,
     lr: Annotated[float, typer.Option(help="Peak learning rate (after warm-up).")] = TrainConfig.lr,
     warmup: Annotated[int, typer.Option(help="Warm-up updates (linear).")] = TrainConfig.warmup,
+    warmup_share: _TrainWarmupShare = TrainConfig.warmup_share,
     schedule: _TrainSchedule = TrainConfig.schedule,
     label_smoothing: _TrainLabelSmoothing = TrainConfig.label_smoothing,
     clip_norm: _TrainClipNorm = TrainConfig.clip_norm,
@@ -636,7 +644,8 @@ def train_command(
         src=src, tgt=tgt, arch=arch, model_overrides=model_overrides(_str(config), set_),
         max_tokens=max_tokens, update_freq=update_freq, max_updates=max_updates,
         max_epochs=max_epochs, max_time=parse_duration(max_time), patience=patience,
-        resume=resume, init_from=_str(init_from), lr=lr, warmup=warmup, schedule=schedule,
+        resume=resume, init_from=_str(init_from), lr=lr, warmup=warmup,
+        warmup_share=warmup_share, schedule=schedule,
         label_smoothing=label_smoothing, clip_norm=clip_norm, weight_decay=weight_decay,
         valid_every=valid_every, valid_bleu_sentences=valid_bleu_sentences,
         best_metric=best_metric, keep_last=keep_last, save_every_minutes=save_every_minutes,

@@ -103,6 +103,24 @@ def test_time_budget_ends_the_decay_whatever_the_step_rate(
     assert lrs[middle + 1] == pytest.approx(PEAK / 2)
 
 
+def test_warmup_ends_at_its_share_of_the_time_budget(m30k, tmp_path, machine):  # noqa: F811
+    """A machine so slow that --warmup 16 would take 16 of its 20 updates: with
+    --warmup-share 0.25 warm-up ends 5 s into the 20 s budget and the cosine has the other
+    15 s; with --warmup-share 0 the peak comes only at update 16."""
+    import math
+
+    train(budget_config(m30k, tmp_path / "share", warmup=16, warmup_share=0.25))
+    lrs = [r["lr"] for r in records(tmp_path / "share", "train")]
+    # Update s starts s - 1 s into the budget: warm-up at max(s / 16, (s - 1) / 5) of the peak.
+    assert lrs[:5] == pytest.approx([PEAK * max(s / 16, (s - 1) / 5) for s in range(1, 6)])
+    assert lrs[5] == pytest.approx(PEAK)  # warm-up ended with update 5, at 5 s
+    assert lrs[12] == pytest.approx(PEAK * 0.5 * (1 + math.cos(math.pi * 7 / 15)))
+    assert len(lrs) == 20 and lrs[-1] < 0.02 * PEAK
+    train(budget_config(m30k, tmp_path / "updates", warmup=16, warmup_share=0.0))
+    lrs = [r["lr"] for r in records(tmp_path / "updates", "train")]
+    assert lrs.index(max(lrs)) == 15 and max(lrs) == pytest.approx(PEAK)
+
+
 def test_resume_continues_the_same_time_curve(m30k, tmp_path, machine):  # noqa: F811
     """Stopped after 7 of 20 fake seconds and resumed: the same learning rates, update for
     update, as the run that went straight through; the time spent is in the checkpoint."""

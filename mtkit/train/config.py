@@ -27,6 +27,7 @@ MUST_MATCH_ON_RESUME = (
     "seed",
     "lr",
     "warmup",
+    "warmup_share",
     "schedule",
     "label_smoothing",
     "weight_decay",
@@ -62,6 +63,9 @@ class TrainConfig:
     # Optimiser: Adam with betas (0.9, 0.98) and eps 1e-9 (Vaswani et al., 2017, sec. 5.3).
     lr: float = 5e-4  # the peak, reached at the end of warm-up
     warmup: int = 4000
+    # cosine and linear with --max-time: warm-up also ends after this share of the time
+    # budget, so a slow machine's few updates are not mostly warm-up; 0: updates only.
+    warmup_share: float = 0.25
     schedule: str = "inverse_sqrt"
     min_lr: float = 0.0  # cosine and linear decay to this
     label_smoothing: float = 0.1  # Szegedy et al. (2016); Vaswani et al. use 0.1
@@ -129,6 +133,8 @@ def check(config: TrainConfig) -> TrainConfig:
             )
     if config.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {config.lr}")
+    if not 0.0 <= config.warmup_share <= 1.0:
+        raise ConfigError(f"--warmup-share must be in [0, 1], got {config.warmup_share}")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.schedule in DECAYING and not _has_budget(config):

@@ -34,7 +34,13 @@ from mtkit.errors import MtkitError
 from mtkit.train import distributed
 from mtkit.train.batching import collate, epoch_order, rank_share
 from mtkit.train.mix import shares_text
-from mtkit.train.optim import budget_fraction, label_smoothed_loss, lr_at, set_lr
+from mtkit.train.optim import (
+    budget_fraction,
+    label_smoothed_loss,
+    lr_at,
+    set_lr,
+    warmup_fraction,
+)
 from mtkit.train.state import rng_state
 from mtkit.train.validate import evaluate
 
@@ -71,6 +77,7 @@ class Progress:
     elapsed: float = 0.0  # seconds of running over all resumes, validation included
     valid_time: float = 0.0  # seconds of those spent validating
     warmup_time: float = 0.0  # train_time when warm-up ended (the decay starts there)
+    warmup_step: int = 0  # the update that ended warm-up; 0 while warming up
     next_save_at: int = 0  # index of the next --save-at share not yet reached
     best_value: float | None = None
     best_step: int = 0
@@ -121,6 +128,8 @@ class Trainer:
         self.mix = getattr(data, "mix", None)  # mix.Mix: each epoch cuts its own batches
         self.corpus_tokens = None  # a mix's [batch, corpus] target tokens, this epoch
         self.progress = progress or Progress()
+        if not self.progress.warmup_step and self.progress.warmup_time:
+            self.progress.warmup_step = config.warmup  # saved before warmup_step was kept
         self.last_valid = last_valid or {}
         self.resumed = progress is not None
         self.rank_batches: list = []  # this rank's batches of the epoch in progress
@@ -193,8 +202,8 @@ class Trainer:
         p.elapsed = clock() - self.started
         epoch_done = p.pos >= len(self.rank_batches)
         reason, save_due = self._stop_reason(epoch_done)
-        if p.step == cfg.warmup:
-            p.warmup_time = self.budget_time
+        if not p.warmup_step and self._warmup_done() >= 1.0:
+            p.warmup_step, p.warmup_time = p.step, self.budget_time
         if p.step % cfg.log_every == 0 or reason:
             self._log_train()
         if reason == "signal":
@@ -236,6 +245,13 @@ class Trainer:
         per_rank = len(self.batches) // self.dist.world_size
         epochs = cfg.max_epochs * math.ceil(per_rank / cfg.update_freq)
         return min((n for n in (cfg.max_updates, epochs) if n), default=0)
+
+    def _warmup_done(self) -> float:
+        cfg = self.config
+        return warmup_fraction(
+            step=self.progress.step, warmup=cfg.warmup, seconds=self.budget_time,
+            max_time=cfg.max_time, warmup_share=cfg.warmup_share,
+        )  # fmt: skip
 
     def budget_spent(self) -> float:
         """The share of the budget spent, 0..1 (0 without --max-updates, --max-epochs or
@@ -343,6 +359,8 @@ class Trainer:
             seconds=self.budget_time,
             max_time=cfg.max_time,
             warmup_seconds=self.progress.warmup_time,
+            warmup_share=cfg.warmup_share,
+            warmup_ended=self.progress.warmup_step,
         )
         set_lr(self.optimizer, lr)
         if self.scaler:

@@ -123,6 +123,24 @@ def decay_progress(
     return min(1.0, max(shares))
 
 
+def warmup_fraction(
+    *,
+    step: int,
+    warmup: int,
+    seconds: float = 0.0,
+    max_time: float = 0.0,
+    warmup_share: float = 0.0,
+) -> float:
+    """How much of warm-up is done, 0..1: step / --warmup, or with a time budget and a
+    --warmup-share the larger of that and seconds / (share x max_time). The share keeps a
+    slow machine, which makes fewer updates in the same time, from spending most of its
+    budget warming up."""
+    shares = [step / warmup if warmup else 1.0]
+    if warmup_share and max_time:
+        shares.append(seconds / (warmup_share * max_time))
+    return min(1.0, max(shares))
+
+
 def lr_at(
     step: int,
     *,
@@ -134,6 +152,8 @@ def lr_at(
     seconds: float = 0.0,
     max_time: float = 0.0,
     warmup_seconds: float = 0.0,
+    warmup_share: float = 0.0,
+    warmup_ended: int | None = None,
 ) -> float:
     """The learning rate of update `step` (1-based): linear warm-up to `lr`, then the schedule.
 
@@ -142,18 +162,24 @@ def lr_at(
     down to `min_lr` (Loshchilov & Hutter, 2017); linear: a straight line from `lr` to
     `min_lr`; constant: `lr`. cosine and linear end at the end of the budget,
     `decay_progress`: `max_updates` or `max_time` seconds of training (`seconds` spent so
-    far, `warmup_seconds` of them in warm-up), whichever comes first. Warm-up counts
-    updates whatever the budget.
+    far), whichever comes first. Their warm-up ends after `warmup` updates or
+    `warmup_share` of `max_time`, whichever comes first (`warmup_fraction`); the decay
+    starts where it ended: update `warmup_ended`, `warmup_seconds` into the budget (the
+    loop records both; 0 while warming up; None: at `warmup` updates). Other schedules
+    warm up over updates only.
     """
     step = max(step, 1)
-    if warmup and step <= warmup:
-        return lr * step / warmup
-    if schedule == "inverse_sqrt":
-        return lr * math.sqrt(max(warmup, 1) / step)
     if schedule in DECAYING:
+        if warmup_ended is None:
+            warmup_ended = warmup if step > warmup else 0
+        if not warmup_ended:
+            return lr * warmup_fraction(
+                step=step, warmup=warmup, seconds=seconds, max_time=max_time,
+                warmup_share=warmup_share,
+            )  # fmt: skip
         done = decay_progress(
             step=step,
-            warmup=warmup,
+            warmup=warmup_ended,
             max_updates=max_updates,
             seconds=seconds,
             max_time=max_time,
@@ -161,6 +187,10 @@ def lr_at(
         )
         left = 0.5 * (1.0 + math.cos(math.pi * done)) if schedule == "cosine" else 1.0 - done
         return min_lr + (lr - min_lr) * left
+    if warmup and step <= warmup:
+        return lr * step / warmup
+    if schedule == "inverse_sqrt":
+        return lr * math.sqrt(max(warmup, 1) / step)
     return lr
 
 
