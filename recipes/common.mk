@@ -37,14 +37,7 @@ TRAIN_TEXT = $(foreach d,$(TRAIN_DIRS),--input $(d)/train.$(SRC) --input $(d)/tr
 ENCODED = $(foreach d,$(TRAIN_DIRS),$(d)/.encoded)
 
 # --- tools -------------------------------------------------------------------
-# This checkout's .venv when it has mtkit, else the mtkit on PATH.
-VENV_BIN := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../.venv/bin)
-BIN ?= $(if $(wildcard $(VENV_BIN)/mtkit),$(VENV_BIN),$(patsubst %/,%,$(dir $(shell command -v mtkit))))
-ifeq ($(strip $(BIN)),)
-$(error mtkit not found in $(VENV_BIN) or on PATH: run `make install`, or set BIN=DIR that holds mtkit)
-endif
-MTKIT ?= $(BIN)/mtkit
-TORCHRUN ?= $(BIN)/torchrun
+include $(dir $(lastword $(MAKEFILE_LIST)))tools.mk
 # One machine by default; for several, e.g. --nnodes 2 --node-rank 0 --rdzv-endpoint HOST:29500
 TORCHRUN_ARGS ?= --standalone
 
@@ -56,7 +49,6 @@ BPE_ARGS ?=
 DATA ?= data/$(NAME)
 RUN ?= runs/$(NAME)-$(ARCH)
 LIMIT ?=
-DEVICE ?= auto
 GPUS ?= 1
 MAX_TOKENS ?= 4096
 UPDATE_FREQ ?= 1
@@ -76,13 +68,7 @@ else
 TRAIN_CMD = $(TORCHRUN) $(TORCHRUN_ARGS) --nproc_per_node $(GPUS) -m mtkit train
 endif
 
-# --- remembered settings -----------------------------------------------------------
-# $(call remember,FILE,TEXT): FILE holds TEXT; it is rewritten (and so turns newer than
-# what was made from the old settings) only when TEXT changed. Tool paths are left out.
-same = $(and $(findstring x$1,x$2),$(findstring x$2,x$1))
-settings_text = $(notdir $1): $(strip $(subst $(BIN)/,,$2))
-remember = $(if $(call same,$(strip $(file <$1)),$(settings_text)),,$(shell mkdir -p $(dir $1))$(file >$1,$(settings_text)))
-
+# --- remembered settings (tools.mk's remember) ----------------------------------------
 $(call remember,$(DATA)/.settings/prepare,$(PREPARE_CMD))
 $(call remember,$(DATA)/.settings/bpe,$(SRC) $(TGT) $(VOCAB) $(SPM_TYPE) $(BPE_ARGS))
 $(call remember,$(RUN)/.settings/train,$(abspath $(DATA)) $(SRC) $(TGT) $(ARCH) \
@@ -131,12 +117,7 @@ $(DATA)/spm/spm.model: $(DATA)/manifest.json $(CORPUS_MANIFESTS) $(DATA)/.settin
 # or settings is moved to RUN/replaced-DATE/ first, and training starts over.
 $(RUN)/train.done: $(DATA)/manifest.json $(CORPUS_MANIFESTS) $(DATA)/spm/spm.model \
 		$(RUN)/.settings/train
-	@last=$(RUN)/checkpoint_last.pt; \
-	if [ -e $$last ] && [ -n "$$(find $^ -newer $$last)" ]; then \
-		old=$(RUN)/replaced-$$(date +%Y%m%d-%H%M%S); mkdir -p $$old; \
-		echo "$(RUN): data, vocabulary or settings changed since $$last; moving the old run to $$old" >&2; \
-		find $(RUN) -maxdepth 1 -type f ! -name '.*' -exec mv {} $$old/ \; ; \
-	fi
+	$(call set_aside,$(RUN))
 	$(TRAIN_CMD) $(TRAIN_DATA) --spm $(DATA)/spm/spm.model --src $(SRC) --tgt $(TGT) \
 		--arch $(ARCH) --out $(RUN) --device $(DEVICE) --max-tokens $(MAX_TOKENS) \
 		--update-freq $(UPDATE_FREQ) --resume $(MODEL_ARGS) $(TRAIN_ARGS)

@@ -22,7 +22,6 @@ MULTI30K ?= ../shared/data/multi30k
 DATA ?= data/multi30k-$(SRC)-$(TGT)-files
 RUN ?= runs/$(NAME)
 LIMIT ?=
-DEVICE ?= auto
 # Fine-tuning wants a small learning rate and a short warm-up (the weights are trained
 # already); MAX_TIME bounds a CPU run, MAX_EPOCHS a GPU one.
 MAX_TOKENS ?= 2048
@@ -37,9 +36,7 @@ BEAM ?= 4
 TRANSLATE_ARGS ?=
 SCORE_ARGS ?= --metrics bleu,chrf
 
-VENV_BIN := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../.venv/bin)
-BIN ?= $(if $(wildcard $(VENV_BIN)/mtkit),$(VENV_BIN),$(patsubst %/,%,$(dir $(shell command -v mtkit))))
-MTKIT ?= $(BIN)/mtkit
+include $(dir $(lastword $(MAKEFILE_LIST)))tools.mk
 LIMIT_ARG = $(if $(LIMIT),--limit $(LIMIT))
 
 .PHONY: all show import before train after

@@ -17,12 +17,10 @@ NAME ?= multi30k-$(SRC)-$(TGT)
 MULTI30K ?= ../shared/data/multi30k
 HUB_ID ?= bentrevett/multi30k
 HUB ?= auto
-PY ?= $(BIN)/python
 
 ARCH ?= transformer-small
 MAX_EPOCHS ?= 40
-CPU_MODEL ?= $(if $(filter cpu,$(DEVICE)),yes,$(if $(filter cuda,$(DEVICE)),no,$(if \
-	$(shell command -v nvidia-smi 2>/dev/null),no,yes)))
+include $(dir $(lastword $(MAKEFILE_LIST)))tools.mk
 ifeq ($(CPU_MODEL),yes)
 # Measured on 2 quiet cores (fp32): transformer-small trains at about 2,400 target
 # tokens/s, about 1,500 updates of 2048-token batches in 20 minutes; half-size batches

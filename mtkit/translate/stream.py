@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import random
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -474,13 +475,21 @@ def write_results(
         translator, remember(), search_options, batching, noise, first_line, where
     )
     nbest = search_options.nbest > 1
-    count = 0
+    count = words = 0
+    started = time.perf_counter()
     for hyps in results:
         key, line = pending.popleft()
         sink.write(format_result(first_line + count, line, hyps, nbest, output_format).encode())
         count += 1
+        words += len(hyps[0][0].split())
         if on_line is not None:
             on_line(count, key)
+    seconds = time.perf_counter() - started
+    # fairseq-generate's closing line: the decoding rate, model loading left out.
+    log.info(
+        "translated %d lines%s (%d words out) in %.1f s: %.1f lines/s",
+        count, where, words, seconds, count / max(seconds, 1e-9),
+    )  # fmt: skip
     return count
 
 
