@@ -19,9 +19,10 @@
 #   RUN/compare.txt           BLEU and chrF of both, p-values of bt against baseline
 #
 # The simulation (the default files): Multi30k's training set cut in two, the first
-# PARALLEL_LINES pairs as the parallel corpus and the English side of the rest as the
-# monolingual text; valid and test2016 as they are. On the CPU each model gets
-# MAX_UPDATES updates (recipes/models.mk); docs/backtranslation.md has the figures.
+# PARALLEL_LINES pairs as the parallel corpus and the TGT side of the rest (or of the
+# next MONO_LINES) as the monolingual text; valid and test2016 as they are. On the CPU
+# each model gets MAX_UPDATES updates (recipes/models.mk). docs/pipelines.md has the
+# figures.
 
 SRC ?= de
 TGT ?= en
@@ -30,6 +31,7 @@ DATA ?= data/$(NAME)
 RUN ?= runs/$(NAME)
 MULTI30K ?= ../shared/data/multi30k
 PARALLEL_LINES ?= 10000
+MONO_LINES ?=
 SPLIT = $(DATA)/split
 TRAIN_SRC ?= $(SPLIT)/parallel.$(SRC)
 TRAIN_TGT ?= $(SPLIT)/parallel.$(TGT)
@@ -82,7 +84,8 @@ $(SPLIT)/parallel.%: $(MULTI30K)/train.%.gz
 	gzip -dc $< | head -n $(PARALLEL_LINES) > $@.tmp && mv $@.tmp $@
 $(SPLIT)/mono.$(TGT): $(MULTI30K)/train.$(TGT).gz
 	mkdir -p $(SPLIT)
-	gzip -dc $< | tail -n +$$(( $(PARALLEL_LINES) + 1 )) > $@.tmp && mv $@.tmp $@
+	gzip -dc $< | tail -n +$$(( $(PARALLEL_LINES) + 1 )) $(if $(MONO_LINES),| head -n $(MONO_LINES)) \
+		> $@.tmp && mv $@.tmp $@
 
 $(REAL)/manifest.json: $(TRAIN_SRC) $(TRAIN_TGT) $(DATA)/.settings/prepare
 	rm -rf $(REAL)/.encoded
