@@ -94,6 +94,8 @@ $(REAL)/manifest.json: $(TRAIN_SRC) $(TRAIN_TGT) $(DATA)/.settings/prepare
 		--valid-src-file $(VALID_SRC) --valid-tgt-file $(VALID_TGT) \
 		--test-src-file $(TEST_SRC) --test-tgt-file $(TEST_TGT) $(PREPARE_ARGS)
 
+$(REAL)/train.$(SRC) $(REAL)/train.$(TGT) $(REAL)/test.$(SRC) $(REAL)/test.$(TGT): $(REAL)/manifest.json ;
+
 $(SPM): $(REAL)/manifest.json $(DATA)/.settings/bpe
 	rm -rf $(REAL)/.encoded $(RUN)/bt-data/.encoded
 	$(MTKIT) train-bpe --input $(REAL)/train.$(SRC) --input $(REAL)/train.$(TGT) \

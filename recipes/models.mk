@@ -14,13 +14,13 @@ include $(dir $(lastword $(MAKEFILE_LIST)))tools.mk
 ARCH ?= transformer-small
 ifeq ($(CPU_MODEL),yes)
 # On the CPU every model of a comparison gets the same number of updates (a time budget
-# would give fewer to the run that shared the machine with another): about 14 minutes
+# would give fewer to the run that shared the machine with another): about 11 minutes
 # each for transformer-small on 2 quiet cores. The cosine decays over them.
 MAX_TOKENS ?= 2048
 LR ?= 2e-3
 WARMUP ?= 300
 SCHEDULE ?= cosine
-MAX_UPDATES ?= 1000
+MAX_UPDATES ?= 800
 MAX_EPOCHS ?= 0
 MAX_TIME ?= 0
 VALID_EVERY ?= 200
@@ -43,14 +43,17 @@ SAVE_AT ?=
 AVERAGE_LAST ?= 5
 JOB_ARGS ?=
 endif
+# Threads of the timed test translations, and of training (TRAIN_THREADS; not a setting
+# of the model: changing it continues a run rather than starting it over).
 THREADS ?= 0
+TRAIN_THREADS ?= $(THREADS)
 BEAM ?= 5
 # Model settings beyond ARCH's preset (--set KEY=VALUE ...).
 MODEL_ARGS ?=
 TRAIN_ARGS ?= --max-tokens $(MAX_TOKENS) --lr $(LR) --warmup $(WARMUP) --schedule $(SCHEDULE) \
 	--max-updates $(MAX_UPDATES) --max-epochs $(MAX_EPOCHS) --max-time $(MAX_TIME) \
 	--valid-every $(VALID_EVERY) --valid-bleu-sentences $(VALID_SENTENCES) \
-	--keep-last $(AVERAGE_LAST) $(if $(SAVE_AT),--save-at $(SAVE_AT)) --threads $(THREADS)
+	--keep-last $(AVERAGE_LAST) $(if $(SAVE_AT),--save-at $(SAVE_AT))
 TRANSLATE_ARGS ?= --threads $(THREADS)
 SCORE_ARGS ?= --metrics bleu,chrf --paired-bs
 
@@ -59,7 +62,7 @@ $(call remember,$(RUN)/$1/.settings/train,$2 $3 $4 $6 $(MODEL_ARGS) $(TRAIN_ARGS
 $(RUN)/$1/train.done: $5 $(SPM) $(RUN)/$1/.settings/train
 	$$(call set_aside,$(RUN)/$1)
 	$(MTKIT) train $4 --spm $(SPM) --src $2 --tgt $3 --out $(RUN)/$1 --device $(DEVICE) \
-		--resume $6 $(MODEL_ARGS) $(TRAIN_ARGS)
+		--threads $(TRAIN_THREADS) --resume $6 $(MODEL_ARGS) $(TRAIN_ARGS)
 	touch $$@
 
 $(RUN)/$1/checkpoint_avg.pt: $(RUN)/$1/train.done

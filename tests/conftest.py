@@ -97,3 +97,36 @@ def call_main(monkeypatch, *args: str, stdin: bytes | None = None) -> int:
     except SystemExit as exit:
         return exit.code or 0
     return 0
+
+
+# -- a tiny training run, shared by the training tests ------------------------------------
+
+TINY = {"d_model": 32, "n_heads": 2, "d_ff": 64, "enc_layers": 1, "dec_layers": 1}
+
+
+def tiny_train_config(data, out: Path, **changes):
+    """A TrainConfig for a tiny model on one CPU thread, a metrics line every update."""
+    from mtkit.train import TrainConfig
+
+    values = dict(
+        data=str(data),
+        out=str(out),
+        model_overrides=dict(TINY),
+        max_tokens=800,
+        warmup=5,
+        lr=3e-3,
+        valid_every=1000,
+        valid_bleu_sentences=8,
+        log_every=1,
+        threads=1,
+        device="cpu",
+    )
+    return TrainConfig(**(values | changes))
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    """The metrics.jsonl records of one kind (train, valid, mix) of a run."""
+    import json
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]

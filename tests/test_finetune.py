@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_train_config
 
 from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
 from mtkit.errors import ConfigError
 from mtkit.train import TrainConfig, train
-
-TINY = {"d_model": 32, "n_heads": 2, "d_ff": 64, "enc_layers": 1, "dec_layers": 1}
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,21 +37,8 @@ def _data(directory: Path, multi30k: Path, skip: int) -> Path:
 
 
 def _config(data: Path, out: Path, **changes) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        model_overrides=dict(TINY),
-        max_tokens=600,
-        max_updates=3,
-        warmup=2,
-        lr=2e-3,
-        valid_every=1000,
-        valid_bleu_sentences=4,
-        log_every=1,
-        threads=1,
-        device="cpu",
-    )
-    return TrainConfig(**(values | changes))
+    values = dict(max_tokens=600, max_updates=3, warmup=2, lr=2e-3, valid_bleu_sentences=4)
+    return tiny_train_config(data, out, **(values | changes))
 
 
 @pytest.fixture(scope="module")

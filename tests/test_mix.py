@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import call_main
+from conftest import call_main, records, tiny_train_config
 
 from mtkit.errors import ConfigError
 from mtkit.train import TrainConfig, train
@@ -20,8 +20,6 @@ from mtkit.train.batching import encode_pairs
 from mtkit.train.mix import Mix, parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-TINY = {"d_model": 32, "n_heads": 2, "d_ff": 64, "enc_layers": 1, "dec_layers": 1}
 
 
 def lines_of(path: Path, start: int, n: int) -> list[str]:
@@ -71,26 +69,8 @@ def corpora(multi30k, tmp_path_factory) -> dict:
 
 
 def config(corpora, out: Path, data, **changes) -> TrainConfig:
-    values = dict(
-        data=data,
-        spm=str(corpora["spm"]),
-        out=str(out),
-        model_overrides=dict(TINY),
-        max_tokens=600,
-        warmup=5,
-        lr=3e-3,
-        valid_every=1000,
-        valid_bleu_sentences=4,
-        log_every=1,
-        threads=1,
-        device="cpu",
-    )
-    return TrainConfig(**(values | changes))
-
-
-def records(run: Path, kind: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+    values = {"spm": str(corpora["spm"]), "max_tokens": 600, "valid_bleu_sentences": 4}
+    return tiny_train_config(data, out, **(values | changes))
 
 
 # -- the sample of an epoch -------------------------------------------------------------

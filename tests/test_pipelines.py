@@ -86,7 +86,8 @@ def test_backtranslate_recipe_end_to_end(tmp_path, multi30k):
     kept = (run / "bt-data" / "train.en").read_text().splitlines()
     assert kept and set(kept) <= set(mono)
     # The BT model trained on both corpora, the synthetic one tagged.
-    mix = [line for line in _inspect(run / "bt" / "checkpoint_avg.pt").splitlines() if "mix" in line]
+    shown = _inspect(run / "bt" / "checkpoint_avg.pt").splitlines()
+    mix = [line for line in shown if line.startswith("mix:")]
     assert len(mix) == 2 and "<BT>" in mix[1] and "<BT>" not in mix[0], mix
     assert "--arch transformer-small" in first.stdout
 

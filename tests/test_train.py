@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import call_main
+from conftest import TINY, call_main, records, tiny_train_config  # noqa: F401 (records: shared)
 
 from mtkit.errors import ConfigError, DataError, MtkitError
 from mtkit.train import TrainConfig, parse_duration, train
 from mtkit.train.optim import label_smoothed_loss, lr_at
 
-TINY = {"d_model": 32, "n_heads": 2, "d_ff": 64, "enc_layers": 1, "dec_layers": 1}
 TINY_FLAGS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
 
 
@@ -62,26 +61,7 @@ def m30k(multi30k, tmp_path_factory) -> dict:
 
 
 def tiny_config(m30k, out: Path, **changes) -> TrainConfig:
-    values = dict(
-        data=str(m30k["data"]),
-        spm=str(m30k["spm"]),
-        out=str(out),
-        model_overrides=dict(TINY),
-        max_tokens=800,
-        warmup=5,
-        lr=3e-3,
-        valid_every=1000,
-        valid_bleu_sentences=8,
-        log_every=1,
-        threads=1,
-        device="cpu",
-    )
-    return TrainConfig(**(values | changes))
-
-
-def records(run: Path, kind: str) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+    return tiny_train_config(m30k["data"], out, **({"spm": str(m30k["spm"])} | changes))
 
 
 # -- the objective and the schedule -------------------------------------------------------

@@ -42,6 +42,7 @@ from mtkit.train.optim import (
     warmup_fraction,
 )
 from mtkit.train.state import rng_state
+from mtkit.train.threads import ThreadTuner
 from mtkit.train.validate import evaluate
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Trainer:
         # raises for a module without one (every --compile run failed here).
         self.model = model if model is not None else raw
         self.ddp, self.scaler = ddp, scaler
+        self.tuner = _thread_tuner(config, dist)
         self.precision, self.autocast = precision, autocast_for(precision, dist.device)
         self.batch_tokens = batches.target_tokens(data.train)  # per batch, for the loss scale
         self.mix = getattr(data, "mix", None)  # mix.Mix: each epoch cuts its own batches
@@ -160,8 +162,14 @@ class Trainer:
                 # --init-from measured the starting point: the curves start from it too
                 files.log({"kind": "valid", "step": 0, "epoch": 0, **self.last_valid})
             reason = self._already_done()
-            while not reason:
-                reason = self._one_update()
+            try:
+                while not reason:
+                    reason = self._one_update()
+            finally:
+                if self.tuner is not None:  # the process's own count, as it was before
+                    import torch
+
+                    torch.set_num_threads(self.tuner.choices[0])
         return TrainResult(
             out=self.files.out,
             step=self.progress.step,
@@ -194,7 +202,11 @@ class Trainer:
             p.epoch, p.pos = p.epoch + 1, 0
             self.rank_batches = self._epoch_share(p.epoch)
         micro = self.rank_batches[p.pos : p.pos + cfg.update_freq]
-        self._update(micro, self._global_tokens(p.pos, len(micro)))
+        tokens = self._global_tokens(p.pos, len(micro))
+        threads = self._threads_for(p.step + 1)
+        began = time.perf_counter()
+        self._update(micro, tokens)
+        self._tuned(threads, time.perf_counter() - began, tokens)
         self._count_mix(p.pos, len(micro))
         self.files.check()
         p.pos, p.step = p.pos + len(micro), p.step + 1
@@ -315,6 +327,27 @@ class Trainer:
         what benchmarks time. The loop itself goes through _one_update."""
         self._update(micro, int(self.batch_tokens[list(micro)].sum()))
         self.progress.step += 1
+
+    def _threads_for(self, step: int) -> int:
+        """The torch threads of update `step`: the tuner's choice (or probe) under
+        --threads 0 on the CPU, else whatever was set at the start."""
+        import torch
+
+        if self.tuner is None:
+            return 0
+        threads = self.tuner.threads_for(step)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        return threads
+
+    def _tuned(self, threads: int, seconds: float, tokens: int) -> None:
+        if self.tuner is None:
+            return
+        changed = self.tuner.record(threads, seconds, tokens)
+        if changed is not None:
+            rates = ", ".join(f"{n} threads {r:,.0f}" for n, r in self.tuner.rates.items())
+            log.info("training on %d threads from update %d (target tokens/s: %s)",
+                     changed, self.progress.step + 2, rates)  # fmt: skip
 
     def _update(self, micro: list[int], global_tokens: int) -> None:
         """Forward and backward over the micro-batches, then one optimiser step."""
@@ -554,6 +587,8 @@ class Trainer:
         }
         if self.mix is not None:
             record["mix_share"] = [row.get("share", 0.0) for row in self._mix_rows()]
+        if self.tuner is not None:
+            record["threads"] = self.tuner.threads
         self.files.log(record)
         if self.bar:
             bar, task = self.bar
@@ -675,3 +710,14 @@ def _oom_message(max_tokens: int) -> str:
         f"out of memory with --max-tokens {max_tokens}; lower --max-tokens "
         f"(e.g. {max_tokens // 2}) or raise --update-freq to keep the batch size"
     )
+
+
+def _thread_tuner(config, dist) -> ThreadTuner | None:
+    """A ThreadTuner for --threads 0 on a CPU with more than one thread, one process (under
+    torchrun the cores are divided among the ranks, mtkit.train.setup.set_threads)."""
+    import torch
+
+    if config.threads or dist.enabled or dist.device.type != "cpu":
+        return None
+    most = torch.get_num_threads()
+    return ThreadTuner(most) if most > 1 else None
