@@ -23,7 +23,7 @@ CPU_MODEL ?= $(if $(filter cpu,$(DEVICE)),yes,$(if $(filter cuda,$(DEVICE)),no,$
 # $(call remember,FILE,TEXT): FILE holds TEXT; it is rewritten (and so turns newer than
 # what was made from the old settings) only when TEXT changed. Tool paths are left out.
 same = $(and $(findstring x$1,x$2),$(findstring x$2,x$1))
-settings_text = $(notdir $1): $(strip $(subst $(BIN)/,,$2))
+settings_text = $(strip $(notdir $1): $(subst $(BIN)/,,$2))
 remember = $(if $(call same,$(strip $(file <$1)),$(settings_text)),,$(shell mkdir -p $(dir $1))$(file >$1,$(settings_text)))
 
 # $(call set_aside,RUN_DIR) in a training rule: a run older than the rule's prerequisites

@@ -109,7 +109,7 @@ def tiny_train_config(data, out: Path, **changes):
     from mtkit.train import TrainConfig
 
     values = dict(
-        data=str(data),
+        data=data if isinstance(data, list) else str(data),  # a list: several corpora
         out=str(out),
         model_overrides=dict(TINY),
         max_tokens=800,

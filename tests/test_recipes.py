@@ -44,7 +44,7 @@ TINY = {
 BLEU_LINE = re.compile(r"BLEU\|nrefs:1\|case:mixed\|eff:no\|tok:13a\|.*version:\S+ = \d+\.\d")
 STAGES = ["prepare", "train-bpe", "train", "average", "translate", "score"]
 MULTI30K_STAGES = [*STAGES, "plot"]  # the demo also draws the run's curves
-COMMAND = re.compile(rf"^\s*(?:\+ )?{re.escape(str(BIN))}/mtkit ([a-z-]+)")
+COMMAND = re.compile(rf"^\s*(?:\+ )?(?:[A-Z_]+=\S* )*{re.escape(str(BIN))}/mtkit ([a-z-]+)")
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
