@@ -592,8 +592,12 @@ class Trainer:
         self.files.log(record)
         if self.bar:
             bar, task = self.bar
+            spent = self.budget_spent()
+            # The run's length in updates as the budget that binds first makes it: under
+            # --max-time the updates so far over the share of the time spent.
             bar.update(
                 task,
+                total=round(p.step / spent) if spent > 0 else None,
                 completed=p.step,
                 status=(
                     f"epoch {p.epoch} loss {stats['loss']:.3f} lr {stats['lr']:.2e} "
