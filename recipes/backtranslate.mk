@@ -41,11 +41,15 @@ VALID_TGT ?= $(MULTI30K)/val.$(TGT).gz
 TEST_SRC ?= $(MULTI30K)/test_2016_flickr.$(SRC).gz
 TEST_TGT ?= $(MULTI30K)/test_2016_flickr.$(TGT).gz
 VOCAB ?= 8000
-# noised: beam search, then Edunov et al.'s noise on each output (words deleted, blanked,
-# shuffled locally); sample: unrestricted sampling; beam: plain beam search.
+# noised: beam search, then Edunov et al.'s noise on each output (words deleted, replaced
+# by NOISE_FILLER, shuffled locally); sample: unrestricted sampling; beam: plain beam.
 BT_MODE ?= noised
 BT_SEED ?= 1
-BT_ARGS_noised = --beam 5 --noised --seed $(BT_SEED)
+# The word that blanks stand for: ordinary letters, so that any SentencePiece model of a
+# Latin-script corpus encodes it without <unk> (translate's own default, <blank>, has
+# characters such a model never saw, and train refuses a corpus with many unknown pieces).
+NOISE_FILLER ?= BLANK
+BT_ARGS_noised = --beam 5 --noised --noise-filler $(NOISE_FILLER) --seed $(BT_SEED)
 BT_ARGS_sample = --beam 1 --sampling --seed $(BT_SEED)
 BT_ARGS_beam = --beam 5
 BT_ARGS ?= $(BT_ARGS_$(BT_MODE))
