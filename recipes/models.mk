@@ -80,5 +80,6 @@ endef
 %/.settings/train: ;
 
 # One line on the machine, for the tables that hold speed figures.
-CPU_LINE = $(PY) -c "import os; from mtkit.device import cpu_model_name, cpu_features; \
-	print(f'{cpu_model_name()}, {os.cpu_count()} CPUs, features: {\" \".join(sorted(cpu_features())) or \"none\"}')"
+CPU_LINE = $(PY) -c "import os; from mtkit.device import cpu_model_name, cpu_flags; \
+	f = [x for x in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if x in cpu_flags()]; \
+	print(f'{cpu_model_name()}, {os.cpu_count()} CPUs, {\" \".join(f) or \"no AVX2\"}')"
