@@ -61,7 +61,8 @@ def m30k(multi30k, tmp_path_factory) -> dict:
 
 
 def tiny_config(m30k, out: Path, **changes) -> TrainConfig:
-    return tiny_train_config(m30k["data"], out, **({"spm": str(m30k["spm"])} | changes))
+    values = {"spm": str(m30k["spm"])} | changes
+    return tiny_train_config(values.pop("data", m30k["data"]), out, **values)
 
 
 # -- the objective and the schedule -------------------------------------------------------
