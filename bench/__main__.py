@@ -18,30 +18,10 @@ def discover() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
 
 
-def machine() -> str:
-    """The CPU model, its core count and its vector extensions, so a figure names its CPU."""
-    import os
-    import platform
-
-    info = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            first_cpu = file.read().split("\n\n")[0]
-        info = {
-            k.strip(): v.strip()
-            for k, _, v in (line.partition(":") for line in first_cpu.splitlines())
-        }
-    except OSError:  # not Linux: platform's answer only
-        pass
-    model = info.get("model name") or platform.processor() or platform.machine()
-    flags = set(info.get("flags", "").split())
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
-    vector = " ".join(flag for flag in wanted if flag in flags) or "no AVX2 reported"
-    return f"{model}, {os.cpu_count()} CPUs, {vector}"
-
-
 def run(names: list[str]) -> int:
-    print(f"machine: {machine()}", flush=True)
+    from mtkit.device import describe_cpu
+
+    print(f"machine: {describe_cpu()}", flush=True)
     failed = []
     for name in names:
         module = importlib.import_module(f"bench.{name}")

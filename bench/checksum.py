@@ -12,32 +12,10 @@ a save): the figures are the hash's own cost, not the disk's.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return " ".join(f for f in ("sha_ni", "avx2", "avx512f", "amx_tile") if f in flags)
-    except OSError:
-        pass
-    return ""
 
 
 def build_checkpoint(path: Path, arch: str, train_state: bool) -> tuple[int, float]:
@@ -90,7 +68,10 @@ def main() -> None:
     parser.add_argument("--train-state", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores; {cpu_flags()})")
+    from mtkit.device import cpu_flags, describe_cpu
+
+    sha = "sha_ni" if "sha_ni" in cpu_flags() else "no sha_ni"  # SHA-256's own instructions
+    print(f"CPU: {describe_cpu()}, {sha}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
         params, at_save = build_checkpoint(path, args.arch, args.train_state)

@@ -87,11 +87,10 @@ def _wait_policies() -> None:
 
 
 def _print_machine() -> None:
-    """The CPU's model name and the flags that decide bf16's and int8's speed."""
-    from mtkit.device import cpu_features, cpu_model_name
+    """The machine line beside the figures (mtkit.device.describe_cpu)."""
+    from mtkit.device import describe_cpu
 
-    flags = " ".join(sorted(cpu_features())) or "none of avx512f/avx512_bf16/amx_bf16/amx_tile"
-    print(f"CPU: {cpu_model_name()}; flags: {flags}")
+    print(f"CPU: {describe_cpu()}")
 
 
 def _policy() -> str:

@@ -18,7 +18,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -41,21 +40,15 @@ def write_corpus(directory: Path, pairs: int) -> tuple[Path, Path]:
     return paths
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as file:
-        for line in file:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=0, help="--langid-workers (0: one a core)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     cores = len(os.sched_getaffinity(0))
-    print(f"{cpu_model()}, {cores} cores; {args.pairs:,} pairs (Multi30k de-en repeated)")
+    from mtkit.device import describe_cpu
+
+    print(f"{describe_cpu()}; {cores} usable; {args.pairs:,} pairs (Multi30k de-en repeated)")
     base = Path(tempfile.mkdtemp(prefix="mtkit-bench-langid-"))
     try:
         src, tgt = write_corpus(base, args.pairs)

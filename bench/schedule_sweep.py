@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
             [int(x) for x in args.max_tokens.split(",")],
         )
     )
-    print(machine())
+    from mtkit.device import describe_cpu
+
+    print(f"CPU: {describe_cpu()}, load average {os.getloadavg()[0]:.1f}")
     print(f"budget {args.budget} of training a setting, {args.threads} thread(s); BLEU on valid")
     print(f"{'lr':>8} {'warmup':>6} {'tokens':>6} {'updates':>7} {'avg':>3} {'BLEU':>5} {'BP':>5}")
     with tempfile.TemporaryDirectory(prefix="mtkit-sweep-") as tmp:
@@ -71,20 +72,6 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
     print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-
-
-def machine() -> str:
-    model, flags = platform.processor() or "?", ""
-    with open("/proc/cpuinfo", encoding="utf-8") as file:
-        for line in file:
-            if line.startswith("model name") and model in ("?", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(f for f in ("avx2", "avx512f", "amx_tile") if f in have)
-                break
-    load = os.getloadavg()[0]
-    return f"CPU: {model} ({flags}), {os.cpu_count()} cores, load average {load:.1f}"
 
 
 def mtkit(*args) -> None:

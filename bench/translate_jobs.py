@@ -45,8 +45,9 @@ def main() -> None:
     refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
     sizes = os.environ.get("MTKIT_BENCH_JOB_LINES", "1000000,10000000").split(",")
     sizes = [int(x) for x in sizes if x]  # "": no memory runs
-    print(f"cpu: {_cpu()}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared)")
+    from mtkit.device import describe_cpu
+
+    print(f"machine: {describe_cpu()}, load average {os.getloadavg()[0]:.1f} (shared)")
     with tempfile.TemporaryDirectory(prefix="mtkit-bench-") as tmp:
         tmp = Path(tmp)
         if n:  # MTKIT_BENCH_SENTENCES=0: no speed runs
@@ -78,20 +79,6 @@ def _speed(tmp: Path, source: list[str], refs: list[str]) -> None:
                 f"start-up as measured on 1 line; load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            info = file.read()
-    except OSError:
-        return "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), "unknown")  # fmt: skip
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                  if line.startswith("flags")), [])  # fmt: skip
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(simd) or 'no avx2'})"
 
 
 def _run(args: list[str]) -> tuple[int, float]:

@@ -128,6 +128,18 @@ def cpu_model_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+# The flags a machine line names beside a speed figure: the vector and matrix units
+# that decide fp32's, bf16's and int8's speed.
+DESCRIBED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def describe_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """One line naming the machine for a speed figure: "AMD EPYC, 2 CPUs, avx2"."""
+    flags = cpu_flags(cpuinfo)
+    units = " ".join(flag for flag in DESCRIBED_FLAGS if flag in flags) or "no AVX2"
+    return f"{cpu_model_name(cpuinfo)}, {os.cpu_count()} CPUs, {units}"
+
+
 def cpu_features(flags: frozenset[str] | set[str] | None = None) -> set[str]:
     """Which of CPU_FEATURES the CPU has (`flags`: a CPU's flags; default: this one's)."""
     return set(CPU_FEATURES) & set(cpu_flags() if flags is None else flags)

@@ -2,7 +2,8 @@
 # vocabulary (backtranslate.mk, distill.mk). Included after the recipe sets RUN and SPM.
 #
 #   $(eval $(call train_model,NAME,SRC,TGT,DATA_ARGS,PREREQUISITES,MORE_TRAIN_ARGS))
-#     RUN/NAME/train.done         mtkit train DATA_ARGS --src SRC --tgt TGT --out RUN/NAME
+#     RUN/NAME/train.done         mtkit train DATA_ARGS --src SRC --tgt TGT --out RUN/NAME;
+#                                 MORE_TRAIN_ARGS come last, so they override TRAIN_ARGS
 #     RUN/NAME/checkpoint_avg.pt  mtkit average of its last AVERAGE_LAST checkpoints
 #   $(eval $(call translate_test,NAME,CHECKPOINTS,SOURCE,MORE_TRANSLATE_ARGS,PREREQUISITES))
 #     RUN/NAME.hyp, RUN/NAME.speed  beam BEAM over SOURCE in one process with THREADS
@@ -62,7 +63,7 @@ $(call remember,$(RUN)/$1/.settings/train,$2 $3 $4 $6 $(MODEL_ARGS) $(TRAIN_ARGS
 $(RUN)/$1/train.done: $5 $(SPM) $(RUN)/$1/.settings/train
 	$$(call set_aside,$(RUN)/$1)
 	$(MTKIT) train $4 --spm $(SPM) --src $2 --tgt $3 --out $(RUN)/$1 --device $(DEVICE) \
-		--threads $(TRAIN_THREADS) --resume $6 $(MODEL_ARGS) $(TRAIN_ARGS)
+		--threads $(TRAIN_THREADS) --resume $(MODEL_ARGS) $(TRAIN_ARGS) $6
 	touch $$@
 
 $(RUN)/$1/checkpoint_avg.pt: $(RUN)/$1/train.done
@@ -80,6 +81,4 @@ endef
 %/.settings/train: ;
 
 # One line on the machine, for the tables that hold speed figures.
-CPU_LINE = $(PY) -c "import os; from mtkit.device import cpu_model_name, cpu_flags; \
-	f = [x for x in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if x in cpu_flags()]; \
-	print(f'{cpu_model_name()}, {os.cpu_count()} CPUs, {\" \".join(f) or \"no AVX2\"}')"
+CPU_LINE = $(PY) -c "from mtkit.device import describe_cpu; print(describe_cpu())"

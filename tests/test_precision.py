@@ -8,6 +8,7 @@ The checks are functions of the device, so tests/test_cuda.py runs the same ones
 from __future__ import annotations
 
 import gzip
+import os
 
 import pytest
 import torch
@@ -72,6 +73,23 @@ def test_cpu_flags_and_name_from_cpuinfo(tmp_path):
     assert cpu_model_name(str(cpuinfo)) == "Intel(R) Xeon(R) Platinum 8480+"
     assert cpu_flags(str(tmp_path / "missing")) == frozenset()
     assert cpu_model_name(str(tmp_path / "missing"))  # platform's guess, never empty
+
+
+def test_the_machine_line_names_the_model_and_the_units_that_decide_speed(tmp_path):
+    from mtkit.device import describe_cpu
+
+    xeon, epyc = tmp_path / "xeon", tmp_path / "epyc"
+    xeon.write_text(
+        "model name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu amx_tile avx2 avx512f amx_bf16 sse2\n"
+    )
+    epyc.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2\n")
+    cpus = f"{os.cpu_count()} CPUs"
+    assert (
+        describe_cpu(str(xeon))
+        == f"Intel(R) Xeon(R) Platinum 8480+, {cpus}, avx2 avx512f amx_bf16 amx_tile"
+    )
+    assert describe_cpu(str(epyc)) == f"AMD EPYC, {cpus}, no AVX2"
 
 
 def test_translate_auto_stays_fp32_on_an_amx_cpu_and_bf16_is_kept(multi30k, monkeypatch):
