@@ -114,6 +114,20 @@ def test_backtranslate_recipe_refuses_an_unknown_mode(tmp_path):
     assert "BT_MODE=greedy is not one of noised, sample, beam" in result.stdout
 
 
+def test_a_models_own_train_options_override_the_shared_ones(tmp_path):
+    """STUDENT_ARGS come after recipes/models.mk's TRAIN_ARGS, so the last --max-updates,
+    the one the student was given, is the one train takes."""
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"")  # -n: make only needs it to exist
+    result = make("distill", tmp_path, "-n", TEACHER=str(teacher), STUDENT_ARGS="--max-updates 9",
+                  MAX_UPDATES="800", DEVICE="cpu")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (train,) = [
+        line for line in result.stdout.splitlines() if " train " in line and "student" in line
+    ]
+    assert re.findall(r"--max-updates (\d+)", train)[-1] == "9"
+
+
 def test_distill_recipe_end_to_end(tmp_path, multi30k):
     """The teacher comes from the demo's recipe (made here on 100 pairs), the student is the
     transformer-student preset, and the comparison times all four decoders."""
