@@ -31,6 +31,12 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # DIR:1:tag` puts <BT> (tagged back-translation, Caswell et al. 2019) before each source
 # sentence of DIR. They are never produced by translate (`Tokenizer.tag_ids` are masked).
 RESERVED_TAGS = ("<BT>",)
+# The word `translate --noised` puts for a blanked word (Edunov et al., 2018). Held whole
+# too, so that a noised synthetic source encodes it as one piece, not as <unk>s around
+# "blank" ("<" and ">" are absent from most corpora, and train refuses a corpus whose
+# pieces are more than 5% unknown).
+BLANK_PIECE = "<blank>"
+RESERVED_PIECES = (*RESERVED_TAGS, BLANK_PIECE)
 MODEL_TYPES = ("bpe", "unigram")
 # Marian samples 2 M lines by default (--sentencepiece-max-lines): enough for a
 # good vocabulary, and a WMT corpus of 4.5 M pairs then trains in a few GB.
@@ -173,7 +179,9 @@ def _sentencepiece_train(reader: _LineReader, options: SpmOptions) -> bytes:
             character_coverage=options.character_coverage,
             input_sentence_size=options.input_sentence_size,
             shuffle_input_sentence=True,
-            user_defined_symbols=list(dict.fromkeys(RESERVED_TAGS + options.user_defined_symbols)),
+            user_defined_symbols=list(
+                dict.fromkeys(RESERVED_PIECES + options.user_defined_symbols)
+            ),
             num_threads=threads,
             pad_id=PAD_ID,
             unk_id=UNK_ID,
@@ -367,14 +375,18 @@ class Tokenizer:
     def tag_ids(self, tags=RESERVED_TAGS) -> list[int]:
         """The ids of those of `tags` this model holds as pieces of their own (the source-side
         tags a target must never produce)."""
+        return [i for i in map(self.piece_id, tags) if i is not None]
+
+    def piece_id(self, piece: str) -> int | None:
+        """The id of `piece` when this model holds it as a piece of its own, else None."""
         if self.vocab is not None:
-            return [self.index[t] for t in tags if t in self.index]
-        found = []
-        for tag in tags:
-            i = self.sp.piece_to_id(tag)
-            if i != self.unk_id and self.sp.id_to_piece(i) == tag:
-                found.append(i)
-        return found
+            return self.index.get(piece)
+        i = self.sp.piece_to_id(piece)
+        return i if i != self.unk_id and self.sp.id_to_piece(i) == piece else None
+
+    def knows(self, text: str) -> bool:
+        """Whether `text` encodes without <unk> pieces."""
+        return self.unk_id not in self.encode([text])[0]
 
     def pieces(self, line: str) -> list[str]:
         """The subword pieces of one line, for inspection."""

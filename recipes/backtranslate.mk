@@ -45,11 +45,10 @@ VOCAB ?= 8000
 # by NOISE_FILLER, shuffled locally); sample: unrestricted sampling; beam: plain beam.
 BT_MODE ?= noised
 BT_SEED ?= 1
-# The word that blanks stand for: ordinary letters, so that any SentencePiece model of a
-# Latin-script corpus encodes it without <unk> (translate's own default, <blank>, has
-# characters such a model never saw, and train refuses a corpus with many unknown pieces).
-NOISE_FILLER ?= BLANK
-BT_ARGS_noised = --beam 5 --noised --noise-filler $(NOISE_FILLER) --seed $(BT_SEED)
+# The word that blanks stand for: translate's default, a piece train-bpe reserves in every
+# model (with SPM= made elsewhere, a word of letters it knows, e.g. BLANK).
+NOISE_FILLER ?= <blank>
+BT_ARGS_noised = --beam 5 --noised --noise-filler '$(NOISE_FILLER)' --seed $(BT_SEED)
 BT_ARGS_sample = --beam 1 --sampling --seed $(BT_SEED)
 BT_ARGS_beam = --beam 5
 BT_ARGS ?= $(BT_ARGS_$(BT_MODE))

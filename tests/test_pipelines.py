@@ -81,7 +81,7 @@ def test_backtranslate_recipe_end_to_end(tmp_path, multi30k):
     # The reverse model translated English into German: the TSV is English<TAB>German.
     rows = [line.split("\t") for line in (run / "bt.tsv").read_text().splitlines()]
     assert [row[0] for row in rows] == mono and all(len(row) == 2 for row in rows)
-    assert "--noised --noise-filler BLANK --seed 1" in first.stdout  # the default BT_MODE
+    assert "--noised --noise-filler '<blank>' --seed 1" in first.stdout  # the default BT_MODE
     # prepare read it the other way round: train.en holds monolingual lines.
     kept = (run / "bt-data" / "train.en").read_text().splitlines()
     assert kept and set(kept) <= set(mono)

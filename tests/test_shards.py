@@ -307,6 +307,25 @@ def test_tsv_output_is_what_prepare_reads(ckpt, source, mtkit_main, tmp_path):
 # -- noise ----------------------------------------------------------------------------
 
 
+def test_a_noise_filler_the_model_cannot_encode_is_one_warning(ckpt, source, mtkit_main, tmp_path):
+    """This model's SentencePiece model is not from train-bpe (which reserves <blank>,
+    tests/test_tokenizer.py), so the default filler would encode to <unk>s: one warning.
+    A filler of letters it knows gives none, and synthetic sources free of <unk>."""
+    from mtkit.translate.stream import RuntimeOptions, load_translator
+
+    code, err = mtkit_main("translate", "-m", ckpt, "-i", source, "-o", tmp_path / "blank.en",
+                           *MODES["noised"])  # fmt: skip
+    assert code == 0 and err.count("--noise-filler '<blank>' holds characters") == 1, err
+    out = tmp_path / "letters.en"
+    code, err = mtkit_main("translate", "-m", ckpt, "-i", source, "-o", out, *MODES["noised"],
+                           "--noise-filler", "BLANK")  # fmt: skip
+    assert code == 0 and "--noise-filler" not in err, err
+    text = out.read_text(encoding="utf-8")
+    assert "BLANK" in text
+    tokenizer = load_translator([ckpt], RuntimeOptions(device="cpu", threads=1)).tgt_tokenizer
+    assert not any(tokenizer.unk_id in row for row in tokenizer.encode(text.splitlines()))
+
+
 def test_noise_is_local_seeded_per_line_and_off_at_zero():
     words = [f"w{i}" for i in range(40)]
     text = " ".join(words)

@@ -44,6 +44,18 @@ def test_joint_model_has_mtkits_special_ids(joint):
     assert len(vocab) == 1000 and vocab[0].startswith("<pad>\t")
 
 
+def test_tag_and_noise_filler_are_pieces_of_their_own(joint):
+    """<BT> (tagged corpora) and <blank> (translate --noised's filler) never occur in
+    Multi30k, yet each encodes to one piece, none unknown; a word of unseen characters
+    does not."""
+    tok = Tokenizer.from_file(joint)
+    assert (tok.piece_id("<BT>"), tok.piece_id("<blank>")) == (4, 5)  # docs/train-bpe.md
+    for piece in ("<BT>", "<blank>"):
+        (ids,) = tok.encode([f"ein {piece} Hund"])
+        assert tok.piece_id(piece) in ids and tok.unk_id not in ids and tok.knows(piece)
+    assert not tok.knows("☃") and tok.piece_id("☃") is None
+
+
 def test_encode_decode_roundtrip(joint, corpus):
     tok = Tokenizer.from_file(joint)
     lines = corpus["de"].read_text(encoding="utf-8").splitlines()[:200]

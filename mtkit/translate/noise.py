@@ -23,6 +23,7 @@ import random
 from dataclasses import dataclass
 
 from mtkit.errors import ConfigError
+from mtkit.tokenizer import BLANK_PIECE
 
 # splitmix64's constants (Steele, Lea and Flood, 2014): a 64-bit mix whose outputs
 # for nearby inputs are unrelated, so line keys 0, 1, 2 ... seed unrelated streams.
@@ -38,7 +39,7 @@ class NoiseOptions:
     noise_delete: float = 0.1  # probability that a word is deleted
     noise_blank: float = 0.1  # probability that a word is replaced by noise_filler
     noise_shuffle: float = 3.0  # k: a word moves fewer than k positions
-    noise_filler: str = "<blank>"
+    noise_filler: str = BLANK_PIECE  # a piece train-bpe reserves
 
 
 def check_noise(options: NoiseOptions) -> None:

@@ -272,11 +272,25 @@ def translate_keyed(
     `first_line` + 1 and add `where` (" of shard 2/8")."""
     check_options(search_options, translator.vocab_size)
     check_noise(noise)
+    _check_filler(translator, noise)
     if batching.chunk_lines < 1:
         raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
     if (search_options.sampling or noise.noised) and search_options.seed is None:
         search_options = dataclasses.replace(search_options, seed=random.getrandbits(63))
     return _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where)
+
+
+def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
+    """A warning when the filler of blanked words is unknown to the model's target
+    SentencePiece model, which the synthetic sources are usually encoded with: their
+    blanks would become <unk> pieces. Models from train-bpe hold the default whole."""
+    if noise.noised and not translator.tgt_tokenizer.knows(noise.noise_filler):
+        log.warning(
+            "--noise-filler %r holds characters the model's target SentencePiece model does "
+            "not know: the noised sources will have <unk> pieces where words were blanked; "
+            "pass --noise-filler WORD with a word it encodes (e.g. BLANK)",
+            noise.noise_filler,
+        )
 
 
 def _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where):
