@@ -28,7 +28,7 @@ from mtkit.translate.noise import NoiseOptions
 from mtkit.translate.search import SearchOptions
 from mtkit.translate.shards import JobOptions
 from mtkit.translate.shortlist import ShortlistOptions
-from mtkit.translate.stream import BatchOptions, RuntimeOptions
+from mtkit.translate.stream import BatchOptions, Decoding, RuntimeOptions
 
 
 class _PipelineOrder(typer.core.TyperGroup):
@@ -446,7 +446,7 @@ def translate_command(
     threads: Threads = RuntimeOptions.threads,
     noised: _TranslateNoised = NoiseOptions.noised,
     noise_filler: _TranslateNoiseFiller = NoiseOptions.noise_filler,
-    output_format: _TranslateOutputFormat = JobOptions.output_format,
+    output_format: _TranslateOutputFormat = Decoding.output_format,
     shard: _TranslateShard = JobOptions.shard,
     workers: _TranslateWorkers = JobOptions.workers,
     restart: _TranslateRestart = JobOptions.restart,
@@ -481,8 +481,10 @@ def translate_command(
         shortlist=None if shortlist is None else str(shortlist),
     )  # fmt: skip
     noise = NoiseOptions(noised=noised, noise_filler=noise_filler)
-    job = JobOptions(shard=shard, workers=workers, restart=restart, output_format=output_format)
-    translate(models, input, out, search, batching, runtime, noise, job)
+    decoding = Decoding(search, batching, runtime, noise, output_format)
+    translate(
+        models, input, out, decoding, JobOptions(shard=shard, workers=workers, restart=restart)
+    )
 
 
 _TrainData = Annotated[

@@ -28,7 +28,7 @@ def test_unknown_command_fails(cli):
 DEFAULT_SOURCES = {
     "translate": ("mtkit.translate.search:SearchOptions", "mtkit.translate.stream:BatchOptions",
                   "mtkit.translate.stream:RuntimeOptions", "mtkit.translate.noise:NoiseOptions",
-                  "mtkit.translate.shards:JobOptions"),
+                  "mtkit.translate.shards:JobOptions", "mtkit.translate.stream:Decoding"),
     "translate-merge": ("mtkit.translate.shards:merge_shards",),
     "train-bpe": ("mtkit.tokenizer:SpmOptions", "mtkit.tokenizer:train_spm"),
     "prepare": ("mtkit.prepare.sources:SourceOptions", "mtkit.prepare.cleaning:CleanOptions",

@@ -71,12 +71,10 @@ from mtkit.io import (
     with_json_checksum,
     write_error,
 )
-from mtkit.translate.noise import NoiseOptions, check_noise
-from mtkit.translate.search import SearchOptions
+from mtkit.translate.noise import check_noise
 from mtkit.translate.stream import (
     OUTPUT_FORMATS,
-    BatchOptions,
-    RuntimeOptions,
+    Decoding,
     count_lines,
     log_start,
     translate_file,
@@ -101,7 +99,6 @@ class JobOptions:
     shard: str | None = None  # "K/N": the K-th of N byte ranges (K from 1)
     workers: int = 0  # N > 1: start N processes on this machine, one shard each, then merge
     restart: bool = False  # drop the progress of an earlier run instead of continuing it
-    output_format: str = "text"  # text, or tsv (source<TAB>translation)
 
 
 @dataclass(frozen=True)
@@ -144,10 +141,7 @@ def translate(
     model_paths: list[Path],
     input_path: Path | None = None,
     output_path: Path | None = None,
-    search_options: SearchOptions = SearchOptions(),
-    batching: BatchOptions = BatchOptions(),
-    runtime: RuntimeOptions = RuntimeOptions(),
-    noise: NoiseOptions = NoiseOptions(),
+    decoding: Decoding = Decoding(),
     job: JobOptions = JobOptions(),
 ) -> int:
     """`mtkit translate`: a pipe as before, or a resumable job for -i FILE -o FILE (a shard
@@ -155,14 +149,15 @@ def translate(
     Returns the number of input lines translated by this process."""
     from mtkit.device import check_choice
 
-    check_choice("--output-format", job.output_format, OUTPUT_FORMATS)
-    check_noise(noise)
+    check_choice("--output-format", decoding.output_format, OUTPUT_FORMATS)
+    check_noise(decoding.noise)
     world = int(os.environ.get("WORLD_SIZE", 1))
     split = job.shard is not None or job.workers > 1 or world > 1
     if job.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {job.workers}")
-    if batching.chunk_lines < 1:  # now, before the model loads and the bar shows
-        raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
+    chunk_lines = decoding.batching.chunk_lines
+    if chunk_lines < 1:  # now, before the model loads and the bar shows
+        raise ConfigError(f"--chunk-lines must be at least 1, got {chunk_lines}")
     if input_path is None or output_path is None:
         if split or job.restart:
             what = "--restart needs" if not split else "--shard, --workers and torchrun need"
@@ -170,25 +165,22 @@ def translate(
                 f"{what} files: pass -i FILE and -o FILE "
                 "(a pipe has no line ranges to split and no place to keep progress)"
             )
-        return translate_file(
-            model_paths, input_path, output_path, search_options, batching, runtime, noise,
-            job.output_format,
-        )  # fmt: skip
+        return translate_file(model_paths, input_path, output_path, decoding)
     shard = parse_shard(job.shard) if job.shard is not None else None
-    if shard and search_options.seed is None and (search_options.sampling or noise.noised):
+    if shard and decoding.search.seed is None and decoding.draws:
         raise ConfigError("--shard with --sampling or --noised needs --seed (one for all shards)")
     if sum([shard is not None, job.workers > 1, world > 1]) > 1:
         raise ConfigError("use one of --shard, --workers and torchrun, not several together")
     _check_input(Path(input_path), split)
     _check_directory(Path(output_path))
-    args = (model_paths, Path(input_path), Path(output_path), search_options, batching, runtime)
+    args = (model_paths, Path(input_path), Path(output_path), decoding)
     from mtkit.translate.workers import run_ranks, run_workers
 
     if job.workers > 1:
-        return run_workers(job.workers, *args, noise, job.output_format, job.restart)
+        return run_workers(job.workers, *args, job.restart)
     if world > 1:
-        return run_ranks(*args, noise, job.output_format, job.restart)
-    return run_job(*args, noise, job.output_format, shard, job.restart)
+        return run_ranks(*args, job.restart)
+    return run_job(*args, shard, job.restart)
 
 
 def _check_input(path: Path, split: bool) -> None:
@@ -229,11 +221,7 @@ def run_job(
     model_paths: list[Path],
     input_path: Path,
     output_path: Path,
-    search_options: SearchOptions = SearchOptions(),
-    batching: BatchOptions = BatchOptions(),
-    runtime: RuntimeOptions = RuntimeOptions(),
-    noise: NoiseOptions = NoiseOptions(),
-    output_format: str = "text",
+    decoding: Decoding = Decoding(),
     shard: tuple[int, int] | None = None,
     restart: bool = False,
     show_progress: bool = True,
@@ -242,38 +230,35 @@ def run_job(
     shard file), continuing an earlier run's progress; returns the lines of the job."""
     files = JobFiles.of(output_path, shard)
     start, end = shard_range(input_path, *shard) if shard else (0, None)
-    identity = job_identity(
-        model_paths, input_path, search_options, batching, runtime, noise, output_format, shard
-    )
+    identity = job_identity(model_paths, input_path, decoding, shard)
     identity["range"] = [start, end]
     state = None if restart else read_state(files, identity)
     if state is not None and state["complete"]:
         return _finished_already(files, state, shard)
     if state is None:
-        seed = search_options.seed
-        if seed is None and (search_options.sampling or noise.noised):
+        seed = decoding.search.seed
+        if seed is None and decoding.draws:
             seed = random.getrandbits(63)  # kept in the progress file for the resumes
         state = {**identity, "seed": seed, "lines_done": 0, "input_offset": start,
                  "output_bytes": 0, "complete": False}  # fmt: skip
     elif state["lines_done"]:
         log.info("%s: continuing after line %d", files.output, state["lines_done"])
-    search_options = dataclasses.replace(search_options, seed=state["seed"])
+    decoding = decoding.seeded(state["seed"])
 
     from mtkit.translate.stream import load_translator
 
-    translator = load_translator(model_paths, runtime)
+    translator = load_translator(model_paths, decoding.runtime)
     with _open_partial(files, output_path, state, fresh=restart or not state["lines_done"]) as sink:
         if show_progress:
-            log_start(translator, search_options, noise)
+            log_start(translator, decoding)
         total = count_range_lines(input_path, start, end)
         with _progress(show_progress, total, state["lines_done"]) as advance:
-            job = _Run(files, state, sink, batching.chunk_lines, advance)
+            job = _Run(files, state, sink, decoding.batching.chunk_lines, advance)
             keyed = job.reader(input_path, end, shard)
             where = f" of shard {shard[0]}/{shard[1]}" if shard else ""
             write_results(
-                translator, keyed, sink, search_options, batching, noise, output_format,
-                state["lines_done"], job.on_line, where,
-            )  # fmt: skip
+                translator, keyed, sink, decoding, state["lines_done"], job.on_line, where
+            )
             job.commit(complete=True)
     crash_point("job-before-finish")  # complete in the progress file, not yet renamed
     _finish(files, keep_progress=shard is not None)
@@ -442,20 +427,19 @@ def _finish(files: JobFiles, keep_progress: bool) -> None:
 # -- identity and progress files ---------------------------------------------------
 
 
-def job_identity(
-    model_paths, input_path, search_options, batching, runtime, noise, output_format, shard
-) -> dict:
+def job_identity(model_paths, input_path, decoding: Decoding, shard) -> dict:
     """What a job is: its input, models and every option that changes its output."""
     import torch
 
     from mtkit.device import pick_device, pick_precision
     from mtkit.translate.stream import DEFAULT_MAX_TOKENS
 
+    runtime, batching, noise = decoding.runtime, decoding.batching, decoding.noise
     device = pick_device(runtime.device)
     options = {
-        "search": dataclasses.asdict(search_options),
+        "search": dataclasses.asdict(decoding.search),
         "noise": dataclasses.asdict(noise) if noise.noised else None,
-        "output_format": output_format,
+        "output_format": decoding.output_format,
         "chunk_lines": batching.chunk_lines,
         "max_tokens": batching.max_tokens or DEFAULT_MAX_TOKENS[device.type],
         "batch_size": batching.batch_size,

@@ -74,6 +74,26 @@ class BatchOptions:
     chunk_lines: int = DEFAULT_CHUNK_LINES
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """Everything besides the models and the input that decides what a translation
+    writes: one value from the command down to the lines written."""
+
+    search: SearchOptions = SearchOptions()
+    batching: BatchOptions = BatchOptions()
+    runtime: RuntimeOptions = RuntimeOptions()
+    noise: NoiseOptions = NoiseOptions()
+    output_format: str = "text"  # text, or tsv (source<TAB>translation)
+
+    @property
+    def draws(self) -> bool:
+        """Whether it draws random numbers (sampling, noise): shards must share a seed."""
+        return self.search.sampling or self.noise.noised
+
+    def seeded(self, seed: int | None) -> Decoding:
+        return dataclasses.replace(self, search=dataclasses.replace(self.search, seed=seed))
+
+
 @dataclass
 class Translator:
     """Checkpoints ready to translate: models on their device, tokenizers, limits."""
@@ -414,11 +434,7 @@ def translate_file(
     model_paths: list[Path],
     input_path: Path | None = None,
     output_path: Path | None = None,
-    search_options: SearchOptions = SearchOptions(),
-    batching: BatchOptions = BatchOptions(),
-    runtime: RuntimeOptions = RuntimeOptions(),
-    noise: NoiseOptions = NoiseOptions(),
-    output_format: str = "text",
+    decoding: Decoding = Decoding(),
 ) -> int:
     """Translate `input_path` (stdin when None) to `output_path` (stdout when None), in one
     go: no progress is kept (mtkit.translate.shards makes file-to-file jobs resumable).
@@ -426,32 +442,31 @@ def translate_file(
     Returns the number of input lines translated. Shows a progress bar on stderr
     when writing to a file.
     """
-    check_choice("--output-format", output_format, OUTPUT_FORMATS)
+    check_choice("--output-format", decoding.output_format, OUTPUT_FORMATS)
     if input_path is not None and not Path(input_path).is_file():
         what = "is a directory" if Path(input_path).is_dir() else "not found"
         raise DataError(f"input file {what}: {input_path} (pass a text file, or use stdin)")
-    translator = load_translator(model_paths, runtime)
-    log_start(translator, search_options, noise)
+    translator = load_translator(model_paths, decoding.runtime)
+    log_start(translator, decoding)
     total = count_lines(Path(input_path)) if input_path is not None else None
     name = str(input_path) if input_path else "stdin"
     with input_stream(input_path) as source, open_output(output_path) as sink:
         keyed = keyed_lines(source, name)
         with _progress(output_path is not None, total) as advance:
-            every = min(1000, batching.chunk_lines)  # a chunk's lines leave at once
+            every = min(1000, decoding.batching.chunk_lines)  # a chunk's lines leave at once
 
             def tick(count: int, _key: int) -> None:
                 if count % every == 0:
                     advance(every)
                     sink.flush()
 
-            count = write_results(
-                translator, keyed, sink, search_options, batching, noise, output_format, 0, tick
-            )
+            count = write_results(translator, keyed, sink, decoding, 0, tick)
             advance(count % every)
             return count
 
 
-def log_start(translator: Translator, search_options: SearchOptions, noise: NoiseOptions) -> None:
+def log_start(translator: Translator, decoding: Decoding) -> None:
+    search_options = decoding.search
     mode = "sampling" if search_options.sampling else f"beam {search_options.beam_size}"
     log.info(
         "translating with %d model(s) on %s (%s), %s%s",
@@ -459,7 +474,7 @@ def log_start(translator: Translator, search_options: SearchOptions, noise: Nois
         translator.device,
         str(translator.dtype).removeprefix("torch."),
         mode,
-        ", noised" if noise.noised else "",
+        ", noised" if decoding.noise.noised else "",
     )
 
 
@@ -467,10 +482,7 @@ def write_results(
     translator: Translator,
     keyed: Iterable[tuple[int, str]],
     sink: BinaryIO,
-    search_options: SearchOptions,
-    batching: BatchOptions,
-    noise: NoiseOptions,
-    output_format: str,
+    decoding: Decoding,
     first_line: int = 0,
     on_line=None,
     where: str = "",
@@ -486,9 +498,15 @@ def write_results(
             yield key, line
 
     results = translate_keyed(
-        translator, remember(), search_options, batching, noise, first_line, where
+        translator,
+        remember(),
+        decoding.search,
+        decoding.batching,
+        decoding.noise,
+        first_line,
+        where,
     )
-    nbest = search_options.nbest > 1
+    nbest, output_format = decoding.search.nbest > 1, decoding.output_format
     count = words = 0
     started = time.perf_counter()
     for hyps in results:

@@ -21,10 +21,8 @@ from pathlib import Path
 
 from mtkit.errors import ConfigError, MtkitError
 from mtkit.io import write_error
-from mtkit.translate.noise import NoiseOptions
-from mtkit.translate.search import SearchOptions
 from mtkit.translate.shards import JobFiles, load_state, merge_shards, rate_column, run_job
-from mtkit.translate.stream import BatchOptions, RuntimeOptions, count_lines
+from mtkit.translate.stream import Decoding, count_lines
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +61,14 @@ def run_workers(
     model_paths: list[Path],
     input_path: Path,
     output_path: Path,
-    search_options: SearchOptions,
-    batching: BatchOptions,
-    runtime: RuntimeOptions,
-    noise: NoiseOptions,
-    output_format: str,
+    decoding: Decoding,
     restart: bool,
 ) -> int:
     """N processes, shard K of N each, with cores // N torch threads unless --threads, then
     the merge. A second run continues every shard where it stopped."""
     import multiprocessing
 
+    runtime = decoding.runtime
     if runtime.device == "cuda":
         raise ConfigError(
             "--workers starts CPU processes; on GPUs run one rank per GPU with "
@@ -82,13 +77,14 @@ def run_workers(
     runtime = dataclasses.replace(
         runtime, device="cpu", threads=runtime.threads or max(1, _cores() // n)
     )
-    search_options = _workers_seed(search_options, noise, output_path, n, restart)
+    decoding = _workers_seed(
+        dataclasses.replace(decoding, runtime=runtime), output_path, n, restart
+    )
     log.info("%d workers, %d torch threads each", n, runtime.threads)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
-    args = (model_paths, input_path, output_path, search_options, batching, runtime, noise)
+    args = (model_paths, input_path, output_path, decoding)
     processes = [
-        context.Process(target=_worker, args=(*args, output_format, (k, n), restart))
-        for k in range(1, n + 1)
+        context.Process(target=_worker, args=(*args, (k, n), restart)) for k in range(1, n + 1)
     ]
     total = count_lines(input_path)
     try:
@@ -120,30 +116,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _workers_seed(search_options, noise, out: Path, n: int, restart: bool):
+def _workers_seed(decoding: Decoding, out: Path, n: int, restart: bool) -> Decoding:
     """Workers share one seed: the one in shard 1's progress file, else a new one."""
-    if search_options.seed is not None or not (search_options.sampling or noise.noised):
-        return search_options
+    if decoding.search.seed is not None or not decoding.draws:
+        return decoding
     seed = None
     progress = JobFiles.of(out, (1, n)).progress
     if progress.exists() and not restart:
         seed = load_state(progress).get("options", {}).get("search", {}).get("seed")
-    seed = random.getrandbits(63) if seed is None else seed
-    return dataclasses.replace(search_options, seed=seed)
+    return decoding.seeded(random.getrandbits(63) if seed is None else seed)
 
 
-def _worker(*args) -> None:
+def _worker(model_paths, input_path, output_path, decoding: Decoding, shard, restart) -> None:
     """One worker process: its shard as a job, errors as one line."""
     _die_with_parent()
-    runtime = args[5]
-    os.environ["OMP_NUM_THREADS"] = str(runtime.threads)  # before torch loads
+    os.environ["OMP_NUM_THREADS"] = str(decoding.runtime.threads)  # before torch loads
     from mtkit.console import setup_logging
 
     setup_logging()
     logging.getLogger("mtkit").setLevel(logging.WARNING)  # N copies of the start-up lines
-    shard = args[8]
     try:
-        run_job(*args, show_progress=False)
+        run_job(model_paths, input_path, output_path, decoding, shard, restart, show_progress=False)
     except (MtkitError, OSError) as error:
         known = error if isinstance(error, MtkitError) else write_error(error.filename, error)
         if known is error and not isinstance(error, MtkitError):
@@ -171,20 +164,16 @@ def run_ranks(
     model_paths: list[Path],
     input_path: Path,
     output_path: Path,
-    search_options: SearchOptions,
-    batching: BatchOptions,
-    runtime: RuntimeOptions,
-    noise: NoiseOptions,
-    output_format: str,
+    decoding: Decoding,
     restart: bool,
 ) -> int:
     """Under torchrun: rank r translates shard r+1 of WORLD_SIZE on its own device; all
     meet when done (gloo on the CPU, nccl on GPUs), and rank 0 merges."""
     from mtkit.train import distributed
 
-    if search_options.seed is None and (search_options.sampling or noise.noised):
+    if decoding.search.seed is None and decoding.draws:
         raise ConfigError("under torchrun, --sampling and --noised need --seed (one for all ranks)")
-    dist = distributed.setup(runtime.device, timeout_s=BARRIER_TIMEOUT_S)
+    dist = distributed.setup(decoding.runtime.device, timeout_s=BARRIER_TIMEOUT_S)
     shard = (dist.rank + 1, dist.world_size)
     error, count = None, 0
     try:
@@ -192,9 +181,8 @@ def run_ranks(
         bar = watch_shards(output_path, dist.world_size, total, show=dist.is_main)
         with bar as refresh, _refreshing(refresh):
             count = run_job(
-                model_paths, input_path, output_path, search_options, batching, runtime,
-                noise, output_format, shard, restart, show_progress=False,
-            )  # fmt: skip
+                model_paths, input_path, output_path, decoding, shard, restart, show_progress=False
+            )
     except MtkitError as failure:
         error = str(failure)
     except BaseException:
