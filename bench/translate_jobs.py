@@ -23,19 +23,16 @@ VmHWM.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench.translate_speed import (
-    _PEAK_RSS,
     MULTI30K,
     _model,
     _random_checkpoint,
     _read,
     _train_spm,
+    run_translate,
 )
 
 
@@ -70,8 +67,8 @@ def _speed(tmp: Path, source: list[str], refs: list[str]) -> None:
         ):
             args = ["-m", str(model), "-o", str(tmp / "out.en"), "--beam", str(beam)]
             args += [*(length if forced else []), *flags]
-            _, start_up = _run([*args, "-i", str(one)])  # processes, torch, model, merge
-            _, seconds = _run([*args, "-i", str(text)])
+            _, start_up = run_translate([*args, "-i", str(one)])  # processes, torch, model, merge
+            _, seconds = run_translate([*args, "-i", str(text)])
             print(
                 f"{'beam 5' if beam == 5 else 'greedy'}, {label}: "
                 f"{len(source) / (seconds - start_up):.1f} lines/s after start-up "
@@ -79,22 +76,6 @@ def _speed(tmp: Path, source: list[str], refs: list[str]) -> None:
                 f"start-up as measured on 1 line; load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-
-
-def _run(args: list[str]) -> tuple[int, float]:
-    """(peak RSS in bytes of the `mtkit translate` process, seconds)."""
-    command = [
-        sys.executable, "-c",
-        "import sys; from mtkit.cli import main; sys.argv[0] = 'mtkit'\n"
-        f"try:\n    main()\nfinally:\n    print({_PEAK_RSS}, file=sys.stderr)",
-        "translate", *args,
-    ]  # fmt: skip
-    start = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if run.returncode != 0:
-        raise RuntimeError(f"mtkit translate failed: {run.stderr[-2000:]}")
-    return int(run.stderr.strip().splitlines()[-1].split()[-1]) * 1024, seconds
 
 
 def _memory(tmp: Path, source: list[str], sizes: list[int]) -> None:
@@ -111,7 +92,7 @@ def _memory(tmp: Path, source: list[str], sizes: list[int]) -> None:
         out = tmp / "job.en"
         args = ["-m", str(tiny), "-i", str(path), "-o", str(out), "--beam", "1",
                 "--max-len-a", "0", "--max-len-b", "1", "--threads", "1"]  # fmt: skip
-        rss, seconds = _run(args)
+        rss, seconds = run_translate(args)
         with open(out, "rb") as file:
             out_lines = sum(1 for _ in file)
         print(

@@ -249,24 +249,31 @@ _PEAK_RSS = (
 )
 
 
-def _run_translate(model: Path, source: Path, target: Path, threads: int):
-    """Peak RSS (bytes), seconds and output lines of `mtkit translate` in a child process."""
+def run_translate(args: list[str]) -> tuple[int, float]:
+    """(peak RSS in bytes, seconds) of `mtkit translate ARGS` in a child process."""
     command = [
         sys.executable, "-c",
         "import sys; from mtkit.cli import main; sys.argv[0] = 'mtkit'\n"
         f"try:\n    main()\nfinally:\n    print({_PEAK_RSS}, file=sys.stderr)",
-        "translate", "-m", str(model), "-i", str(source), "-o", str(target),
-        "--beam", "1", "--max-len-a", "0", "--max-len-b", "1", "--threads", str(threads),
+        "translate", *args,
     ]  # fmt: skip
     start = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if run.returncode != 0:
         raise RuntimeError(f"mtkit translate failed: {run.stderr[-2000:]}")
-    rss_kib = int(run.stderr.strip().splitlines()[-1].split()[-1])
+    return int(run.stderr.strip().splitlines()[-1].split()[-1]) * 1024, seconds
+
+
+def _run_translate(model: Path, source: Path, target: Path, threads: int):
+    """Peak RSS (bytes), seconds and output lines of `mtkit translate` in a child process."""
+    rss, seconds = run_translate(
+        ["-m", str(model), "-i", str(source), "-o", str(target), "--beam", "1",
+         "--max-len-a", "0", "--max-len-b", "1", "--threads", str(threads)]
+    )  # fmt: skip
     with open(target, "rb") as file:
         out_lines = sum(1 for _ in file)
-    return rss_kib * 1024, seconds, out_lines
+    return rss, seconds, out_lines
 
 
 if __name__ == "__main__":
