@@ -245,18 +245,7 @@ def _valid_nll(trainer) -> float:
     """The validation set's NLL per target token after the timed updates, in the run's
     precision (the same seed, weights and batch order in every run: only the precision
     differs between runs of the same --updates)."""
-    from mtkit.train.validate import evaluate
-
-    metrics = evaluate(
-        trainer.raw,
-        trainer.model_config,
-        trainer.data,
-        dist=trainer.dist,
-        max_tokens=trainer.config.max_tokens,
-        bleu_sentences=1,
-        autocast=trainer.autocast,
-    )
-    return metrics["valid_nll_loss"]
+    return trainer.evaluate(bleu_sentences=1)["valid_nll_loss"]
 
 
 def _count(counts: dict, trainer, b: int) -> None:

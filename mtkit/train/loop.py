@@ -480,6 +480,21 @@ class Trainer:
 
     # -- validation and checkpoints ---------------------------------------------------
 
+    def evaluate(self, bleu_sentences: int | None = None) -> dict:
+        """Validation metrics of the weights as they are; greedy BLEU and chrF on the first
+        `bleu_sentences` (default --valid-bleu-sentences)."""
+        if bleu_sentences is None:
+            bleu_sentences = self.config.valid_bleu_sentences
+        return evaluate(
+            self.raw,
+            self.model_config,
+            self.data,
+            dist=self.dist,
+            max_tokens=self.config.max_tokens,
+            bleu_sentences=bleu_sentences,
+            autocast=self.autocast,
+        )
+
     def _validate_and_save(self) -> str | None:
         """Validate, save last/numbered/best; return "patience" when it runs out.
         Without a validation split: save only (no best checkpoint, no early stopping)."""
@@ -491,15 +506,7 @@ class Trainer:
             self._save(numbered=True)
             return None
         began = clock()
-        metrics = evaluate(
-            self.raw,
-            self.model_config,
-            self.data,
-            dist=self.dist,
-            max_tokens=cfg.max_tokens,
-            bleu_sentences=cfg.valid_bleu_sentences,
-            autocast=self.autocast,
-        )
+        metrics = self.evaluate()
         p.last_valid_step = p.step
         p.elapsed = clock() - self.started
         p.valid_time += clock() - began  # not training: --max-time and the decay skip it

@@ -167,19 +167,9 @@ def load_init_weights(raw, init: dict, config: TrainConfig) -> None:
 def first_validation(trainer) -> dict:
     """Validate the starting weights before the first update, so a fine-tuning run's
     gain shows; the numbers go to the log and the first checkpoint's metrics."""
-    from mtkit.train.validate import evaluate
-
     if trainer.data.valid is None:
         return {}
-    metrics = evaluate(
-        trainer.raw,
-        trainer.model_config,
-        trainer.data,
-        dist=trainer.dist,
-        max_tokens=trainer.config.max_tokens,
-        bleu_sentences=trainer.config.valid_bleu_sentences,
-        autocast=trainer.autocast,
-    )
+    metrics = trainer.evaluate()
     if trainer.dist.is_main:
         log.info(
             "step 0 (--init-from, before any update): valid loss %.3f ppl %.2f bleu %.2f chrf %.2f",
