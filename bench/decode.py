@@ -51,14 +51,21 @@ WARMUP = 50
 OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-def main() -> None:
-    _wait_policies()
+def settings() -> tuple[int, int, list[str], list[str], Path]:
+    """threads, rounds, test2016's source and references, and the model, from the
+    environment (MTKIT_BENCH_THREADS, _ROUNDS, _SENTENCES, _MODEL)."""
     n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
     threads = int(os.environ.get("MTKIT_BENCH_THREADS", "2"))
     rounds = int(os.environ.get("MTKIT_BENCH_ROUNDS", "1"))
     source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
     refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
     model = Path(os.environ.get("MTKIT_BENCH_MODEL") or _checkpoint())
+    return threads, rounds, source, refs, model
+
+
+def main() -> None:
+    _wait_policies()
+    threads, rounds, source, refs, model = settings()
     export = _export(model)
     _print_machine()
     print(f"model: {model}; CTranslate2 export: {export}")

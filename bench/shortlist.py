@@ -26,19 +26,14 @@ import os
 import time
 from pathlib import Path
 
-from bench.decode import FIXED_LEN, MULTI30K, OUT, WARMUP, _bleu, _checkpoint, _read
+from bench.decode import FIXED_LEN, OUT, WARMUP, _bleu, settings
 
 SHORTLIST_OUT = OUT.parent / "shortlist"
 CASES = (("fixed", "fp32"), ("fixed", "int8"), ("natural", "fp32"))
 
 
 def main() -> None:
-    n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
-    threads = int(os.environ.get("MTKIT_BENCH_THREADS", "2"))
-    rounds = int(os.environ.get("MTKIT_BENCH_ROUNDS", "1"))
-    source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
-    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
-    model = Path(os.environ.get("MTKIT_BENCH_MODEL") or _checkpoint())
+    threads, rounds, source, refs, model = settings()
     data = Path(os.environ.get("MTKIT_BENCH_DATA") or OUT / "data")
     shortlist = _shortlist(model, data)
     print(f"model: {model}; shortlist: {shortlist}")
@@ -87,8 +82,10 @@ def _runner(model: Path, shortlist: Path | None, mode: str, precision: str, thre
     from mtkit.translate.search import SearchOptions
 
     quantize = "int8" if precision == "int8" else "none"
-    runtime = stream.RuntimeOptions(quantize=quantize, threads=threads)
-    translator = stream.load_translator([model], runtime, shortlist)
+    runtime = stream.RuntimeOptions(
+        quantize=quantize, threads=threads, shortlist=None if shortlist is None else str(shortlist)
+    )
+    translator = stream.load_translator([model], runtime)
     if mode == "fixed":
         options = SearchOptions(beam_size=5, max_len_a=0, max_len_b=FIXED_LEN, min_len=FIXED_LEN)
     else:
