@@ -507,7 +507,8 @@ _TrainArch = Annotated[
     str,
     typer.Option(
         help="Preset: transformer-small, transformer-base, transformer-big, "
-        "transformer-student (6-2), transformer-student-12-1, rnn."
+        "transformer-student (6-2), transformer-student-12-1, transformer-student-narrow "
+        "(6-1, 128 wide), rnn."
     ),
 ]
 _TrainSrc = Annotated[str | None, typer.Option(help="Source language; default from manifest.json.")]

@@ -19,8 +19,8 @@
 #   RUN/compare.txt             the scores against the teacher, then lines/s and speed-ups
 #
 # DATA is a directory `mtkit prepare` wrote, with DATA/spm/spm.model (SPM=) the
-# teacher's. On the CPU the student gets MAX_UPDATES updates (recipes/models.mk);
-# STUDENT_ARGS adds or overrides train options for it.
+# teacher's. On the CPU the student gets STUDENT_UPDATES updates, the other settings of
+# recipes/models.mk; STUDENT_ARGS adds or overrides train options for it.
 
 SRC ?= de
 TGT ?= en
@@ -32,11 +32,14 @@ TEACHER_RUN ?= runs/multi30k-$(SRC)-$(TGT)-transformer-small$(if $(filter yes,$(
 TEACHER ?= $(TEACHER_RUN)/checkpoint_avg.pt
 TEACHER_BEAM ?= 5
 SPM ?= $(DATA)/spm/spm.model
-STUDENT_ARCH ?= transformer-student
+STUDENT_ARCH ?= transformer-student-narrow
 STUDENT_ARGS ?=
 SHORTLIST_ARGS ?=
 PREPARE_ARGS ?=
 include $(dir $(lastword $(MAKEFILE_LIST)))models.mk
+# A narrow student learns less an update than its teacher: in the simulation its valid
+# BLEU was 27.4 after the teacher's 800 updates and 32.7 after 2,400.
+STUDENT_UPDATES ?= $(if $(filter yes,$(CPU_MODEL)),$(shell echo $$(( 3 * $(MAX_UPDATES) ))))
 
 $(call remember,$(RUN)/.settings/teacher,$(abspath $(TEACHER) $(DATA)) $(TEACHER_BEAM) $(JOB_ARGS))
 $(call remember,$(RUN)/.settings/prepare,$(PREPARE_ARGS))
@@ -72,7 +75,7 @@ $(RUN)/data/manifest.json: $(RUN)/teacher-train.$(TGT) $(RUN)/.settings/prepare
 		$(PREPARE_ARGS)
 
 $(eval $(call train_model,student,$(SRC),$(TGT),--data $(RUN)/data,$(RUN)/data/manifest.json,\
-	--arch $(STUDENT_ARCH) $(STUDENT_ARGS)))
+	--arch $(STUDENT_ARCH) $(if $(STUDENT_UPDATES),--max-updates $(STUDENT_UPDATES)) $(STUDENT_ARGS)))
 
 $(RUN)/shortlist.npz: $(RUN)/student/checkpoint_avg.pt $(RUN)/.settings/shortlist
 	$(MTKIT) shortlist --data $(RUN)/data -m $< -o $@ $(SHORTLIST_ARGS)

@@ -130,7 +130,8 @@ def test_a_models_own_train_options_override_the_shared_ones(tmp_path):
 
 def test_distill_recipe_end_to_end(tmp_path, multi30k):
     """The teacher comes from the demo's recipe (made here on 100 pairs), the student is the
-    transformer-student preset, and the comparison times all four decoders."""
+    transformer-student-narrow preset with three times the teacher's updates, and the
+    comparison times all four decoders."""
     variables = TINY | {
         "MULTI30K": str(multi30k),
         "LIMIT": "100",
@@ -154,7 +155,8 @@ def test_distill_recipe_end_to_end(tmp_path, multi30k):
     assert len(teacher_out) == len((data / "train.de").read_text().splitlines()) == 100
     assert "2 workers" in first.stdout  # the training source is a --workers job
     config = json.loads((run / "student" / "config.json").read_text())
-    assert config["train"]["arch"] == "transformer-student"
+    assert config["train"]["arch"] == "transformer-student-narrow"
+    assert config["train"]["max_updates"] == 3 * int(TINY["MAX_UPDATES"])
     assert (run / "shortlist.npz").is_file()
 
     compare = (run / "compare.txt").read_text()

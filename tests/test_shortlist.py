@@ -79,10 +79,13 @@ def _decoder(checkpoint: Path):
 
 
 def test_student_presets_are_deep_encoder_shallow_decoder():
-    for name, layers in (("transformer-student", (6, 2)), ("transformer-student-12-1", (12, 1))):
+    students = (("transformer-student", (6, 2), 256), ("transformer-student-12-1", (12, 1), 256),
+                ("transformer-student-narrow", (6, 1), 128))  # fmt: skip
+    small = preset_config("transformer-small")
+    for name, layers, width in students:
         config = preset_config(name)
-        assert (config.enc_layers, config.dec_layers) == layers
-        assert config.d_model == 256 and config.share_embeddings
+        assert (config.enc_layers, config.dec_layers, config.d_model) == (*layers, width)
+        assert config.dec_layers < small.dec_layers and config.share_embeddings
 
 
 def test_tiny_student_trains_exports_averages_and_matches_ctranslate2(multi30k, tmp_path):
