@@ -108,6 +108,19 @@ def test_backtranslate_recipe_end_to_end(tmp_path, multi30k):
     assert "--beam 1 --sampling --seed 1" in sample.stdout
 
 
+def test_the_backtranslation_simulation_takes_the_settings_that_gained(tmp_path):
+    """`simulate` (docs/pipelines.md): plain beam and 1,600 updates a model on the CPU;
+    any of them given on the command line still wins."""
+    simulate = make("backtranslate", tmp_path, "-n", "simulate", DEVICE="cpu").stdout
+    assert "--beam 5 --workers" in simulate and "--noised" not in simulate
+    assert simulate.count("--max-updates 1600 ") == 3  # reverse, baseline, BT model
+    given = make("backtranslate", tmp_path, "-n", "simulate", DEVICE="cpu", BT_MODE="noised",
+                 MAX_UPDATES="800").stdout  # fmt: skip
+    assert "--noised" in given and given.count("--max-updates 800 ") == 3
+    plain = make("backtranslate", tmp_path, "-n", DEVICE="cpu").stdout
+    assert "--noised" in plain and plain.count("--max-updates 800 ") == 3
+
+
 def test_backtranslate_recipe_refuses_an_unknown_mode(tmp_path):
     result = make("backtranslate", tmp_path, "-n", BT_MODE="greedy")
     assert result.returncode != 0
