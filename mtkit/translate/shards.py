@@ -71,9 +71,7 @@ from mtkit.io import (
     with_json_checksum,
     write_error,
 )
-from mtkit.translate.noise import check_noise
 from mtkit.translate.stream import (
-    OUTPUT_FORMATS,
     Decoding,
     count_lines,
     log_start,
@@ -147,17 +145,11 @@ def translate(
     """`mtkit translate`: a pipe as before, or a resumable job for -i FILE -o FILE (a shard
     with `--shard`, N processes with `--workers`, one shard per rank under torchrun).
     Returns the number of input lines translated by this process."""
-    from mtkit.device import check_choice
-
-    check_choice("--output-format", decoding.output_format, OUTPUT_FORMATS)
-    check_noise(decoding.noise)
+    decoding.check()  # now, before the model loads and the bar shows
     world = int(os.environ.get("WORLD_SIZE", 1))
     split = job.shard is not None or job.workers > 1 or world > 1
     if job.workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {job.workers}")
-    chunk_lines = decoding.batching.chunk_lines
-    if chunk_lines < 1:  # now, before the model loads and the bar shows
-        raise ConfigError(f"--chunk-lines must be at least 1, got {chunk_lines}")
     if input_path is None or output_path is None:
         if split or job.restart:
             what = "--restart needs" if not split else "--shard, --workers and torchrun need"

@@ -85,6 +85,14 @@ class Decoding:
     noise: NoiseOptions = NoiseOptions()
     output_format: str = "text"  # text, or tsv (source<TAB>translation)
 
+    def check(self) -> None:
+        """ConfigError, one line, for options no translation runs with (checked before
+        any model loads); the search's own limits need the model (check_options)."""
+        check_choice("--output-format", self.output_format, OUTPUT_FORMATS)
+        check_noise(self.noise)
+        if self.batching.chunk_lines < 1:
+            raise ConfigError(f"--chunk-lines must be at least 1, got {self.batching.chunk_lines}")
+
     @property
     def draws(self) -> bool:
         """Whether it draws random numbers (sampling, noise): shards must share a seed."""
@@ -290,12 +298,10 @@ def translate_keyed(
     """`translate_lines` over (key, line) pairs: a line's samples and noise depend only
     on the seed (drawn once here when None) and its key. Warnings number the lines from
     `first_line` + 1 and add `where` (" of shard 2/8")."""
+    Decoding(search_options, batching, noise=noise).check()
     check_options(search_options, translator.vocab_size)
-    check_noise(noise)
     _check_filler(translator, noise)
-    if batching.chunk_lines < 1:
-        raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
-    if (search_options.sampling or noise.noised) and search_options.seed is None:
+    if Decoding(search_options, noise=noise).draws and search_options.seed is None:
         search_options = dataclasses.replace(search_options, seed=random.getrandbits(63))
     return _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where)
 
@@ -442,7 +448,7 @@ def translate_file(
     Returns the number of input lines translated. Shows a progress bar on stderr
     when writing to a file.
     """
-    check_choice("--output-format", decoding.output_format, OUTPUT_FORMATS)
+    decoding.check()
     if input_path is not None and not Path(input_path).is_file():
         what = "is a directory" if Path(input_path).is_dir() else "not found"
         raise DataError(f"input file {what}: {input_path} (pass a text file, or use stdin)")
