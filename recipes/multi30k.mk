@@ -22,22 +22,18 @@ ARCH ?= transformer-small
 MAX_EPOCHS ?= 40
 include $(dir $(lastword $(MAKEFILE_LIST)))tools.mk
 ifeq ($(CPU_MODEL),yes)
-# Measured on 2 quiet cores (fp32): transformer-small trains at about 2,400 target
-# tokens/s, about 1,500 updates of 2048-token batches in 20 minutes; half-size batches
-# and a short warm-up spend the budget on updates. The learning rate decays to 0 along a
-# half cosine that ends with the 20 minutes of training (mtkit train --max-time), however
-# many updates this machine makes in them, so the last checkpoints are annealed on a slow
-# machine too. On the same 2 quiet cores, at update 1,200 valid BLEU (greedy, 300
-# sentences, `mtkit train --valid-bleu-sentences 300`) is 33.4 with the inverse square
-# root at 1e-3, 35.2 with the cosine at 1e-3 and 37.6 with the cosine at 2e-3. The numbered checkpoint saved at 90% of the budget (SAVE_AT)
-# or a later validation, and the last, are the AVERAGE_LAST=2 that `average` takes.
-MAX_TOKENS ?= 2048
+# 20 minutes of training (MAX_TIME); the learning rate decays to 0 along a half cosine
+# that ends with them (mtkit train --max-time), however many updates the machine makes,
+# so a slow machine's last checkpoints are annealed too. Warm-up ends after WARMUP
+# updates or WARMUP_SHARE of the budget, whichever comes first. Batch size, dropout, lr
+# and warm-up are the best of `python -m bench schedule_sweep` (20 minutes on one core
+# each; its figures are in docs/training-budget.md). The numbered checkpoint saved at
+# 90% of the budget (SAVE_AT) and the last are the AVERAGE_LAST=2 that `average` takes.
+MAX_TOKENS ?= 1024
+MODEL_ARGS ?= --set dropout=0
 VOCAB ?= 8000
 LR ?= 2e-3
 WARMUP ?= 500
-# Warm-up ends after WARMUP updates or 35% of MAX_TIME, whichever comes first: on 2 quiet
-# cores the 500 updates take about 34%, and a slower machine keeps two thirds of its
-# budget for the decay instead of warming up through most of it.
 WARMUP_SHARE ?= 0.35
 SCHEDULE ?= cosine
 VALID_EVERY ?= 200

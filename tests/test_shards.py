@@ -309,13 +309,18 @@ def test_tsv_output_is_what_prepare_reads(ckpt, source, mtkit_main, tmp_path):
 
 def test_a_noise_filler_the_model_cannot_encode_is_one_warning(ckpt, source, mtkit_main, tmp_path):
     """This model's SentencePiece model is not from train-bpe (which reserves <blank>,
-    tests/test_tokenizer.py), so the default filler would encode to <unk>s: one warning.
+    tests/test_tokenizer.py), so the default filler would encode to <unk>s: one warning,
+    with --workers too.
     A filler of letters it knows gives none, and synthetic sources free of <unk>."""
     from mtkit.translate.stream import RuntimeOptions, load_translator
 
     code, err = mtkit_main("translate", "-m", ckpt, "-i", source, "-o", tmp_path / "blank.en",
                            *MODES["noised"])  # fmt: skip
     assert code == 0 and err.count("--noise-filler '<blank>' holds characters") == 1, err
+    run = subprocess_mtkit("translate", "-m", ckpt, "-i", source, "-o", tmp_path / "w.en",
+                           *MODES["noised"], "--seed", "1", "--workers", "2")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("holds characters") == 1, run.stderr  # not once per worker
     out = tmp_path / "letters.en"
     code, err = mtkit_main("translate", "-m", ckpt, "-i", source, "-o", out, *MODES["noised"],
                            "--noise-filler", "BLANK")  # fmt: skip

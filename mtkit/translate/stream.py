@@ -306,6 +306,11 @@ def translate_keyed(
     return _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where)
 
 
+# Marks a log record that says the same for every shard of a job (the model, the
+# options): `--workers N` prints it from the first worker only, not N times.
+JOB_WIDE = {"job_wide": True}
+
+
 def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
     """A warning when the filler of blanked words is unknown to the model's target
     SentencePiece model, which the synthetic sources are usually encoded with: their
@@ -316,6 +321,7 @@ def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
             "not know: the noised sources will have <unk> pieces where words were blanked; "
             "pass --noise-filler WORD with a word it encodes (e.g. BLANK)",
             noise.noise_filler,
+            extra=JOB_WIDE,
         )
 
 

@@ -134,7 +134,10 @@ def _worker(model_paths, input_path, output_path, decoding: Decoding, shard, res
     from mtkit.console import setup_logging
 
     setup_logging()
-    logging.getLogger("mtkit").setLevel(logging.WARNING)  # N copies of the start-up lines
+    logger = logging.getLogger("mtkit")
+    logger.setLevel(logging.WARNING)  # N copies of the start-up lines
+    if shard[0] > 1:  # and of warnings about the job as a whole
+        logger.handlers[0].addFilter(lambda record: not getattr(record, "job_wide", False))
     try:
         run_job(model_paths, input_path, output_path, decoding, shard, restart, show_progress=False)
     except (MtkitError, OSError) as error:
