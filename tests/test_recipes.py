@@ -170,7 +170,8 @@ def test_multi30k_model_follows_the_device(tmp_path):
     assert "--max-epochs 40 --max-time 15m" in gpu and "--vocab-size 8000" in gpu
     cpu = make("multi30k", tmp_path, "-n", cwd=tmp_path, RUN=None, DEVICE="cpu").stdout
     assert "--arch transformer-small" in cpu and "--max-time 20m" in cpu
-    assert "--max-tokens 2048" in cpu and "--warmup 500" in cpu
+    assert "--max-tokens 1024" in cpu and "--warmup 500" in cpu
+    assert "--set dropout=0" in cpu and "--set dropout" not in gpu  # the CPU sweep's choice
     assert "--out runs/multi30k-de-en-transformer-small-cpu" in cpu
 
 
