@@ -311,6 +311,11 @@ def translate_keyed(
 JOB_WIDE = {"job_wide": True}
 
 
+def not_job_wide(record: logging.LogRecord) -> bool:
+    """A log filter for workers 2..N: drops the records marked JOB_WIDE."""
+    return not getattr(record, "job_wide", False)
+
+
 def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
     """A warning when the filler of blanked words is unknown to the model's target
     SentencePiece model, which the synthetic sources are usually encoded with: their

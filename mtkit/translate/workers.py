@@ -22,7 +22,7 @@ from pathlib import Path
 from mtkit.errors import ConfigError, MtkitError
 from mtkit.io import write_error
 from mtkit.translate.shards import JobFiles, load_state, merge_shards, rate_column, run_job
-from mtkit.translate.stream import Decoding, count_lines
+from mtkit.translate.stream import Decoding, count_lines, not_job_wide
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _worker(model_paths, input_path, output_path, decoding: Decoding, shard, res
     logger = logging.getLogger("mtkit")
     logger.setLevel(logging.WARNING)  # N copies of the start-up lines
     if shard[0] > 1:  # and of warnings about the job as a whole
-        logger.handlers[0].addFilter(lambda record: not getattr(record, "job_wide", False))
+        logger.handlers[0].addFilter(not_job_wide)
     try:
         run_job(model_paths, input_path, output_path, decoding, shard, restart, show_progress=False)
     except (MtkitError, OSError) as error:
