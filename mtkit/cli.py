@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from mtkit import __version__
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, one_line
 from mtkit.interop.ctranslate2 import ExportOptions
 from mtkit.prepare.cleaning import CleanOptions
 from mtkit.prepare.sources import SourceOptions
@@ -1188,25 +1188,6 @@ def shortlist_command(
 # -- commands added by later issues go above this line -----------------------
 
 
-def _one_line(error: BaseException) -> str | None:
-    """The one-line message for an error a user can cause, or None for a bug."""
-    if isinstance(error, MtkitError):
-        return str(error)
-    if isinstance(error, FileNotFoundError):
-        return f"no such file: {error.filename} (check the path)"
-    if isinstance(error, IsADirectoryError):
-        return f"expected a file but found a directory: {error.filename}"
-    if isinstance(error, PermissionError):
-        return f"permission denied: {error.filename}"
-    if isinstance(error, OSError) and error.filename:
-        from mtkit.io import write_error
-
-        known = write_error(error.filename, error)  # no space, read-only, permission ...
-        if known is not error:
-            return str(known)
-    return None
-
-
 def main() -> None:
     """Entry point of the `mtkit` console script and `python -m mtkit`."""
     from mtkit.console import setup_logging
@@ -1227,7 +1208,7 @@ def main() -> None:
         print("error: stopped by SIGTERM", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
     except Exception as error:
-        message = _one_line(error)
+        message = one_line(error)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -22,7 +22,6 @@ bytes as they are written (`HashingWriter`), of a file read once
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
 import io
@@ -37,26 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from mtkit.crashpoint import crash_point
-from mtkit.errors import ChecksumError, DataError, WriteError
-
-# errno -> (what happened, what to do): the failures a user can cause and fix.
-_WRITE_FAILURES = {
-    errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere"),
-    errno.EFBIG: ("file too large (file-size limit)", "raise the limit or write elsewhere"),
-    errno.EROFS: ("read-only file system", "write somewhere writable"),
-    errno.EACCES: ("permission denied", "check the directory's permissions or write elsewhere"),
-    errno.EPERM: ("operation not permitted", "check the permissions or write elsewhere"),
-}
-
-
-def write_error(path: Path | str, error: OSError) -> Exception:
-    """The one-line WriteError for a failed write of `path`, or `error` itself when unknown."""
-    what = _WRITE_FAILURES.get(error.errno)
-    if what is None:
-        return error
-    reason, advice = what
-    return WriteError(f"could not write {path}: {reason}; {advice}")
+from mtkit.errors import ChecksumError, DataError, write_error
 
 
 def make_directory(path: Path | str) -> Path:

@@ -19,8 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from mtkit.errors import ConfigError, MtkitError
-from mtkit.io import write_error
+from mtkit.errors import ConfigError, MtkitError, one_line
 from mtkit.translate.shards import JobFiles, load_state, merge_shards, rate_column, run_job
 from mtkit.translate.stream import Decoding, count_lines, not_job_wide
 
@@ -140,11 +139,11 @@ def _worker(model_paths, input_path, output_path, decoding: Decoding, shard, res
         logger.handlers[0].addFilter(not_job_wide)
     try:
         run_job(model_paths, input_path, output_path, decoding, shard, restart, show_progress=False)
-    except (MtkitError, OSError) as error:
-        known = error if isinstance(error, MtkitError) else write_error(error.filename, error)
-        if known is error and not isinstance(error, MtkitError):
+    except Exception as error:
+        message = one_line(error)
+        if message is None:
             raise  # not one a user causes: a bug, with its traceback
-        print(f"error: shard {shard[0]}/{shard[1]}: {known}", file=sys.stderr)
+        print(f"error: shard {shard[0]}/{shard[1]}: {message}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
