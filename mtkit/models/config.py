@@ -18,8 +18,9 @@ ATTENTIONS = ("luong", "bahdanau")
 ACTIVATIONS = ("relu", "swish", "gelu")
 # Where the sinusoid puts sines and cosines: "interleaved" (sin on even, cos on odd
 # dims, mtkit's own and fairseq's layout) or "halves" (sines in the first half, cosines
-# in the second, as Marian, Tensor2Tensor and Hugging Face's Marian port do).
-POSITION_LAYOUTS = ("interleaved", "halves")
+# in the second, as Marian, Tensor2Tensor and Hugging Face's Marian port do) or
+# "fairseq" (halves with fairseq's frequencies, from position pad_id + 1: M2M-100, NLLB).
+POSITION_LAYOUTS = ("interleaved", "halves", "fairseq")
 
 
 @dataclass

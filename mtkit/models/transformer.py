@@ -47,12 +47,21 @@ CACHE_CHUNK = 16
 
 
 def sinusoidal_positions(
-    n_positions: int, d_model: int, layout: str = "interleaved"
+    n_positions: int, d_model: int, layout: str = "interleaved", offset: int = 0
 ) -> torch.Tensor:
-    """[n_positions, D] from position 0 (Vaswani et al., 2017, 3.5): sin on even and cos
-    on odd dims ("interleaved"), or sines in the first half and cosines in the second
-    ("halves": Marian's layout); the frequencies are the same."""
-    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    """[n_positions, D]: row i is the sinusoid of position offset + i.
+
+    "interleaved" (Vaswani et al., 2017, 3.5): sin on even and cos on odd dims;
+    "halves": sines in the first half, cosines in the second (Marian's layout), same
+    frequencies; "fairseq": halves with fairseq's frequencies exp(-j log(1e4) / (D/2 - 1))
+    (fairseq's SinusoidalPositionalEmbedding, used by M2M-100, NLLB and transformers'
+    M2M100 class, whose first token sits at position pad_id + 1: the caller's offset).
+    """
+    position = torch.arange(offset, offset + n_positions, dtype=torch.float32)[:, None]
+    if layout == "fairseq":
+        half = d_model // 2
+        rate = torch.exp(torch.arange(half, dtype=torch.float32) * (-math.log(1e4) / (half - 1)))
+        return torch.cat([torch.sin(position * rate), torch.cos(position * rate)], dim=1)
     rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(1e4) / d_model))
     if layout == "halves":
         return torch.cat([torch.sin(position * rate), torch.cos(position * rate)], dim=1)
@@ -60,6 +69,11 @@ def sinusoidal_positions(
     table[:, 0::2] = torch.sin(position * rate)
     table[:, 1::2] = torch.cos(position * rate)[:, : d_model // 2]
     return table
+
+
+def position_offset(config: ModelConfig) -> int:
+    """The position of a sequence's first token: fairseq counts from pad_id + 1."""
+    return config.pad_id + 1 if config.positions == "fairseq" else 0
 
 
 class SelfAttention(nn.Module):
@@ -242,7 +256,9 @@ class Transformer(nn.Module):
             self.src_embed = nn.Embedding(config.src_vocab_size, D, padding_idx=config.pad_id)
         self.register_buffer(
             "positions",
-            sinusoidal_positions(config.max_positions, D, config.positions),
+            sinusoidal_positions(
+                config.max_positions, D, config.positions, position_offset(config)
+            ),
             persistent=False,
         )
         # Marian's fixed output bias [V] (a saved buffer, never trained); None: no bias.
