@@ -172,11 +172,13 @@ def write_text(path: Path | str, text: str) -> None:
         file.write(text)
 
 
-def check_readable(path: Path | str) -> Path:
-    """`path` as a Path, or DataError when it is missing or a directory."""
+def check_readable(path: Path | str, what: str = "") -> Path:
+    """`path` as a Path, or DataError when it is missing or a directory; `what` names
+    the file in the message ("input file": "input file not found: PATH")."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"no such file: {path} (check the path)")
+        missing = f"{what} not found" if what else "no such file"
+        raise DataError(f"{missing}: {path} (check the path)")
     if path.is_dir():
         raise DataError(f"{path} is a directory; expected a text file")
     return path

@@ -2,9 +2,10 @@
 
 Owns force-decoding (teacher forcing) of source/target pairs: reading pairs from
 two files, a TSV or an n-best list, encoding both sides with the checkpoint's
-own SentencePiece models, sorting each chunk by length into token-budget batches,
-one `model.forward` per batch and model, and writing one line out per line in,
-in input order. Checkpoints load as for `translate` (`stream.load_translator`).
+own SentencePiece models, one `model.forward` per batch and model, and writing one
+line out per line in, in input order. Chunks, token-budget batches and input order
+are mtkit.translate.batching's, as for `translate`; checkpoints load as for
+`translate` too (`stream.load_translator`).
 
 The figure. A target's log-probability is the sum over its pieces, eos included,
 of log p(piece | source, previous pieces): the same sum `translate` ranks by, so
@@ -34,17 +35,16 @@ from itertools import zip_longest
 from pathlib import Path
 
 from mtkit.errors import ConfigError, DataError
-from mtkit.io import atomic_write, input_stream, text_lines
+from mtkit.io import atomic_write, check_readable, input_stream, text_lines
 from mtkit.tokenizer import clip_source
-from mtkit.translate.stream import BatchOptions, RuntimeOptions, Translator, load_translator
+from mtkit.translate.batching import BatchOptions, Cuts, run_batched
+from mtkit.translate.stream import RuntimeOptions, Translator, load_translator
 
 log = logging.getLogger(__name__)
 
 # Padded target (or source) tokens of a batch: logits are [tokens, V] floats per
 # model, 4000 x 8000 x 4 bytes = 128 MB on the CPU.
 DEFAULT_MAX_TOKENS = {"cpu": 4_000, "cuda": 32_000}
-# Truncation warnings printed per run before they are only counted.
-_WARN_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,6 @@ class LogprobOptions:
 
     per_token: bool = False  # every piece's log-probability (eos last), space-separated
     normalize: bool = False  # the mean per piece (eos counted) instead of the sum
-
-
-@dataclass
-class _Pairs:
-    """One chunk's pieces: source ids (+ eos, [] when blank) and target pieces (no eos)."""
-
-    src: list[list[int]]
-    tgt: list[list[int]]
 
 
 # -- the library -------------------------------------------------------------------
@@ -74,75 +66,42 @@ def score_pairs(
     """For every (source, target) pair, in order, the log-probability of each target
     piece and of eos (eos last); [] for a blank source. Reads `batching.chunk_lines`
     pairs at a time, so memory does not grow with the input."""
-    if batching.chunk_lines < 1:
-        raise ConfigError(f"--chunk-lines must be at least 1, got {batching.chunk_lines}")
-    warned = [0]
-    chunk: list[tuple[str, str]] = []
-    first = 0
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == batching.chunk_lines:
-            yield from _score_chunk(translator, chunk, first, batching, warned)
-            first, chunk = first + len(chunk), []
-    if chunk:
-        yield from _score_chunk(translator, chunk, first, batching, warned)
-    if warned[0] > _WARN_LIMIT:
-        log.warning("%d lines in all were cut to fit the model", warned[0])
+    batching.check()
+    scored = run_batched(
+        pairs,
+        batching,
+        lambda chunk, number, cuts: _encode(translator, chunk, number, cuts),
+        cost=_cost,
+        run=lambda batch: force_decode(translator, [s for s, _ in batch], [t for _, t in batch]),
+        empty=[],
+        max_tokens=batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device],
+    )
+    return (values for _, values in scored)
 
 
-def _score_chunk(translator: Translator, chunk, first: int, batching, warned) -> list:
-    """Encode, sort by length, batch, force-decode: per-piece values in input order."""
-    pairs = _encode(translator, chunk, first, warned)
-    results: list[list[float]] = [[] for _ in chunk]
-    cost = [max(len(s), len(t) + 1) for s, t in zip(pairs.src, pairs.tgt, strict=True)]
-    todo = sorted((i for i, s in enumerate(pairs.src) if s), key=lambda i: -cost[i])
-    max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
-    for batch in _batches(todo, cost, max_tokens, batching.batch_size):
-        values = force_decode(translator, [pairs.src[i] for i in batch],
-                               [pairs.tgt[i] for i in batch])  # fmt: skip
-        for i, row in zip(batch, values, strict=True):
-            results[i] = row
-    return results
-
-
-def _encode(translator: Translator, chunk, first: int, warned) -> _Pairs:
+def _encode(translator: Translator, chunk, first: int, cuts: Cuts) -> list:
+    """(source ids + eos, target pieces without eos) per pair; ([], []) for a blank source."""
     config = translator.models[0].config
     src = translator.src_tokenizer.encode([s for s, _ in chunk])
     tgt = translator.tgt_tokenizer.encode([t for _, t in chunk])
     src_room = translator.max_src_len - 1  # pieces before the source eos
     tgt_room = translator.max_src_len - 2  # as search.Ensemble.max_lens: bos and eos
-    pairs = _Pairs([], [])
+    pairs = []
     for number, (s, t) in enumerate(zip(src, tgt, strict=True), first + 1):
         if not s:  # a blank source is not scored, as translate does not decode it
-            pairs.src.append([])
-            pairs.tgt.append([])
+            pairs.append(([], []))
             continue
         if len(s) > src_room or len(t) > tgt_room:
-            _warn(warned, number, "source" if len(s) > src_room else "target")
-        pairs.src.append([*clip_source(s, translator.max_src_len), config.eos_id])
-        pairs.tgt.append(t[:tgt_room])
+            side = "source" if len(s) > src_room else "target"
+            cuts.warn("line %d: the %s is cut to the model's max_positions", number, side)
+        pairs.append(([*clip_source(s, translator.max_src_len), config.eos_id], t[:tgt_room]))
     return pairs
 
 
-def _warn(warned: list[int], number: int, side: str) -> None:
-    warned[0] += 1
-    if warned[0] <= _WARN_LIMIT:
-        log.warning("line %d: the %s is cut to the model's max_positions", number, side)
-
-
-def _batches(order: list[int], cost: list[int], max_tokens: int, batch_size: int | None):
-    """Cut longest-first `order` into batches of sentences x longest cost <= max_tokens."""
-    batch: list[int] = []
-    for i in order:
-        # order is longest first, so the batch's first item is its longest.
-        longest = cost[batch[0]] if batch else cost[i]
-        full = batch_size is not None and len(batch) >= batch_size
-        if batch and (full or (len(batch) + 1) * longest > max_tokens):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+def _cost(pair: tuple[list[int], list[int]]) -> int:
+    """The longer side's padded length (the target with its eos); 0 for a blank source."""
+    src, tgt = pair
+    return max(len(src), len(tgt) + 1) if src else 0
 
 
 def force_decode(translator: Translator, src: list[list[int]], tgt: list[list[int]]):
@@ -289,9 +248,8 @@ def _check(options: LogprobOptions, tgt_path, nbest_path, src_path) -> None:
     if _is_stdin(nbest_path) and src_path is None:
         raise ConfigError("--nbest-input - reads standard input; give the sources as -i SOURCE")
     for path in (src_path, tgt_path, None if _is_stdin(nbest_path) else nbest_path):
-        if path is not None and not Path(path).is_file():
-            what = "is a directory" if Path(path).is_dir() else "not found"
-            raise DataError(f"input file {what}: {path} (check the path)")
+        if path is not None:
+            check_readable(path, "input file")
 
 
 @contextmanager

@@ -1,11 +1,12 @@
 """`mtkit translate`: text in, text out, one line for every line, in bounded memory.
 
 Owns the stream around the search: loading checkpoints for inference (device,
-precision, int8 quantization), reading UTF-8 lines in chunks, encoding them with
-the checkpoint's own SentencePiece model, sorting each chunk by length into
-token-budget batches, calling mtkit.translate.search, restoring input order and writing
-lines as each chunk completes (to a temporary file renamed at the end with -o).
-The search itself lives in mtkit.translate.search, the checkpoint format in mtkit.checkpoint.
+precision, int8 quantization), reading UTF-8 lines, encoding them with the
+checkpoint's own SentencePiece model, calling mtkit.translate.search batch by batch and
+writing lines as each chunk completes (to a temporary file renamed at the end with -o).
+Chunks, sorting, token-budget batches and input order are mtkit.translate.batching's
+(shared with logprob), the search itself is mtkit.translate.search's, the checkpoint
+format mtkit.checkpoint's.
 
 Line rules: an empty (or blank) line gives an empty line without being decoded;
 a line longer than the model's max_positions is cut to fit, with a warning;
@@ -35,9 +36,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
-from mtkit.errors import CheckpointError, ConfigError, DataError
-from mtkit.io import atomic_write, input_stream, text_lines
+from mtkit.errors import CheckpointError, ConfigError
+from mtkit.io import atomic_write, check_readable, input_stream, text_lines
 from mtkit.tokenizer import clip_source
+from mtkit.translate.batching import BatchOptions, Cuts, run_batched
 from mtkit.translate.noise import NoiseOptions, check_noise, line_random, noise_words
 from mtkit.translate.search import BANNED, SearchOptions, check_options, search
 
@@ -45,13 +47,8 @@ log = logging.getLogger(__name__)
 
 QUANTIZE = ("none", "int8")
 OUTPUT_FORMATS = ("text", "tsv")
-# Lines read, sorted and translated together: big enough to sort into well-filled
-# batches, small enough that memory does not grow with the input.
-DEFAULT_CHUNK_LINES = 10_000
 # Rows (sentences x beam) x longest source of a batch; measured in bench/translate_speed.py.
 DEFAULT_MAX_TOKENS = {"cpu": 6_000, "cuda": 60_000}
-# Truncation warnings printed per run before they are only counted.
-_WARN_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -63,15 +60,6 @@ class RuntimeOptions:
     quantize: str = "none"  # int8: int8 linear layers (CPU only; mtkit.translate.kernels)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     shortlist: str | None = None  # a lexical shortlist file (mtkit shortlist): fewer outputs
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """How lines are grouped for the search."""
-
-    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS for the device
-    batch_size: int | None = None  # at most this many sentences a batch
-    chunk_lines: int = DEFAULT_CHUNK_LINES
 
 
 @dataclass(frozen=True)
@@ -90,8 +78,7 @@ class Decoding:
         any model loads); the search's own limits need the model (check_options)."""
         check_choice("--output-format", self.output_format, OUTPUT_FORMATS)
         check_noise(self.noise)
-        if self.batching.chunk_lines < 1:
-            raise ConfigError(f"--chunk-lines must be at least 1, got {self.batching.chunk_lines}")
+        self.batching.check()
 
     @property
     def draws(self) -> bool:
@@ -331,16 +318,27 @@ def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
 
 
 def _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where):
-    warned = [0, where]  # truncated lines so far, and where they are (for _fit's warning)
-    for first, chunk in _chunks(keyed, batching.chunk_lines, first_line):
-        keys, lines = [k for k, _ in chunk], [line for _, line in chunk]
-        results = _translate_chunk(translator, lines, keys, first, search_options, batching, warned)
-        if noise.noised:
-            seed = search_options.seed
-            results = [_noised(h, key, noise, seed) for key, h in zip(keys, results, strict=True)]
-        yield from results
-    if warned[0] > _WARN_LIMIT:
-        log.warning("%d lines in all were truncated to fit the model", warned[0])
+    def encode(chunk, number, cuts):
+        lines = [line for _, line in chunk]
+        ids = translator.src_tokenizer.encode(lines)
+        return [
+            (_fit(piece_ids, translator, number + i, cuts, where), key)
+            for i, (piece_ids, (key, _)) in enumerate(zip(ids, chunk, strict=True))
+        ]
+
+    results = run_batched(
+        keyed,
+        batching,
+        encode,
+        cost=lambda item: len(item[0]),
+        run=lambda batch: _translate_batch(translator, batch, search_options),
+        empty=[("", 0.0)],
+        max_tokens=batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device],
+        rows_per_item=search_options.nbest if search_options.sampling else search_options.beam_size,
+        first=first_line,
+    )
+    for (key, _), hyps in results:
+        yield _noised(hyps, key, noise, search_options.seed) if noise.noised else hyps
 
 
 def _noised(hyps, key: int, noise: NoiseOptions, seed: int):
@@ -348,76 +346,34 @@ def _noised(hyps, key: int, noise: NoiseOptions, seed: int):
     return [(noise_words(text, noise, rng), score) for text, score in hyps]
 
 
-def _chunks(lines: Iterable, size: int, first: int = 0) -> Iterator[tuple[int, list]]:
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield first, chunk
-            first, chunk = first + size, []
-    if chunk:
-        yield first, chunk
-
-
-def _translate_chunk(translator, lines, keys, first, options, batching, warned):
-    """Encode, sort by length, batch, search, decode: results in input order."""
-    ids = translator.src_tokenizer.encode(lines)
-    ids = [
-        _fit(piece_ids, translator.max_src_len, first + i, warned, translator.src_tokenizer.eos_id)
-        for i, piece_ids in enumerate(ids)
-    ]
-    results: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
-    todo = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
-    rows_per_sentence = options.nbest if options.sampling else options.beam_size
-    max_tokens = batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device]
-    for batch in _batches(todo, ids, rows_per_sentence, max_tokens, batching.batch_size):
-        vocab = _shortlist(translator, [ids[i] for i in batch], options)
-        src = _pad(batch, ids, translator)
-        hyps = search(translator.models, src, options, keys=[keys[i] for i in batch], vocab=vocab)
-        flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
-        texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
-        pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
-        n = options.nbest
-        for j, i in enumerate(batch):
-            results[i] = pairs[j * n : (j + 1) * n]
-    return results
-
-
-def _fit(
-    piece_ids: list[int], max_src_len: int, line_no: int, warned: list, eos_id: int
-) -> list[int]:
+def _fit(piece_ids: list[int], translator: Translator, line_no: int, cuts: Cuts, where: str):
     """Source ids + eos, cut to the model's max_positions (with a warning); [] for a blank line."""
     if not piece_ids:
         return []
+    max_src_len = translator.max_src_len
     if len(piece_ids) + 1 > max_src_len:
-        warned[0] += 1
-        if warned[0] <= _WARN_LIMIT:
-            log.warning(
-                "line %d%s has %d pieces; only the first %d are translated (the model's "
-                "max_positions)",
-                line_no + 1,
-                warned[1],
-                len(piece_ids),
-                max_src_len - 1,
-            )
+        cuts.warn(
+            "line %d%s has %d pieces; only the first %d are translated (the model's max_positions)",
+            line_no + 1,
+            where,
+            len(piece_ids),
+            max_src_len - 1,
+        )
         piece_ids = clip_source(piece_ids, max_src_len)
-    return [*piece_ids, eos_id]
+    return [*piece_ids, translator.src_tokenizer.eos_id]
 
 
-def _batches(order: list[int], ids, rows_per_sentence: int, max_tokens: int, batch_size):
-    """Cut longest-first `order` into batches of rows x longest source <= max_tokens."""
-    batch: list[int] = []
-    longest = 0
-    for i in order:
-        longest_if = max(longest, len(ids[i]))
-        too_many = batch_size is not None and len(batch) >= batch_size
-        if batch and (too_many or (len(batch) + 1) * rows_per_sentence * longest_if > max_tokens):
-            yield batch
-            batch, longest_if = [], len(ids[i])
-        batch.append(i)
-        longest = longest_if
-    if batch:
-        yield batch
+def _translate_batch(translator: Translator, batch: list, options: SearchOptions) -> list:
+    """Search one batch of (source ids, key): each source's nbest (text, score) pairs."""
+    sources = [ids for ids, _ in batch]
+    vocab = _shortlist(translator, sources, options)
+    src = _pad(sources, translator)
+    hyps = search(translator.models, src, options, keys=[key for _, key in batch], vocab=vocab)
+    flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
+    texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
+    pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
+    n = options.nbest
+    return [pairs[j * n : (j + 1) * n] for j in range(len(batch))]
 
 
 def _shortlist(translator: Translator, sources: list[list[int]], options: SearchOptions):
@@ -430,12 +386,12 @@ def _shortlist(translator: Translator, sources: list[list[int]], options: Search
     return torch.from_numpy(allowed).to(translator.device)
 
 
-def _pad(batch: list[int], ids, translator: Translator):
+def _pad(sources: list[list[int]], translator: Translator):
     """[B,S] long on the translator's device, right-padded."""
     import torch
 
-    width, pad = max(len(ids[i]) for i in batch), translator.models[0].config.pad_id
-    rows = [ids[i] + [pad] * (width - len(ids[i])) for i in batch]
+    width, pad = max(map(len, sources)), translator.models[0].config.pad_id
+    rows = [ids + [pad] * (width - len(ids)) for ids in sources]
     return torch.tensor(rows, dtype=torch.long).to(translator.device, non_blocking=True)
 
 
@@ -460,9 +416,8 @@ def translate_file(
     when writing to a file.
     """
     decoding.check()
-    if input_path is not None and not Path(input_path).is_file():
-        what = "is a directory" if Path(input_path).is_dir() else "not found"
-        raise DataError(f"input file {what}: {input_path} (pass a text file, or use stdin)")
+    if input_path is not None:
+        check_readable(input_path, "input file")
     translator = load_translator(model_paths, decoding.runtime)
     log_start(translator, decoding)
     total = count_lines(Path(input_path)) if input_path is not None else None
