@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtkit.errors import ConfigError, DataError
-from mtkit.io import atomic_write, write_text
+from mtkit.io import atomic_write, check_readable, write_text
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,7 @@ def train_spm(
     if not inputs:
         raise ConfigError("no input files; pass --input FILE at least once")
     for path in inputs:
-        if not path.is_file():
-            raise DataError(f"input file not found: {path} (check the path)")
+        check_readable(path, "input file")
     langs = [input_lang(p) for p in inputs] if separate else []
     if len(set(langs)) != len(langs):
         raise ConfigError(
