@@ -59,12 +59,22 @@ class ModelConfig:
     final_logits_bias: bool = False
 
 
+# New Transformers lay out positions as fairseq does (from pad_id + 1), which is what
+# transformers' pre-norm M2M100 class computes, so `mtkit export --format transformers`
+# has a class for them; ModelConfig's own default stays "interleaved", so checkpoints
+# saved before keep rebuilding as they trained.
+_TRANSFORMER = dict(positions="fairseq")
+
 PRESETS: dict[str, dict[str, object]] = {
-    "transformer-small": dict(d_model=256, n_heads=4, d_ff=1024, enc_layers=3, dec_layers=3),
+    "transformer-small": dict(
+        _TRANSFORMER, d_model=256, n_heads=4, d_ff=1024, enc_layers=3, dec_layers=3
+    ),
     # Vaswani et al. (2017), "base" and "big".
-    "transformer-base": dict(d_model=512, n_heads=8, d_ff=2048, enc_layers=6, dec_layers=6),
+    "transformer-base": dict(
+        _TRANSFORMER, d_model=512, n_heads=8, d_ff=2048, enc_layers=6, dec_layers=6
+    ),
     "transformer-big": dict(
-        d_model=1024, n_heads=16, d_ff=4096, enc_layers=6, dec_layers=6, dropout=0.3
+        _TRANSFORMER, d_model=1024, n_heads=16, d_ff=4096, enc_layers=6, dec_layers=6, dropout=0.3
     ),
     # Students for sequence-level distillation (Kim & Rush, 2016): deep encoder, shallow
     # decoder, small width, as Marian's WMT efficiency-task students (Kim et al., 2019,
@@ -72,15 +82,17 @@ PRESETS: dict[str, dict[str, object]] = {
     # 6 encoder and 2 decoder layers, 256 wide) and Kasai et al. (2021, "Deep Encoder,
     # Shallow Decoder": 12-1 decodes about as well as 6-6). The decoder runs once per
     # output token and the encoder once per sentence, so decoder layers cost the time.
-    "transformer-student": dict(d_model=256, n_heads=4, d_ff=1024, enc_layers=6, dec_layers=2),
+    "transformer-student": dict(
+        _TRANSFORMER, d_model=256, n_heads=4, d_ff=1024, enc_layers=6, dec_layers=2
+    ),
     "transformer-student-12-1": dict(
-        d_model=256, n_heads=4, d_ff=1024, enc_layers=12, dec_layers=1
+        _TRANSFORMER, d_model=256, n_heads=4, d_ff=1024, enc_layers=12, dec_layers=1
     ),
     # Half as wide, one decoder layer: on Multi30k, taught by transformer-small, as good
     # as its teacher and 2.7x as fast at beam 5 (docs/pipelines.md). Narrower still was
     # no faster: the output layer over the vocabulary and the search then take the time.
     "transformer-student-narrow": dict(
-        d_model=128, n_heads=4, d_ff=512, enc_layers=6, dec_layers=1
+        _TRANSFORMER, d_model=128, n_heads=4, d_ff=512, enc_layers=6, dec_layers=1
     ),
     # Luong et al. (2015)-style: bi-LSTM encoder, LSTM decoder with input feeding.
     "rnn": dict(arch="rnn", d_model=512, enc_layers=2, dec_layers=2, dropout=0.3),
