@@ -130,3 +130,28 @@ def records(run: Path, kind: str) -> list[dict]:
 
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+# -- tiny NLLB-200 / M2M-100 models laid out like the hub's (tests/m2m100copy.py) ----------
+
+M2M100_STYLES = ("nllb", "nllb-legacy", "m2m100")
+M2M100_LIMIT = 16  # target tokens before </s>: the length limit of their comparisons
+
+
+@pytest.fixture(scope="session")
+def m2m100_spm(multi30k) -> bytes:
+    """One SentencePiece BPE model on de, en and fr Multi30k lines, for every style."""
+    from m2m100copy import train_spm
+
+    return train_spm(multi30k)
+
+
+@pytest.fixture(scope="module", params=M2M100_STYLES)
+def hf_m2m100(request, tmp_path_factory, multi30k, m2m100_spm):
+    """A random tiny M2M100ForConditionalGeneration saved as the hub lays out NLLB-200
+    (current and legacy_behaviour tokenizers) or M2M-100: an m2m100copy.HfModel."""
+    from m2m100copy import build_m2m100_dir, lines
+
+    directory = tmp_path_factory.mktemp("m2m100") / request.param
+    tune = lines(multi30k, "de", 16, split="val")
+    return build_m2m100_dir(directory, m2m100_spm, request.param, tune, M2M100_LIMIT)

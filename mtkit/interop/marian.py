@@ -117,25 +117,26 @@ def marian_checkpoint(directory: Path | str, origin: str | None = None) -> dict:
 # -- finding the files ---------------------------------------------------------
 
 
-def resolve_source(source: str) -> Path:
-    """A local directory as is; a hub id (owner/name) downloaded (or found in the cache)."""
+def resolve_source(source: str, files: tuple[str, ...] = MARIAN_FILES) -> Path:
+    """A local directory as is; a hub id (owner/name) downloaded (or found in the cache):
+    `files` and the weights (mtkit.interop.m2m100 passes its own)."""
     path = Path(source)
     if path.is_dir():
         return path
     if path.exists():
         raise ConfigError(
-            f"{source} is a file; pass a directory in Hugging Face's Marian layout "
-            "(config.json, model.safetensors, source.spm, target.spm, vocab.json) or a hub id"
+            f"{source} is a file; pass a Hugging Face model directory (config.json, "
+            "model.safetensors, the tokenizer's files) or a hub id"
         )
     if not _HUB_ID.match(source):
         raise ConfigError(
             f"no directory {source}, and it is not a hub id (owner/name, e.g. "
             "Helsinki-NLP/opus-mt-de-en); check the path"
         )
-    return _download(source)
+    return _download(source, files)
 
 
-def _download(repo: str) -> Path:
+def _download(repo: str, files: tuple[str, ...]) -> Path:
     """snapshot_download of the files an import reads; the cached copy when offline."""
     try:
         from huggingface_hub import snapshot_download
@@ -146,7 +147,7 @@ def _download(repo: str) -> Path:
             "or pass a local directory"
         ) from None
     try:
-        patterns = [*MARIAN_FILES, _hub_weights(repo)]
+        patterns = [*files, _hub_weights(repo)]
         return Path(snapshot_download(repo, allow_patterns=patterns))
     except (RepositoryNotFoundError, GatedRepoError):
         raise ConfigError(

@@ -1,0 +1,187 @@
+"""Importing NLLB-200 and M2M-100 models: mtkit computes what transformers computes.
+
+Tiny random M2M100ForConditionalGeneration models are built with transformers
+(tests/m2m100copy.py, shared fixtures in conftest.py): an NLLB tokenizer (current and
+legacy_behaviour) and an M2M-100 one over a SentencePiece model trained on Multi30k,
+saved as the hub lays them out, imported, and compared: where the language tokens go,
+teacher-forced log-probabilities (1e-4), greedy output (token for token, over more than
+100 sentences) and beam search.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from m2m100copy import encode, lines  # noqa: E402
+
+from mtkit.checkpoint import checkpoint_tokenizers, model_from_checkpoint  # noqa: E402
+from mtkit.errors import ConfigError, DataError  # noqa: E402
+from mtkit.interop.hf import hf_checkpoint  # noqa: E402
+from mtkit.interop.m2m100 import M2M100_CODES, m2m100_checkpoint  # noqa: E402
+from mtkit.languages import direction_of, languages_of  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Language pairs the comparisons run, in the tests' names (the model's codes differ).
+PAIRS = (("de", "en"), ("fr", "de"))
+
+
+@pytest.fixture(scope="module")
+def imported(hf_m2m100):
+    """The checkpoint dict of the tiny model's directory, imported in memory."""
+    return hf_checkpoint(hf_m2m100.directory)
+
+
+@pytest.fixture(scope="module")
+def sources(multi30k):
+    """German lines the SentencePiece model did not see (some pieces unknown)."""
+    return lines(multi30k, "de", 8, skip=2000)
+
+
+def _code(hf, lang: str) -> str:
+    return hf.codes[lang]
+
+
+def _source_ids(ckpt, direction, texts) -> torch.Tensor:
+    """mtkit's padded source batch: the checkpoint's tokenizer, the direction's tokens."""
+    src_tok, _ = checkpoint_tokenizers(ckpt)
+    eos, pad = ckpt["model_config"]["eos_id"], ckpt["model_config"]["pad_id"]
+    ids = [direction.source(x, eos) for x in src_tok.encode(texts)]
+    width = max(map(len, ids))
+    return torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+
+
+# -- the checkpoint ----------------------------------------------------------------------
+
+
+def test_m2m100_codes_are_transformers_own():
+    from transformers.models.m2m_100.tokenization_m2m_100 import FAIRSEQ_LANGUAGE_CODES
+
+    assert {k: v.split() for k, v in M2M100_CODES.items()} == FAIRSEQ_LANGUAGE_CODES
+
+
+def test_imported_checkpoint_records_what_it_is(hf_m2m100, imported):
+    cfg, langs = imported["model_config"], imported["languages"]
+    assert cfg["pre_norm"] and cfg["positions"] == "fairseq" and cfg["scale_embeddings"]
+    assert (cfg["pad_id"], cfg["bos_id"], cfg["eos_id"]) == (1, 2, 2)
+    assert not cfg["final_logits_bias"] and "final_logits_bias" not in imported["model"]
+    assert cfg["tgt_vocab_size"] == hf_m2m100.model.config.vocab_size
+    assert imported["vocab"]["src"] == imported["vocab"]["tgt"]
+    assert imported["vocab"]["src"][:4] == ["<s>", "<pad>", "</s>", "<unk>"]
+    spm = (hf_m2m100.directory / "sentencepiece.bpe.model").read_bytes()
+    assert imported["spm"] == {"src": spm, "tgt": spm}
+    assert langs["scheme"] == ("m2m100" if hf_m2m100.style == "m2m100" else "nllb")
+    assert langs["legacy"] == (hf_m2m100.style == "nllb-legacy")
+    assert langs["default"] == {"src": None, "tgt": None} and langs["directions"] == []
+    table = imported["vocab"]["tgt"]
+    for lang in ("de", "en", "fr"):
+        piece = langs["tokens"][_code(hf_m2m100, lang)]
+        assert table.index(piece) == hf_m2m100.lang_id(lang)
+    assert len(langs["tokens"]) == (100 if hf_m2m100.style == "m2m100" else 202)
+
+
+def test_tokenization_and_language_tokens_are_where_transformers_puts_them(
+    hf_m2m100, imported, multi30k
+):
+    """Source: [src] pieces </s> (NLLB legacy: pieces </s> [src]); target (labels):
+    [tgt] pieces </s> (the decoder reads </s> [tgt] ..., as generate forces it)."""
+    src_tok, tgt_tok = checkpoint_tokenizers(imported)
+    eos = imported["model_config"]["eos_id"]
+    for src, tgt in PAIRS:
+        texts = lines(multi30k, src, 40, skip=2000)
+        targets = lines(multi30k, tgt, 40, skip=2000)
+        direction = direction_of(imported, _code(hf_m2m100, src), _code(hf_m2m100, tgt))
+        batch = hf_m2m100.tokenizer
+        batch.src_lang, batch.tgt_lang = _code(hf_m2m100, src), _code(hf_m2m100, tgt)
+        ours = [direction.source(x, eos) for x in src_tok.encode(texts)]
+        assert ours == batch(texts).input_ids
+        labels = [direction.target(x) + [eos] for x in tgt_tok.encode(targets)]
+        hf_labels = batch(text_target=targets).input_ids
+        if hf_m2m100.style == "nllb-legacy":
+            # Legacy labels are pieces </s> [tgt], which no decoder ever reads: generate
+            # starts </s> [tgt] whatever the flag, and mtkit's targets follow generate.
+            hf_labels = [[x[-1], *x[:-1]] for x in hf_labels]
+        assert labels == hf_labels
+        assert direction.target_prefix == (hf_m2m100.lang_id(tgt),)
+        where = (direction.source_prefix, direction.source_suffix)
+        expect = ((), (hf_m2m100.lang_id(src),))
+        assert where == (expect if hf_m2m100.style == "nllb-legacy" else expect[::-1])
+    assert any(src_tok.unk_id in x for x in ours)  # unknown pieces were met
+
+
+def test_teacher_forced_log_probs_match(hf_m2m100, imported, multi30k):
+    model = model_from_checkpoint(imported)
+    _, tgt_tok = checkpoint_tokenizers(imported)
+    texts, targets = lines(multi30k, "de", 16, skip=2000), lines(multi30k, "en", 16, skip=2000)
+    direction = direction_of(imported, _code(hf_m2m100, "de"), _code(hf_m2m100, "en"))
+    cfg = imported["model_config"]
+    outs = [direction.target(x) + [cfg["eos_id"]] for x in tgt_tok.encode(targets)]
+    width = max(map(len, outs))
+    labels = torch.tensor([x + [cfg["pad_id"]] * (width - len(x)) for x in outs])
+    tgt_in = torch.cat([torch.full((len(outs), 1), cfg["bos_id"]), labels[:, :-1]], 1)
+    batch = encode(hf_m2m100, texts, "de", "en")
+    with torch.no_grad():
+        hf = hf_m2m100.model(**batch, decoder_input_ids=tgt_in).logits.log_softmax(-1)
+        ours = model(_source_ids(imported, direction, texts), tgt_in).log_softmax(-1)
+    real = labels != cfg["pad_id"]
+    assert ours.shape == hf.shape
+    assert (ours - hf)[real].abs().max().item() < 1e-4
+    assert hf[real].std() > 0.5  # not a flat distribution, where anything would agree
+
+
+# -- languages -----------------------------------------------------------------------------
+
+
+def test_a_multilingual_model_needs_the_target_language(hf_m2m100, imported):
+    with pytest.raises(ConfigError, match=r"translates into \d+ languages: give --tgt-lang"):
+        direction_of(imported, _code(hf_m2m100, "de"), None)
+    with pytest.raises(ConfigError, match=r"reads \d+ languages: give --src-lang"):
+        direction_of(imported, None, _code(hf_m2m100, "en"))
+
+
+def test_an_unknown_code_is_one_line_naming_close_codes(hf_m2m100, imported):
+    wrong = "deu_latn" if hf_m2m100.style != "m2m100" else "dee"
+    with pytest.raises(ConfigError) as error:
+        direction_of(imported, wrong, _code(hf_m2m100, "en"))
+    message = str(error.value)
+    assert "\n" not in message and repr(wrong) in message
+    assert _code(hf_m2m100, "de") in message and "mtkit inspect MODEL --langs" in message
+
+
+def test_a_bilingual_model_refuses_another_pair():
+    ckpt = {"langs": {"src": "de", "tgt": "en"}}
+    assert direction_of(ckpt, None, None).source([5, 6], 3) == [5, 6, 3]
+    assert direction_of(ckpt, "de", "en").target_prefix == ()
+    with pytest.raises(ConfigError, match="de -> en only; --tgt-lang fr"):
+        direction_of(ckpt, "de", "fr")
+
+
+def test_the_languages_entry_round_trips(imported):
+    languages = languages_of(imported)
+    assert languages.to_dict() == imported["languages"]
+    assert languages.codes == list(imported["languages"]["tokens"])
+
+
+# -- what the import refuses ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hf_m2m100", ["nllb"], indirect=True)
+def test_foreign_or_incomplete_directories_are_one_line(hf_m2m100, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(hf_m2m100.directory, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(config | {"decoder_ffn_dim": 8}))
+    with pytest.raises(ConfigError, match="decoder_ffn_dim=8"):
+        m2m100_checkpoint(copy)
+    (copy / "config.json").write_text(json.dumps(config | {"model_type": "bart"}))
+    with pytest.raises(ConfigError, match="model_type 'bart'"):
+        hf_checkpoint(copy)
+    (copy / "config.json").write_text(json.dumps(config))
+    (copy / "sentencepiece.bpe.model").unlink()
+    with pytest.raises(DataError, match=r"sentencepiece\.bpe\.model not found"):
+        m2m100_checkpoint(copy)
