@@ -200,7 +200,7 @@ def _bleu(hyps: list[str], refs: list[str]) -> float:
 
 def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: int):
     """A function timing mtkit over lines: (seconds, (texts, target pieces))."""
-    from mtkit.translate.search import SearchOptions
+    from mtkit.search import SearchOptions
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
     quantize = "int8" if precision == "int8" else "none"

@@ -45,7 +45,7 @@ def main() -> None:
 
 def _shortlist(model: Path, data: Path) -> Path:
     """The model's shortlist, built once (about a minute on Multi30k, 2 cores)."""
-    from mtkit.translate.shortlist import build_shortlist_file
+    from mtkit.shortlist import build_shortlist_file
 
     out = SHORTLIST_OUT / f"{model.stem}-shortlist.npz"
     if not out.exists():
@@ -78,8 +78,8 @@ def _compare(mode, precision, model, shortlist, source, refs, threads, rounds) -
 
 def _runner(model: Path, shortlist: Path | None, mode: str, precision: str, threads: int):
     """A function timing translate_lines over lines: (seconds, texts, mean vocabulary)."""
+    from mtkit.search import SearchOptions
     from mtkit.translate import stream
-    from mtkit.translate.search import SearchOptions
 
     quantize = "int8" if precision == "int8" else "none"
     runtime = stream.RuntimeOptions(

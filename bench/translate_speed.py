@@ -176,7 +176,7 @@ def _speed(
     quantize="none",
     summary=False,
 ) -> None:
-    from mtkit.translate.search import SearchOptions
+    from mtkit.search import SearchOptions
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
     runtime = RuntimeOptions(device=device, precision=precision, quantize=quantize, threads=threads)

@@ -21,13 +21,13 @@ from mtkit.interop.ctranslate2 import ExportOptions
 from mtkit.prepare.cleaning import CleanOptions
 from mtkit.prepare.sources import SourceOptions
 from mtkit.score import ReportOptions, ScoreOptions, SignificanceOptions
+from mtkit.search import SearchOptions
+from mtkit.shortlist import ShortlistOptions
 from mtkit.tokenizer import SpmOptions
 from mtkit.train.config import TrainConfig
+from mtkit.translate.command import JobOptions
 from mtkit.translate.logprob import LogprobOptions
 from mtkit.translate.noise import NoiseOptions
-from mtkit.translate.search import SearchOptions
-from mtkit.translate.shards import JobOptions
-from mtkit.translate.shortlist import ShortlistOptions
 from mtkit.translate.stream import BatchOptions, Decoding, RuntimeOptions
 
 
@@ -457,7 +457,7 @@ def translate_command(
     With -i FILE -o FILE it is a job that a second run continues after a crash
     (progress in FILE.progress.json), and that --shard, --workers or torchrun split.
     """
-    from mtkit.translate.shards import translate
+    from mtkit.translate.command import translate
 
     search = SearchOptions(
         beam_size=beam_size,
@@ -1170,7 +1170,7 @@ def shortlist_command(
     """Build a lexical shortlist (as Marian's): per source piece, the target pieces it
     translates to most often in the training data, for `translate --shortlist` and
     `export --shortlist`. Prints its coverage of DATA/valid."""
-    from mtkit.translate.shortlist import build_shortlist_file
+    from mtkit.shortlist import build_shortlist_file
 
     options = ShortlistOptions(
         best=best, first=first, method=method, iterations=iterations, max_pairs=max_pairs

@@ -45,7 +45,7 @@ class RunDirBusy(MtkitError):
 def claim_run_dir(run_dir: Path | str, dist=None) -> Iterator[None]:
     """Hold RUN/.lock while the block runs; RunDirBusy at once if another process holds it.
 
-    `dist` (mtkit.train.distributed.Dist) makes every rank but 0 skip the claim.
+    `dist` (mtkit.distributed.Dist) makes every rank but 0 skip the claim.
     The directory is created if missing. At the end the lock file is removed (a
     run directory keeps only the run's files), and so is the directory when the
     claim created it and nothing else was written into it.

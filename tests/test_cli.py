@@ -26,9 +26,9 @@ def test_unknown_command_fails(cli):
 # Where each command's option defaults live: the option dataclasses it builds, and
 # the keyword defaults of the one library function it calls.
 DEFAULT_SOURCES = {
-    "translate": ("mtkit.translate.search:SearchOptions", "mtkit.translate.stream:BatchOptions",
+    "translate": ("mtkit.search:SearchOptions", "mtkit.translate.stream:BatchOptions",
                   "mtkit.translate.stream:RuntimeOptions", "mtkit.translate.noise:NoiseOptions",
-                  "mtkit.translate.shards:JobOptions", "mtkit.translate.stream:Decoding"),
+                  "mtkit.translate.command:JobOptions", "mtkit.translate.stream:Decoding"),
     "translate-merge": ("mtkit.translate.shards:merge_shards",),
     "train-bpe": ("mtkit.tokenizer:SpmOptions", "mtkit.tokenizer:train_spm"),
     "prepare": ("mtkit.prepare.sources:SourceOptions", "mtkit.prepare.cleaning:CleanOptions",
@@ -40,8 +40,8 @@ DEFAULT_SOURCES = {
     "logprob": ("mtkit.translate.logprob:LogprobOptions", "mtkit.translate.stream:BatchOptions",
                 "mtkit.translate.stream:RuntimeOptions"),
     "export": ("mtkit.interop.ctranslate2:ExportOptions",),
-    "shortlist": ("mtkit.translate.shortlist:ShortlistOptions",
-                  "mtkit.translate.shortlist:build_shortlist_file"),
+    "shortlist": ("mtkit.shortlist:ShortlistOptions",
+                  "mtkit.shortlist:build_shortlist_file"),
 }  # fmt: skip
 # Flags that are not a library field, and flags the CLI reads in another form.
 CLI_ONLY = {

@@ -83,9 +83,9 @@ def _train_pairs(model, pairs: list[tuple[list[int], list[int]]], steps: int) ->
 def _both(checkpoint: Path, out: Path, lines: list[str], beam_size: int):
     """(mtkit's, CTranslate2's) best target ids of `lines` with matching settings."""
     from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
+    from mtkit.search import SearchOptions, search
     from mtkit.tokenizer import Tokenizer
     from mtkit.train.batching import pad_rows
-    from mtkit.translate.search import SearchOptions, search
 
     ckpt = load_checkpoint(checkpoint)
     src_tok, tgt_tok = (Tokenizer.from_bytes(ckpt["spm"][side]) for side in ("src", "tgt"))

@@ -77,7 +77,7 @@ def test_init_from_own_checkpoint_starts_fresh_from_its_weights(own_run, caplog)
 
 def test_init_from_weights_are_the_checkpoints(own_run):
     """Before any update the model is the checkpoint's (seed and init do not matter)."""
-    from mtkit.train import distributed
+    from mtkit import distributed
     from mtkit.train.setup import build_trainer
 
     config = _config(own_run["data"], own_run["root"] / "w", init_from=str(own_run["base"]), seed=7)

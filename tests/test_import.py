@@ -29,7 +29,7 @@ from mtkit.checkpoint import (  # noqa: E402
 from mtkit.errors import ConfigError, DataError  # noqa: E402
 from mtkit.interop.marian import import_marian, marian_checkpoint  # noqa: E402
 from mtkit.models import build_model  # noqa: E402
-from mtkit.translate.search import SearchOptions, search  # noqa: E402
+from mtkit.search import SearchOptions, search  # noqa: E402
 
 LINES = 300
 # Several shapes: shared and separate vocabularies, each activation, scaled

@@ -61,7 +61,7 @@ def test_int8_translates_as_fp32_nearly_always(multi30k):
     import sacrebleu
     from test_search import tiny_checkpoint
 
-    from mtkit.translate.search import SearchOptions
+    from mtkit.search import SearchOptions
     from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
 
     checkpoint = tiny_checkpoint("transformer", multi30k)

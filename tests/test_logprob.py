@@ -17,8 +17,8 @@ import torch
 from conftest import call_main
 from test_search import tiny_checkpoint
 
+from mtkit.search import SearchOptions, search
 from mtkit.translate.logprob import force_decode, score_pairs
-from mtkit.translate.search import SearchOptions, search
 from mtkit.translate.stream import (
     BatchOptions,
     RuntimeOptions,

@@ -215,7 +215,7 @@ def test_translate_never_produces_the_tag(corpora, tmp_path):
     """Even a model whose every step favours <BT> above all never emits it."""
     import torch
 
-    from mtkit.translate.search import SearchOptions, search
+    from mtkit.search import SearchOptions, search
     from mtkit.translate.stream import load_translator
 
     run = tmp_path / "run"
@@ -232,9 +232,10 @@ def test_translate_never_produces_the_tag(corpora, tmp_path):
     model.decode_step = favour_tag
     src = torch.tensor([translator.src_tokenizer.encode(["ein hund"])[0] + [3]])
     for beam in (1, 3):
-        hyps = search([model], src, SearchOptions(beam_size=beam, nbest=1, max_len_b=10))
+        options = SearchOptions(beam_size=beam, nbest=1, max_len_b=10)
+        hyps = search([model], src, options, banned=translator.banned)
         assert tag not in hyps[0][0].tokens
-    assert model.banned_target_ids == [tag]
+    assert translator.banned == (tag,)
 
 
 # -- bad input: one line, nothing written ------------------------------------------------

@@ -139,8 +139,8 @@ def batch_loss(trainer, b: int) -> tuple[float, torch.dtype]:
 def check_steps_lower_the_loss(m30k, out, *, device, precision, expect=None, steps=5):  # noqa: F811
     """`steps` updates on one batch lower that batch's loss; the run resolves `precision`
     to `expect` (default: itself) and its logits are in that dtype."""
+    from mtkit import distributed
     from mtkit.device import dtype_of
-    from mtkit.train import distributed
     from mtkit.train.setup import build_trainer
 
     config = tiny_config(

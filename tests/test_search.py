@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtkit.translate.search import SearchOptions, beam_search, greedy_search, search
+from mtkit.search import SearchOptions, beam_search, greedy_search, search
 
 ARCHS = ("transformer", "rnn")
 VOCAB = 200
@@ -164,7 +164,7 @@ def test_beam_one_search_path_equals_greedy(trained):
     """Beam search's own loop with K=1 (not the greedy shortcut) picks the same tokens,
     when it stops as fairseq does (stop="count"): by the length-penalty bound it would go
     on with the runner-up after the best candidate ended, since that one may still win."""
-    from mtkit.translate import search as S
+    from mtkit import search as S
 
     model, _, ids = trained
     src = _pad(ids)
@@ -342,7 +342,7 @@ def test_cached_search_equals_uncached_search(trained, beam_size, cache_chunk, m
 def test_block_topk_equals_topk(columns):
     """Beam search's top candidates by block maxima are torch.topk's, whatever the width
     (whole blocks, a partial last block, too narrow for blocks)."""
-    from mtkit.translate.search import _topk
+    from mtkit.search import _topk
 
     x = torch.randn(7, columns, generator=torch.Generator().manual_seed(columns))
     x[3, -5:] = 100.0 + torch.arange(5.0)  # the best of a row in its last columns

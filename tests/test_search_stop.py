@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
+from mtkit import search as search_module
 from mtkit.errors import ConfigError
-from mtkit.translate import search as search_module
-from mtkit.translate.search import SearchOptions, check_options, search
+from mtkit.search import SearchOptions, check_options, search
 
 V, EOS = 12, 3
 

@@ -15,8 +15,8 @@ from test_search import _spm_bytes, _train, checkpoint_payload, tiny_checkpoint
 
 from mtkit.errors import ConfigError, DataError
 from mtkit.models.config import override, preset_config
-from mtkit.translate.search import SearchOptions, search
-from mtkit.translate.shortlist import (
+from mtkit.search import SearchOptions, search
+from mtkit.shortlist import (
     Shortlist,
     ShortlistOptions,
     build_shortlist_file,
@@ -261,7 +261,7 @@ def test_bad_inputs_are_one_line(tiny, multi30k, tmp_path, monkeypatch, capsys):
 
 def test_damaged_file_is_refused(tiny, tmp_path):
     shortlist = load_shortlist(tiny[2])
-    from mtkit.translate.shortlist import write_shortlist
+    from mtkit.shortlist import write_shortlist
 
     path = write_shortlist(
         tmp_path / "s.npz", shortlist.targets, shortlist.first, shortlist.specials, shortlist.meta

@@ -204,7 +204,7 @@ def test_rnn_trains(m30k, tmp_path):
 
 
 def test_out_of_memory_says_what_to_do(m30k, tmp_path, monkeypatch):
-    from mtkit.train import distributed
+    from mtkit import distributed
     from mtkit.train.setup import build_trainer
 
     trainer = build_trainer(tiny_config(m30k, tmp_path / "run"), distributed.setup("cpu"))
@@ -252,7 +252,7 @@ def test_separate_vocabularies_and_config_file(m30k, tmp_path):
 
 
 def test_update_with_nonfinite_gradient_is_skipped(m30k, tmp_path, monkeypatch):
-    from mtkit.train import distributed
+    from mtkit import distributed
     from mtkit.train.setup import build_trainer
 
     trainer = build_trainer(tiny_config(m30k, tmp_path / "run"), distributed.setup("cpu"))

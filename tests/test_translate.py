@@ -18,7 +18,7 @@ from conftest import call_main
 from test_search import tiny_checkpoint
 
 from mtkit.errors import DataError
-from mtkit.translate.search import SearchOptions
+from mtkit.search import SearchOptions
 from mtkit.translate.stream import (
     BatchOptions,
     RuntimeOptions,

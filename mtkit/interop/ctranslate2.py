@@ -103,7 +103,7 @@ def export_ctranslate2(model_path: Path, out_dir: Path, options: ExportOptions =
 def _vmap_text(path: Path, ckpt: dict, src_pieces, tgt_pieces, model_path: Path) -> str:
     """The shortlist `path` as vmap.txt lines, once it is known to fit the checkpoint."""
     from mtkit.checkpoint import checkpoint_tokenizers
-    from mtkit.translate.shortlist import load_shortlist, vmap_lines
+    from mtkit.shortlist import load_shortlist, vmap_lines
 
     shortlist = load_shortlist(path)
     shortlist.check_tokenizers(*checkpoint_tokenizers(ckpt), str(model_path), Path(path))

@@ -1,12 +1,16 @@
 """`mtkit train`: turn prepared text and a SentencePiece model into checkpoints.
 
 The package splits the job: `config` (options), `data` (files, vocabulary
-checks), `corpus` (the encoded training corpus on disk, memory-mapped),
-`batching` (token-budget batches, padding), `optim` (loss, Adam, schedules),
-`setup` (building a run, resuming), `loop` (updates, validation, saving,
-stopping), `validate` (evaluate: loss, BLEU, chrF), `distributed` (torchrun)
-and `state` (RUN/: config.json, metrics.jsonl, checkpoints, RNG states). Models are
-`mtkit.models`'; batches `mtkit.train.batching`'s; the file format `mtkit.checkpoint`'s.
+checks), `corpus` (the encoded training corpus on disk, memory-mapped), `mix`
+(several corpora, weighted), `batching` (token-budget batches, padding), `optim`
+(loss, Adam, schedules), `threads` (the CPU thread tuner), `setup` (building a run,
+resuming), `loop` (updates, validation, saving, stopping), `report` (metrics.jsonl
+records, the bar, log lines), `validate` (evaluate: loss, BLEU, chrF) and `state`
+(RUN/: config.json, metrics.jsonl, checkpoints, RNG states). Models are
+`mtkit.models`'; the file format `mtkit.checkpoint`'s. What training shares with
+translation stands below both and imports neither: the greedy search of validation
+(mtkit.search), torchrun's plumbing (mtkit.distributed) and the readers of prepared
+data (mtkit.manifest). Nothing here imports mtkit.translate.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ __all__ = ["TrainConfig", "parse_duration", "train"]
 
 def train(config: TrainConfig):
     """Run training as `config` says; returns a `loop.TrainResult`."""
+    from mtkit import distributed
     from mtkit.runlock import claim_run_dir
-    from mtkit.train import distributed
     from mtkit.train.setup import build_trainer
 
     check(config)

@@ -4,7 +4,8 @@ Owns finding DATA/{train,valid}.{src,tgt} (valid may be absent), checking that
 the SentencePiece model(s) fit the pair (unknown-piece rate), and handing the
 training text to `mtkit.train.corpus` (encoded once, memory-mapped) and the
 small validation set to `mtkit.train.batching.encode_pairs`. Cutting batches is
-`mtkit.train.batching`'s job; reading raw corpora is `mtkit.prepare.pipeline`'s.
+`mtkit.train.batching`'s job; reading raw corpora is `mtkit.prepare.pipeline`'s; reading
+the manifest and prepared text files is `mtkit.manifest`'s (shared with the shortlist).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtkit.errors import DataError
+from mtkit.manifest import head_lines, manifest_langs, pair_langs, read_lines, recorded_files
 from mtkit.train.batching import encode_pairs
 
 log = logging.getLogger(__name__)
@@ -51,53 +53,14 @@ class RunData:
     def spm_bytes(self) -> dict:
         return {"src": self.src_tok.model_bytes, "tgt": self.tgt_tok.model_bytes}
 
+    @property
+    def banned_ids(self) -> list[int]:
+        """Target ids validation never outputs: the source-side tag pieces (train-bpe's
+        reserved tags and the mix's tags), passed to the search explicitly."""
+        from mtkit.tokenizer import RESERVED_TAGS
 
-def pair_langs(data_dir: Path, src: str | None, tgt: str | None) -> dict:
-    """The source and target languages: the options, else DATA/manifest.json."""
-    if src and tgt:
-        return {"src": src, "tgt": tgt}
-    manifest = Path(data_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise DataError(
-            f"no {manifest} to read the languages from; pass --src and --tgt "
-            "(or prepare the data with `mtkit prepare`)"
-        )
-    try:
-        values = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{manifest} is not valid JSON ({error}); pass --src and --tgt") from None
-    found = _manifest_langs(values)
-    if found is None:
-        raise DataError(f"{manifest} names no src/tgt languages; pass --src and --tgt")
-    return {"src": src or found[0], "tgt": tgt or found[1]}
-
-
-def _manifest_langs(values: dict) -> tuple[str, str] | None:
-    """("de", "en") from {"src": "de", "tgt": "en"}, or the same under "langs" or "pair"."""
-    for holder in (values, values.get("langs"), values.get("pair")):
-        if isinstance(holder, dict) and all(isinstance(holder.get(k), str) for k in ("src", "tgt")):
-            return holder["src"], holder["tgt"]
-    return None
-
-
-def read_lines(path: Path) -> list[str]:
-    """The lines of a prepared text file (UTF-8, one sentence a line, CR/LF stripped)."""
-    from mtkit.io import read_text_lines
-
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}; run `mtkit prepare` or check --data")
-    return [line.rstrip("\r") for line in read_text_lines(path)]
-
-
-def head_lines(path: Path, n: int) -> list[str]:
-    """The first `n` lines of a prepared text file."""
-    from mtkit.io import open_binary, text_lines
-
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}; run `mtkit prepare` or check --data")
-    with open_binary(path) as stream:
-        lines = text_lines(stream, str(path))
-        return [line.rstrip("\r") for _, line in zip(range(n), lines, strict=False)]
+        tags = (*RESERVED_TAGS, *(spec.tag for spec in self.specs if spec.tag))
+        return self.tgt_tok.tag_ids(tuple(dict.fromkeys(tags)))
 
 
 def load_tokenizers(spm: str | None, src_spm: str | None, tgt_spm: str | None, langs: dict):
@@ -197,9 +160,7 @@ def warn_if_changed_since_prepare(data_dir: Path, paths: dict, root: Path) -> No
     from mtkit.train.corpus import file_checksum  # remembered by stat: no second read
 
     try:
-        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
-        files = [f for split in manifest["splits"].values() for f in split["files"].values()]
-        recorded = {f["name"]: f["sha256"] for f in files}
+        recorded = {f["name"]: f["sha256"] for f in recorded_files(data_dir)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # no manifest of prepare's: nothing to compare with
     for path in paths.values():
@@ -218,7 +179,7 @@ def _check_prepared(data_dir: Path, langs: dict, first: Path) -> None:
     manifest = data_dir / "manifest.json"
     if manifest.is_file():
         try:
-            found = _manifest_langs(json.loads(manifest.read_text(encoding="utf-8")))
+            found = manifest_langs(json.loads(manifest.read_text(encoding="utf-8")))
         except json.JSONDecodeError:
             found = None
         if found is not None and set(found) != {langs["src"], langs["tgt"]}:

@@ -1,7 +1,9 @@
 """The training loop: updates, logging, validation, checkpoints, stopping and resuming.
 
 `Trainer` is built once by `mtkit.train.setup.build_trainer` (data, model,
-optimiser, resume) and runs until a limit, early stopping or a signal.
+optimiser, resume) and runs until a limit, early stopping or a signal. What it
+reports (metrics.jsonl records, the bar, log lines) is shaped by mtkit.train.report;
+validation's numbers come from mtkit.train.validate.
 Everything it needs to continue exactly (step, epoch, position in the epoch's
 batch order, optimiser, RNG states) goes into checkpoint_last.pt at every save;
 the files themselves are `mtkit.train.state.RunFiles`'.
@@ -29,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mtkit import distributed
 from mtkit.crashpoint import crash_point
 from mtkit.errors import MtkitError
-from mtkit.train import distributed
 from mtkit.train.batching import collate, epoch_order, rank_share
 from mtkit.train.mix import shares_text
 from mtkit.train.optim import (
@@ -40,6 +42,14 @@ from mtkit.train.optim import (
     lr_at,
     set_lr,
     warmup_fraction,
+)
+from mtkit.train.report import (
+    Interval,
+    log_valid,
+    progress_bar,
+    show_train,
+    train_record,
+    valid_record,
 )
 from mtkit.train.state import rng_state
 from mtkit.train.threads import ThreadTuner
@@ -137,7 +147,7 @@ class Trainer:
         self.rank_batches: list = []  # this rank's batches of the epoch in progress
         self.epoch_batches = np.zeros(0, dtype=np.int64)  # every rank's, in turn
         self.signal: int | None = None
-        self.interval = _Interval()
+        self.interval = Interval(clock())
         self.bar = None  # (rich Progress, task) on rank 0 while running
         self.last_save = clock()
         # The training time the schedule and the budget read: agreed by all ranks.
@@ -235,16 +245,10 @@ class Trainer:
         if not self.dist.is_main:
             yield
             return
-        from rich.progress import TextColumn
-
-        from mtkit.console import progress
-
         cfg = self.config
         per_epoch = math.ceil(len(self.batches) / self.dist.world_size / cfg.update_freq)
         total = cfg.max_updates or (cfg.max_epochs * per_epoch) or None
-        with progress(TextColumn("{task.fields[status]}")) as bar:
-            task = bar.add_task("training", total=total, completed=self.progress.step, status="")
-            self.bar = (bar, task)
+        with progress_bar(total, self.progress.step) as self.bar:
             try:
                 yield
             finally:
@@ -583,98 +587,19 @@ class Trainer:
         stats = self.interval.take(self.dist, clock())
         if not self.dist.is_main or stats is None:
             return
-        p = self.progress
-        record = {
-            "kind": "train",
-            "step": p.step,
-            "epoch": p.epoch,
-            **stats,
-            "elapsed": round(p.elapsed, 2),
-            "train_time": round(p.train_time, 2),
-        }
-        if self.mix is not None:
-            record["mix_share"] = [row.get("share", 0.0) for row in self._mix_rows()]
-        if self.tuner is not None:
-            record["threads"] = self.tuner.threads
-        self.files.log(record)
+        mix_rows = self._mix_rows() if self.mix is not None else None
+        threads = self.tuner.threads if self.tuner is not None else None
+        self.files.log(train_record(self.progress, stats, mix_rows, threads))
         if self.bar:
-            bar, task = self.bar
-            spent = self.budget_spent()
-            # The run's length in updates as the budget that binds first makes it: under
-            # --max-time the updates so far over the share of the time spent.
-            bar.update(
-                task,
-                total=round(p.step / spent) if spent > 0 else None,
-                completed=p.step,
-                status=(
-                    f"epoch {p.epoch} loss {stats['loss']:.3f} lr {stats['lr']:.2e} "
-                    f"{stats['tokens_per_s']:,.0f} tok/s"
-                ),
-            )
+            show_train(self.bar, self.progress, stats, self.budget_spent())
 
     def _log_valid(self, metrics: dict, improved: bool) -> None:
         if not self.dist.is_main:
             return
-        p = self.progress
-        best = "best_" + self.config.best_metric
-        record = {
-            "kind": "valid",
-            "step": p.step,
-            "epoch": p.epoch,
-            **metrics,
-            best: p.best_value,
-            "elapsed": round(p.elapsed, 2),
-        }
-        self.files.log(record)
-        log.info(
-            "step %d epoch %d: valid loss %.3f ppl %.2f bleu %.2f chrf %.2f%s",
-            p.step,
-            p.epoch,
-            metrics["valid_loss"],
-            metrics["valid_ppl"],
-            metrics["valid_bleu"],
-            metrics["valid_chrf"],
-            " (best)" if improved else "",
-        )
+        self.files.log(valid_record(self.progress, metrics, self.config.best_metric))
+        log_valid(self.progress, metrics, improved)
         if self.mix is not None:
             log.info("target tokens so far by corpus: %s", shares_text(self._mix_rows()))
-
-
-class _Interval:
-    """Sums since the last log line: loss, NLL, target tokens, time."""
-
-    def __init__(self) -> None:
-        self.lr, self.grad_norm = 0.0, 0.0
-        self.reset(clock())
-
-    def reset(self, now: float) -> None:
-        self.loss, self.nll, self.tokens, self.since = 0.0, 0.0, 0, now
-        self.skipped = 0.0
-
-    def add(self, loss, nll, tokens: int) -> None:
-        self.loss += loss  # tensors: summed on the device, read once per log line
-        self.nll += nll
-        self.tokens += tokens
-
-    def take(self, dist, now: float) -> dict | None:
-        loss, nll, tokens = distributed.sum_all(
-            dist, [float(self.loss), float(self.nll), float(self.tokens)]
-        )
-        skipped = int(float(self.skipped))
-        seconds = max(now - self.since, 1e-9)
-        self.reset(now)
-        if not tokens:
-            return None
-        return {
-            "loss": loss / tokens,
-            "nll_loss": nll / tokens,
-            "ppl": math.exp(min(nll / tokens, 100.0)),
-            "lr": self.lr,
-            "grad_norm": float(self.grad_norm),
-            "tokens_per_s": tokens / seconds,
-            "tokens": int(tokens),
-            **({"skipped_updates": skipped} if skipped else {}),
-        }
 
 
 @contextlib.contextmanager

@@ -70,7 +70,6 @@ def build_trainer(config: TrainConfig, dist):
     from mtkit.train.data import load_run_data
     from mtkit.train.loop import Trainer
     from mtkit.train.state import RunFiles
-    from mtkit.translate.search import BANNED
 
     config.world_size = dist.world_size
     set_threads(config, dist)
@@ -89,7 +88,6 @@ def build_trainer(config: TrainConfig, dist):
     precision = pick_precision(config.precision, dist.device, command="train")
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     raw = build_model(model_config).to(dist.device)
-    setattr(raw, BANNED, data.tgt_tok.tag_ids(_tags(data)))  # validation never outputs a tag
     if init and not ckpt:
         load_init_weights(raw, init, config)
     optimizer = _optimizer(raw, config)
@@ -98,11 +96,7 @@ def build_trainer(config: TrainConfig, dist):
     progress, last_valid = _restore(ckpt, raw, optimizer, scaler, dist) if ckpt else (None, None)
     model, ddp = wrap_model(raw, config, dist)
     if dist.is_main:
-        n_params = sum(p.numel() for p in raw.parameters())
-        log.info(
-            f"{config.arch}: {len(batches.order):,} pairs in {len(batches):,} batches of <= "
-            f"{config.max_tokens} tokens, {n_params:,} parameters, {precision} on {dist.device}"
-        )
+        _log_start(config, batches, raw, precision, dist.device)
     trainer = Trainer(
         config,
         model_config,
@@ -124,10 +118,12 @@ def build_trainer(config: TrainConfig, dist):
     return trainer
 
 
-def _tags(data) -> tuple:
-    from mtkit.tokenizer import RESERVED_TAGS
-
-    return tuple(dict.fromkeys((*RESERVED_TAGS, *(s.tag for s in data.specs if s.tag))))
+def _log_start(config: TrainConfig, batches, raw, precision: str, device) -> None:
+    n_params = sum(p.numel() for p in raw.parameters())
+    log.info(
+        f"{config.arch}: {len(batches.order):,} pairs in {len(batches):,} batches of <= "
+        f"{config.max_tokens} tokens, {n_params:,} parameters, {precision} on {device}"
+    )
 
 
 def load_init(config: TrainConfig) -> dict | None:

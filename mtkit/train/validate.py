@@ -1,5 +1,5 @@
 """Validation during training: loss and perplexity of the validation set, BLEU and chrF of
-greedy output.
+greedy output (mtkit.search's greedy search, the one decoding core translate uses too).
 
 Each rank takes every world_size-th batch and the results are shared, so all
 ranks end with the same numbers (and the same early-stopping decision).
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
+from mtkit import distributed
 from mtkit.tokenizer import clip_source
-from mtkit.train import distributed
 from mtkit.train.batching import (
     Pairs,
     collate,
@@ -69,8 +69,9 @@ def _greedy_scores(model, cfg, data, dist, max_tokens: int, n_sentences: int):
     first `n_sentences` validation lines (0: all)."""
     import sacrebleu
 
-    from mtkit.translate.search import greedy_search
+    from mtkit.search import greedy_search
 
+    banned = data.banned_ids  # source-side tags: a translation never holds them
     n = min(n_sentences, len(data.valid)) if n_sentences else len(data.valid)
     sample = Pairs(src=subset(data.valid.src, range(n)), tgt=subset(data.valid.tgt, range(n)))
     hyps = {}
@@ -78,7 +79,7 @@ def _greedy_scores(model, cfg, data, dist, max_tokens: int, n_sentences: int):
         rows = rows.tolist()
         sources = [clip_source(sample.src.sentence(i), cfg.max_positions) for i in rows]
         src = pad_rows([ids + [cfg.eos_id] for ids in sources], cfg.pad_id)
-        out = greedy_search(model, src.to(dist.device))
+        out = greedy_search(model, src.to(dist.device), banned=banned)
         hyps.update(zip(rows, data.tgt_tok.decode(out), strict=True))
     for part in distributed.gather_all(dist, hyps):
         hyps.update(part)

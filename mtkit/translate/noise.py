@@ -14,7 +14,8 @@ position i gets the key i + U(0, 3), words are sorted by key), then delete
 (keeping one random word when all would go), then blank. Words are the
 detokenized text split on whitespace, joined with single spaces.
 
-Leaves the search to mtkit.translate.search and the files to mtkit.translate.stream.
+Leaves the search to mtkit.search (whose splitmix64 `mix64` seeds the lines here too)
+and the files to mtkit.translate.stream.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ import random
 from dataclasses import dataclass
 
 from mtkit.errors import ConfigError
+from mtkit.search import mix64
 from mtkit.tokenizer import BLANK_PIECE
 
-# splitmix64's constants (Steele, Lea and Flood, 2014): a 64-bit mix whose outputs
-# for nearby inputs are unrelated, so line keys 0, 1, 2 ... seed unrelated streams.
-_GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 
 
@@ -54,14 +53,6 @@ def check_noise(options: NoiseOptions) -> None:
         raise ConfigError(
             f"--noise-filler must be one word without spaces, got {options.noise_filler!r}"
         )
-
-
-def mix64(value: int) -> int:
-    """splitmix64's finalizer: a well-spread 64-bit integer for any integer."""
-    z = (value + _GOLDEN) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
 
 
 def line_random(seed: int, key: int) -> random.Random:

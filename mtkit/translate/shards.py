@@ -1,12 +1,15 @@
-"""Translating a file as a job: resumable, in shards, on workers or torchrun ranks, merged.
+"""Translating a file as a job: resumable, split into shards by byte ranges, merged.
 
 Owns what turns `mtkit translate -i BIG -o OUT` into a job that survives kill -9:
 its files beside OUT, the identity that says whether they belong to this
-command, the byte ranges of shards, the processes that run shards, and the merge.
-The processes that run shards (workers, torchrun ranks) are
-mtkit.translate.workers'; the translation itself (reading, batching, search,
-formatting) is mtkit.translate.stream's; pipes (stdin or stdout) go straight there, as before,
-and keep no progress.
+command, the byte ranges of shards, running one job or one shard in this process
+(`run_job`), and the merge of finished shards (`merge_shards`). Leaves to others:
+choosing pipe, job, shard, workers or torchrun (mtkit.translate.command, above);
+the processes that run shards, workers or torchrun ranks (mtkit.translate.workers,
+which calls `run_job` in each and `merge_shards` at the end); the translation itself,
+reading, batching, search, formatting (mtkit.translate.stream, below), where pipes
+(stdin or stdout) go straight, keeping no progress. This module imports neither
+command nor workers.
 
 Files. A job writing OUT keeps `OUT.partial` (the output so far) and
 `OUT.progress.json` (`JobState`: what the job is, how far it got); when the last
@@ -55,7 +58,6 @@ import logging
 import os
 import random
 import signal
-import tempfile
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +77,6 @@ from mtkit.translate.stream import (
     Decoding,
     count_lines,
     log_start,
-    translate_file,
     write_results,
 )
 
@@ -88,15 +89,6 @@ HEAD_TAIL_BYTES = 1 << 20
 # (before committing them), as kill -9 would.
 KILL_AFTER_ENV = "MTKIT_TEST_KILL_AFTER_LINES"
 _RESTART_HINT = "run the command as before to continue, or add --restart to start over"
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """What `mtkit translate` does with a file: one job, one shard of it, or workers."""
-
-    shard: str | None = None  # "K/N": the K-th of N byte ranges (K from 1)
-    workers: int = 0  # N > 1: start N processes on this machine, one shard each, then merge
-    restart: bool = False  # drop the progress of an earlier run instead of continuing it
 
 
 @dataclass(frozen=True)
@@ -117,6 +109,12 @@ class JobFiles:
         )
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether a file is gzip-compressed (its magic bytes): such a file has no byte ranges."""
+    with open(path, "rb") as file:
+        return file.read(2) == b"\x1f\x8b"
+
+
 def shard_name(out: Path, k: int, n: int) -> str:
     return f"{out.name}.shard-{k}-of-{n}"
 
@@ -130,80 +128,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n_ < 1 or not 1 <= k_ <= n_:
         raise ConfigError(f"--shard {text}: K must be from 1 to N (N at least 1)")
     return k_, n_
-
-
-# -- the command ---------------------------------------------------------------
-
-
-def translate(
-    model_paths: list[Path],
-    input_path: Path | None = None,
-    output_path: Path | None = None,
-    decoding: Decoding = Decoding(),
-    job: JobOptions = JobOptions(),
-) -> int:
-    """`mtkit translate`: a pipe as before, or a resumable job for -i FILE -o FILE (a shard
-    with `--shard`, N processes with `--workers`, one shard per rank under torchrun).
-    Returns the number of input lines translated by this process."""
-    decoding.check()  # now, before the model loads and the bar shows
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    split = job.shard is not None or job.workers > 1 or world > 1
-    if job.workers < 0:
-        raise ConfigError(f"--workers must be 0 or more, got {job.workers}")
-    if input_path is None or output_path is None:
-        if split or job.restart:
-            what = "--restart needs" if not split else "--shard, --workers and torchrun need"
-            raise ConfigError(
-                f"{what} files: pass -i FILE and -o FILE "
-                "(a pipe has no line ranges to split and no place to keep progress)"
-            )
-        return translate_file(model_paths, input_path, output_path, decoding)
-    shard = parse_shard(job.shard) if job.shard is not None else None
-    if shard and decoding.search.seed is None and decoding.draws:
-        raise ConfigError("--shard with --sampling or --noised needs --seed (one for all shards)")
-    if sum([shard is not None, job.workers > 1, world > 1]) > 1:
-        raise ConfigError("use one of --shard, --workers and torchrun, not several together")
-    _check_input(Path(input_path), split)
-    _check_directory(Path(output_path))
-    args = (model_paths, Path(input_path), Path(output_path), decoding)
-    from mtkit.translate.workers import run_ranks, run_workers
-
-    if job.workers > 1:
-        return run_workers(job.workers, *args, job.restart)
-    if world > 1:
-        return run_ranks(*args, job.restart)
-    return run_job(*args, shard, job.restart)
-
-
-def _check_input(path: Path, split: bool) -> None:
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise DataError(f"input file {what}: {path} (pass a text file, or use stdin)")
-    if split and _is_gzip(path):
-        raise ConfigError(
-            f"{path} is gzip-compressed, and shards are byte ranges of a plain file; "
-            f"decompress it first (gunzip -k {path})"
-        )
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as file:
-        return file.read(2) == b"\x1f\x8b"
-
-
-def _check_directory(out: Path) -> None:
-    """Fail now, before any work, when OUT's directory is missing or not writable."""
-    if out.is_dir():
-        raise DataError(f"-o {out} is a directory; give the output file's name")
-    directory = out.parent if str(out.parent) else Path(".")
-    if not directory.is_dir():
-        raise DataError(f"directory {directory} does not exist; create it first")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise write_error(out, error) from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 # -- one job: the whole file or one shard ------------------------------------------
@@ -585,7 +509,7 @@ def _line_start(path: Path, position: int, size: int) -> int:
 def count_range_lines(path: Path, start: int, end: int | None) -> int | None:
     """Lines starting in [start, end) of a plain file (the bar's total); None for gzip."""
     if end is None:
-        return count_lines(path) if not _is_gzip(path) else None
+        return count_lines(path) if not is_gzip(path) else None
     count, last = 0, b"\n"
     with open(path, "rb") as file:
         file.seek(start)

@@ -2,10 +2,10 @@
 
 Owns the stream around the search: loading checkpoints for inference (device,
 precision, int8 quantization), reading UTF-8 lines, encoding them with the
-checkpoint's own SentencePiece model, calling mtkit.translate.search batch by batch and
+checkpoint's own SentencePiece model, calling mtkit.search batch by batch and
 writing lines as each chunk completes (to a temporary file renamed at the end with -o).
 Chunks, sorting, token-budget batches and input order are mtkit.translate.batching's
-(shared with logprob), the search itself is mtkit.translate.search's, the checkpoint
+(shared with logprob), the search itself is mtkit.search's, the checkpoint
 format mtkit.checkpoint's.
 
 Line rules: an empty (or blank) line gives an empty line without being decoded;
@@ -38,10 +38,10 @@ from typing import BinaryIO
 from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.io import atomic_write, check_readable, input_stream, text_lines
+from mtkit.search import SearchOptions, check_options, search
 from mtkit.tokenizer import clip_source
 from mtkit.translate.batching import BatchOptions, Cuts, run_batched
 from mtkit.translate.noise import NoiseOptions, check_noise, line_random, noise_words
-from mtkit.translate.search import BANNED, SearchOptions, check_options, search
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class Translator:
     device: str
     dtype: object  # torch.dtype
     max_src_len: int  # source pieces including eos the models accept
-    shortlist: object = None  # mtkit.translate.shortlist.Shortlist, or None: every target id
+    shortlist: object = None  # mtkit.shortlist.Shortlist, or None: every target id
+    banned: tuple = ()  # target ids never produced: source-side tags (mtkit.search)
 
     @property
     def vocab_size(self) -> int:
@@ -137,7 +138,7 @@ def load_translator(
         )
     loaded_shortlist = None  # read before the checkpoints: a bad file fails at once
     if runtime.shortlist is not None:
-        from mtkit.translate.shortlist import load_shortlist
+        from mtkit.shortlist import load_shortlist
 
         loaded_shortlist = load_shortlist(Path(runtime.shortlist))
     ckpts = [_load(path) for path in paths]
@@ -148,7 +149,6 @@ def load_translator(
     for ckpt in ckpts:
         model = model_from_checkpoint(ckpt, device="cpu").to(device=device, dtype=dtype).eval()
         model = prepare_for_decoding(model, device=device, dtype=dtype, quantize=runtime.quantize)
-        setattr(model, BANNED, banned)
         models.append(model)
         del ckpt["model"]  # the weights now live in the model; free the copy
     if loaded_shortlist is not None:
@@ -163,6 +163,7 @@ def load_translator(
         dtype=dtype,
         max_src_len=min(m.config.max_positions for m in models),
         shortlist=loaded_shortlist,
+        banned=tuple(banned),
     )
 
 
@@ -368,7 +369,8 @@ def _translate_batch(translator: Translator, batch: list, options: SearchOptions
     sources = [ids for ids, _ in batch]
     vocab = _shortlist(translator, sources, options)
     src = _pad(sources, translator)
-    hyps = search(translator.models, src, options, keys=[key for _, key in batch], vocab=vocab)
+    keys = [key for _, key in batch]
+    hyps = search(translator.models, src, options, keys, vocab, translator.banned)
     flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
     texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
     pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]

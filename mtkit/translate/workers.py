@@ -1,10 +1,12 @@
 """The processes that run a job's shards: `--workers N` on this machine, or torchrun's ranks.
 
 Owns starting N CPU processes (spawned, each with cores // N torch threads), joining
-torchrun's process group and meeting the other ranks when the shards are done, one
-progress bar for all shards (read from their progress files), and the merge at
-the end. What a shard is, how it resumes and how shards merge is
-mtkit.translate.shards'.
+torchrun's process group (mtkit.distributed) and meeting the other ranks when the
+shards are done, one progress bar for all shards (read from their progress files),
+and calling the merge once every shard has ended. What a shard is, how it runs and
+resumes in one process (`run_job`) and how finished shards merge (`merge_shards`) is
+mtkit.translate.shards', below this module; choosing workers or ranks at all is
+mtkit.translate.command's, above it.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ def run_ranks(
 ) -> int:
     """Under torchrun: rank r translates shard r+1 of WORLD_SIZE on its own device; all
     meet when done (gloo on the CPU, nccl on GPUs), and rank 0 merges."""
-    from mtkit.train import distributed
+    from mtkit import distributed
 
     if decoding.search.seed is None and decoding.draws:
         raise ConfigError("under torchrun, --sampling and --noised need --seed (one for all ranks)")

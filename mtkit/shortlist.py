@@ -3,9 +3,13 @@ statistics of the training data (as Marian's `--shortlist`).
 
 Owns building a shortlist from tokenized training pairs, writing and reading its file,
 and the set of target ids allowed for a batch of source sentences. Leaves reading the
-data and tokenizers to `build_shortlist_file`'s callers' files (mtkit.train.data), the
-search over the allowed ids to mtkit.translate.search, and CTranslate2's `vmap.txt`
-to mtkit.interop.ctranslate2 (which calls `vmap_lines`).
+prepared data to mtkit.manifest, the search over the allowed ids to mtkit.search, and
+CTranslate2's `vmap.txt` to mtkit.interop.ctranslate2 (which calls `vmap_lines`).
+
+Why it stands outside mtkit/translate/: two stages read the file, `mtkit translate`
+(mtkit.translate.stream) and the CTranslate2 export (mtkit.interop), and translate
+itself loads Hugging Face Marian directories through mtkit.interop.marian. With the
+shortlist below both, imports flow one way: translate -> interop -> shortlist.
 
 How it is built: IBM model 1 (Brown et al., 1993) over SentencePiece pieces, a few EM
 iterations from uniform, with a NULL source piece so that target pieces with no source
@@ -332,7 +336,7 @@ def build_shortlist_file(
     """`mtkit shortlist`: build from DATA/train.{src,tgt} tokenized with the checkpoint's
     (or `spm`'s joint) SentencePiece model, write `out`; returns what it measured on
     DATA/valid when there is one (coverage, mean size), else {}."""
-    from mtkit.train.data import head_lines, pair_langs, read_lines
+    from mtkit.manifest import head_lines, pair_langs, read_lines
 
     options.check()
     src_tok, tgt_tok = _tokenizers(model, spm)

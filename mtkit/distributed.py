@@ -2,8 +2,10 @@
 
 With RANK and WORLD_SIZE in the environment (torchrun sets them), `mtkit train`
 joins a process group (nccl on CUDA, gloo on the CPU) and wraps the model in
-DistributedDataParallel. Without them every function here is a no-op for one
-process, so the loop reads the same either way.
+DistributedDataParallel, and `mtkit translate` runs one shard per rank
+(mtkit.translate.workers). Without them every function here is a no-op for one
+process, so the loop reads the same either way. It stands below both stages, which
+share it without importing each other.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""Search: greedy, beam and sampling over the models' incremental decoder.
+"""The decoding core: greedy, beam and sampling over the models' incremental decoder.
 
 Owns turning a padded batch of source ids into target ids with one model or an
-ensemble. Every search encodes the source once, then calls `decode_step` once per
+ensemble. It stands below both of its callers, training's validation
+(mtkit.train.validate, greedy) and `mtkit translate` (mtkit.translate.stream), and
+imports neither: what a caller knows of its data comes in as arguments (the target
+ids never to produce, a shortlist's ids, the sentences' keys for sampling).
+
+Every search encodes the source once, then calls `decode_step` once per
 target position with the cached keys/values, and tells the models of beam moves
 and of finished sentences leaving (`Ensemble.reorder`), so the batch shrinks as
 sentences end; the Transformer then moves only a small bias per row, not its caches
@@ -10,7 +15,7 @@ live as [B*K] rows and are chosen by one top-2K over the K*V continuations of ea
 sentence (`_topk`).
 
 Leaves to others: tokenization, batching, files and order (mtkit.translate.stream), the
-cache layout (mtkit.models).
+cache layout (mtkit.models), which ids are banned (the callers: source-side tags).
 
 Scores. A hypothesis is ranked by its log-probability (the sum over its tokens,
 eos included) divided by a length penalty lp(|Y|), |Y| counting eos:
@@ -59,8 +64,11 @@ DEFAULT_MAX_LEN_B = 10
 DEFAULT_LEN_PENALTY = 1.5
 # When a sentence's beam search is done: see the module docstring.
 STOP_RULES = ("bound", "count")
+# splitmix64's constants (Steele, Lea and Flood, 2014): a 64-bit mix whose outputs for
+# nearby inputs are unrelated, so line keys 0, 1, 2 ... seed unrelated streams.
+_GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
-_STEP = 0x9E3779B97F4A7C15  # a step's offset in a row's stream (splitmix64's increment)
+_STEP = _GOLDEN  # a step's offset in a row's stream (splitmix64's increment)
 
 
 @dataclass
@@ -95,26 +103,26 @@ class SearchOptions:
     seed: int | None = None  # for reproducible sampling
 
 
-# The attribute of a model that lists the target ids it must never produce.
-BANNED = "banned_target_ids"
-
-
 # -- public entry points -------------------------------------------------------
 
 
-def search(models, src, options: SearchOptions, keys=None, vocab=None) -> list[list[Hypothesis]]:
+def search(
+    models, src, options: SearchOptions, keys=None, vocab=None, banned: Sequence[int] = ()
+) -> list[list[Hypothesis]]:
     """Translate src [B,S] (ids + eos, right-padded) with one model or a list (an ensemble).
 
     Returns, for each sentence, `options.nbest` hypotheses sorted best first.
     `keys` (B ints, default 0..B-1) name the sentences for sampling: a sentence's
     samples depend only on the seed, its key and its source, not on the batch. With
     `vocab` [V'] (sorted target ids holding pad, bos and eos: a lexical shortlist of the
-    batch, mtkit.translate.shortlist), only those ids are produced, their probabilities
-    renormalised over the V' (as Marian's shortlists do).
+    batch, mtkit.shortlist), only those ids are produced, their probabilities
+    renormalised over the V' (as Marian's shortlists do). `banned` target ids are never
+    produced (source-side tags such as <BT>, which a target never holds).
     """
     import torch
 
-    ensemble = Ensemble(models if isinstance(models, (list, tuple)) else [models], vocab)
+    members = models if isinstance(models, (list, tuple)) else [models]
+    ensemble = Ensemble(members, vocab, banned)
     with torch.inference_mode():
         max_lens = ensemble.max_lens(src, options.max_len_a, options.max_len_b)
         if options.sampling:
@@ -132,10 +140,11 @@ def greedy_search(
     src,
     max_len_a: float = DEFAULT_MAX_LEN_A,
     max_len_b: int = DEFAULT_MAX_LEN_B,
+    banned: Sequence[int] = (),
 ) -> list[list[int]]:
     """Greedy decoding of src [B,S]: the target ids of each sentence (no bos/eos)."""
     options = SearchOptions(beam_size=1, max_len_a=max_len_a, max_len_b=max_len_b)
-    return [hyps[0].tokens for hyps in search(model, src, options)]
+    return [hyps[0].tokens for hyps in search(model, src, options, banned=banned)]
 
 
 def beam_search(
@@ -146,6 +155,7 @@ def beam_search(
     max_len_b: int = DEFAULT_MAX_LEN_B,
     len_penalty: float = DEFAULT_LEN_PENALTY,
     len_norm: bool = False,
+    banned: Sequence[int] = (),
 ) -> list[list[int]]:
     """Beam search over src [B,S]: the best target ids of each sentence (no bos/eos)."""
     options = SearchOptions(
@@ -155,7 +165,7 @@ def beam_search(
         len_penalty=len_penalty,
         len_norm=len_norm,
     )
-    return [hyps[0].tokens for hyps in search(model, src, options)]
+    return [hyps[0].tokens for hyps in search(model, src, options, banned=banned)]
 
 
 def length_penalty(length, options: SearchOptions):
@@ -198,6 +208,15 @@ def check_options(options: SearchOptions, vocab_size: int) -> None:
         raise ConfigError(f"--top-k must not be negative, got {options.top_k}")
 
 
+def mix64(value: int) -> int:
+    """splitmix64's finalizer: a well-spread 64-bit integer for any integer. Sampling's
+    streams and translate's noise (mtkit.translate.noise) draw from it per line."""
+    z = (value + _GOLDEN) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 # -- the models behind one step function ------------------------------------------
 
 
@@ -209,7 +228,7 @@ class Ensemble:
     its own state. Log-probabilities come out in float32 whatever the weights.
     """
 
-    def __init__(self, models: Sequence, vocab=None) -> None:
+    def __init__(self, models: Sequence, vocab=None, banned: Sequence[int] = ()) -> None:
         assert models, "an ensemble needs at least one model"
         self.models = list(models)
         config = self.models[0].config
@@ -217,9 +236,9 @@ class Ensemble:
         self.pad_id, self.bos_id, self.eos_id = config.pad_id, config.bos_id, config.eos_id
         self.vocab_size = config.tgt_vocab_size
         self.max_positions = min(m.config.max_positions for m in self.models)
-        # Source-side tag pieces (<BT>) a target never holds: set on the models by whoever
-        # loads them (translate, training's validation) from their tokenizers.
-        self.banned = sorted({int(i) for m in self.models for i in getattr(m, BANNED, ())})
+        # Source-side tag pieces (<BT>) a target never holds: the caller knows them from
+        # its tokenizers (translate, training's validation).
+        self.banned = sorted({int(i) for i in banned})
         # A shortlist: the search runs over positions in `vocab` (its own pad/bos/eos),
         # `step` maps tokens back to model ids, `model_ids` the hypotheses.
         self.vocab, self.outputs = vocab, [None] * len(self.models)
@@ -313,8 +332,6 @@ def _sample(ensemble: Ensemble, src, max_lens, options: SearchOptions, keys: lis
     """`nbest` independent samples per sentence, as rows of one batch, best first."""
     import torch
 
-    from mtkit.translate.noise import mix64
-
     n = options.nbest
     seed = options.seed if options.seed is not None else random.getrandbits(63)
     # One stream per (sentence key, sample): the draws of a row never depend on its
@@ -338,8 +355,6 @@ def _sampler(options: SearchOptions, streams: list[int]):
     transform: row r at step t draws the uniform u(streams[r], t) and takes the first
     token whose cumulative probability exceeds u times the total."""
     import torch
-
-    from mtkit.translate.noise import mix64
 
     def pick(lprobs, t: int, alive):  # [N,V], step, [N] original rows -> [N]
         logits = lprobs / options.temperature
