@@ -19,7 +19,6 @@ Each file checked gives one `Check`; anything else is a failed check that says s
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,12 +120,12 @@ def _verify_encoded_root(root: Path) -> list[Check]:
 
 def _verify_prepared(data: Path) -> list[Check]:
     """The prepared text files against manifest.json, then DATA/.encoded's corpora."""
+    from mtkit.manifest import MANIFEST, recorded_files
     from mtkit.train.corpus import DIRNAME
 
-    manifest_path = data / "manifest.json"
+    manifest_path = data / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = [f for split in manifest["splits"].values() for f in split["files"].values()]
+        files = recorded_files(data)
         if not all({"name", "bytes", "lines", "sha256"} <= f.keys() for f in files):
             raise KeyError("name, bytes, lines, sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
