@@ -19,10 +19,7 @@ def discover() -> list[str]:
 
 
 def run(names: list[str]) -> int:
-    from mtkit.device import describe_cpu
-
-    print(f"machine: {describe_cpu()}", flush=True)
-    failed = []
+    failed = []  # each benchmark prints the machine line beside its own figures (bench.common)
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         main = getattr(module, "main", None)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import print_machine
+
 
 def build_checkpoint(path: Path, arch: str, train_state: bool) -> tuple[int, float]:
     """Save a checkpoint of `arch` with random weights at `path`; returns its parameters
@@ -68,10 +70,9 @@ def main() -> None:
     parser.add_argument("--train-state", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from mtkit.device import cpu_flags, describe_cpu
+    from mtkit.device import cpu_flags
 
-    sha = "sha_ni" if "sha_ni" in cpu_flags() else "no sha_ni"  # SHA-256's own instructions
-    print(f"CPU: {describe_cpu()}, {sha}")
+    print_machine("sha_ni" if "sha_ni" in cpu_flags() else "no sha_ni")  # SHA-256's own unit
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
         params, at_save = build_checkpoint(path, args.arch, args.train_state)

@@ -15,31 +15,22 @@ accumulate in one directory per stage, so reruns meet what earlier crashes left.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
-TINY = ["--set", "d_model=32", "--set", "n_heads=2", "--set", "d_ff=64", "--set",
-        "enc_layers=1", "--set", "dec_layers=1"]  # fmt: skip
+from bench.common import MULTI30K, TINY, Child, print_machine, read_lines
+
+TINY_SETS = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
 
 
-def mtkit(args: list, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    env.pop("MTKIT_CRASH_AT", None)
-    with open(log, "w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "mtkit", *map(str, args)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+def mtkit(args: list, log: Path) -> Child:
+    return Child(args, threads=1, log=log, env={"COLUMNS": "200", "MTKIT_CRASH_AT": None})
 
 
 def stages(inputs: Path) -> dict:
@@ -57,7 +48,7 @@ def stages(inputs: Path) -> dict:
                                    "--vocab-size", "500", "--threads", "1", "-o", out / "spm"],
                       ["spm/spm.vocab", "spm/spm.model"]),
         "train": (lambda out: ["train", "--data", ref / "prepare" / "data", "--spm", spm,
-                               "--out", out / "run", *TINY, "--max-tokens", "800",
+                               "--out", out / "run", *TINY_SETS, "--max-tokens", "800",
                                "--max-updates", "30", "--valid-every", "10", "--keep-last", "3",
                                "--valid-bleu-sentences", "4", "--threads", "1", "--device",
                                "cpu", "--resume"],
@@ -115,8 +106,8 @@ def make_inputs(root: Path, lines: int) -> None:
     raw.mkdir(parents=True)
     for name, split, n in (("train", "train", lines), ("valid", "val", 200)):
         for lang in ("de", "en"):
-            with gzip.open(MULTI30K / f"{split}.{lang}.gz", "rt", encoding="utf-8") as file:
-                (raw / f"{name}.{lang}").write_text("".join(next(file) for _ in range(n)))
+            head = read_lines(MULTI30K / f"{split}.{lang}.gz", n)
+            (raw / f"{name}.{lang}").write_text("".join(line + "\n" for line in head))
 
 
 def run_reference(root: Path, table: dict) -> dict:
@@ -125,16 +116,44 @@ def run_reference(root: Path, table: dict) -> dict:
     for name, (command, promised) in table.items():
         out = root / "reference" / name
         out.mkdir(parents=True)
-        began = time.monotonic()
-        process = mtkit(command(out), out / "log")
-        if process.wait() != 0:
-            log = (out / "log").read_text()[-2000:]
-            raise SystemExit(f"the uninterrupted {name} failed: {log}")
-        durations[name] = time.monotonic() - began
+        run = mtkit(command(out), out / "log").wait()
+        if run.code != 0:
+            raise SystemExit(f"the uninterrupted {name} failed: {run.stderr[-2000:]}")
+        durations[name] = run.seconds
         missing = [p for p in promised if not (out / p).exists()]
         if missing:
             raise SystemExit(f"the uninterrupted {name} wrote no {missing}")
     return durations
+
+
+def crash_round(round_, rng, root: Path, table: dict, durations: dict, counts: Counter) -> list:
+    """One seeded stage killed at a seeded moment (every other round run again to the
+    end); the promises it broke."""
+    name = rng.choice(sorted(table))
+    command, promised = table[name]
+    out, reference = root / "crashed" / name, root / "reference" / name
+    out.mkdir(parents=True, exist_ok=True)
+    signum = rng.choice([signal.SIGKILL, signal.SIGTERM])
+    delay = rng.uniform(0.0, 1.1 * durations[name])
+    process = mtkit(command(out), out / "log")
+    time.sleep(delay)
+    finished = not process.running()
+    if not finished:
+        process.send_signal(signum)
+    code = process.wait().code
+    counts[name, "finished first" if finished else signal.Signals(signum).name] += 1
+    broken = []
+    for path in promised:
+        if (out / path).exists() and not whole(out / path, reference / path):
+            broken.append(f"round {round_}: {name} {path} not whole after a kill")
+    if "Traceback" in (out / "log").read_text(errors="replace"):
+        broken.append(f"round {round_}: {name} printed a traceback (exit {code})")
+    if round_ % 2 == 1:  # the same command again, to the end
+        again = mtkit(command(out), out / "log.rerun").wait().code
+        counts[name, "reruns"] += 1
+        if again != 0 or not all(same(out / p, reference / p) for p in promised):
+            broken.append(f"round {round_}: {name} run again: exit {again} or differs")
+    return broken
 
 
 def main() -> None:
@@ -144,6 +163,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=3000, help="training pairs")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args()
+    print_machine()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="mtkit-crash-"))
     try:
@@ -154,29 +174,7 @@ def main() -> None:
         counts: Counter = Counter()
         broken = []
         for round_ in range(args.rounds):
-            name = rng.choice(sorted(table))
-            command, promised = table[name]
-            out, reference = root / "crashed" / name, root / "reference" / name
-            out.mkdir(parents=True, exist_ok=True)
-            signum = rng.choice([signal.SIGKILL, signal.SIGTERM])
-            delay = rng.uniform(0.0, 1.1 * durations[name])
-            process = mtkit(command(out), out / "log")
-            time.sleep(delay)
-            finished = process.poll() is not None
-            if not finished:
-                process.send_signal(signum)
-            code = process.wait()
-            counts[name, "finished first" if finished else signal.Signals(signum).name] += 1
-            for path in promised:
-                if (out / path).exists() and not whole(out / path, reference / path):
-                    broken.append(f"round {round_}: {name} {path} not whole after a kill")
-            if "Traceback" in (out / "log").read_text(errors="replace"):
-                broken.append(f"round {round_}: {name} printed a traceback (exit {code})")
-            if round_ % 2 == 1:  # the same command again, to the end
-                again = mtkit(command(out), out / "log.rerun").wait()
-                counts[name, "reruns"] += 1
-                if again != 0 or not all(same(out / p, reference / p) for p in promised):
-                    broken.append(f"round {round_}: {name} run again: exit {again} or differs")
+            broken += crash_round(round_, rng, root, table, durations, counts)
         print(f"{'stage':<10} {'SIGKILL':>8} {'SIGTERM':>8} {'finished':>9} {'reruns':>7}")
         for name in sorted(table):
             row = [counts[name, key] for key in ("SIGKILL", "SIGTERM", "finished first", "reruns")]

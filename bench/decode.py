@@ -33,41 +33,31 @@ bench/out/decode/, about 20 minutes on 2 cores, then reuse it), MTKIT_BENCH_SENT
 
 from __future__ import annotations
 
-import gzip
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
-OUT = REPO / "bench" / "out" / "decode"
-FIXED_LEN = 25
+from bench.common import (
+    FIXED_LEN,
+    OUT,
+    WARMUP,
+    Counting,
+    bleu,
+    decoding_settings,
+    print_machine,
+)
+
 NATURAL_CAP = 64
 CT2_BATCH = 64
-WARMUP = 50
 # The variables by which mtkit.device.set_native_defaults sets how OpenMP threads wait.
 OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-def settings() -> tuple[int, int, list[str], list[str], Path]:
-    """threads, rounds, test2016's source and references, and the model, from the
-    environment (MTKIT_BENCH_THREADS, _ROUNDS, _SENTENCES, _MODEL)."""
-    n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
-    threads = int(os.environ.get("MTKIT_BENCH_THREADS", "2"))
-    rounds = int(os.environ.get("MTKIT_BENCH_ROUNDS", "1"))
-    source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
-    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
-    model = Path(os.environ.get("MTKIT_BENCH_MODEL") or _checkpoint())
-    return threads, rounds, source, refs, model
-
-
 def main() -> None:
     _wait_policies()
-    threads, rounds, source, refs, model = settings()
+    threads, rounds, source, refs, model = decoding_settings()
     export = _export(model)
-    _print_machine()
+    print_machine()
     print(f"model: {model}; CTranslate2 export: {export}")
     print(f"{len(source)} sentences, {threads} threads, best of alternating runs (A/B/A)")
     print(f"{'case':<24} {'mtkit':>9} {'CT2':>9} {'ratio':>6}  pieces/sent mtkit CT2, BLEU, load")
@@ -93,20 +83,8 @@ def _wait_policies() -> None:
     print(f"OpenMP waiting: mtkit {mtkit_policy}, CTranslate2 {_policy()}")
 
 
-def _print_machine() -> None:
-    """The machine line beside the figures (mtkit.device.describe_cpu)."""
-    from mtkit.device import describe_cpu
-
-    print(f"CPU: {describe_cpu()}")
-
-
 def _policy() -> str:
     return " ".join(f"{k}={os.environ.get(k, 'unset')}" for k in OPENMP_WAITING)
-
-
-def _read(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as file:
-        return [line.rstrip("\n") for line in file]
 
 
 def _cases() -> list[tuple[str, int, str]]:
@@ -129,41 +107,14 @@ def _name(case) -> str:
     return f"{mode}-{'greedy' if beam == 1 else f'beam{beam}'}-{precision}"
 
 
-# -- the checkpoint and its export -------------------------------------------------
-
-
-def _checkpoint() -> Path:
-    """bench/out/decode/run/checkpoint_last.pt, trained once (400 updates) if missing."""
-    path = OUT / "run" / "checkpoint_last.pt"
-    if path.exists():
-        return path
-    data, spm = OUT / "data", OUT / "spm"
-    m = MULTI30K
-    _mtkit("prepare", "--src", "de", "--tgt", "en", "--out", data,
-           "--src-file", m / "train.de.gz", "--tgt-file", m / "train.en.gz",
-           "--valid-src-file", m / "val.de.gz", "--valid-tgt-file", m / "val.en.gz",
-           "--test-src-file", m / "test_2016_flickr.de.gz",
-           "--test-tgt-file", m / "test_2016_flickr.en.gz")  # fmt: skip
-    _mtkit("train-bpe", "--input", data / "train.de", "--input", data / "train.en",
-           "--vocab-size", "8000", "--out", spm)  # fmt: skip
-    _mtkit("train", "--data", data, "--spm", spm / "spm.model", "--out", OUT / "run",
-           "--max-updates", "400", "--max-tokens", "2048", "--lr", "1e-3", "--warmup", "300",
-           "--valid-every", "400", "--valid-bleu-sentences", "100", "--keep-last", "1",
-           "--threads", "2")  # fmt: skip
-    return path
-
-
-def _mtkit(*args) -> None:
-    print("mtkit", *args, file=sys.stderr, flush=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "mtkit", *map(str, args)], check=True, env=env)
+# -- the export --------------------------------------------------------------------
 
 
 def _export(model: Path) -> Path:
     from mtkit.interop.ctranslate2 import ExportOptions, export_ctranslate2
 
-    out = OUT / "ct2"
-    OUT.mkdir(parents=True, exist_ok=True)  # a given MTKIT_BENCH_MODEL: nothing made it yet
+    out = OUT / "decode" / "ct2"
+    out.parent.mkdir(parents=True, exist_ok=True)  # a given MTKIT_BENCH_MODEL: nothing made it
     export_ctranslate2(model, out, ExportOptions(force=True))
     return out
 
@@ -184,18 +135,12 @@ def _compare(case, model, export, source, refs, threads, rounds) -> None:
     (t_ours, out_ours), (t_theirs, out_theirs) = best["mtkit"], best["ct2"]
     speed_ours, speed_theirs = len(source) / t_ours, len(source) / t_theirs
     pieces = [out[1] / len(source) for out in (out_ours, out_theirs)]
-    bleu = f"BLEU {_bleu(out_ours[0], refs):.1f} {_bleu(out_theirs[0], refs):.1f}"
+    scores = f"BLEU {bleu(out_ours[0], refs):.1f} {bleu(out_theirs[0], refs):.1f}"
     print(
         f"{_name(case):<24} {speed_ours:9.1f} {speed_theirs:9.1f} {speed_ours / speed_theirs:5.2f}x"
-        f"  {pieces[0]:.1f} {pieces[1]:.1f} {bleu} load {os.getloadavg()[0]:.1f}",
+        f"  {pieces[0]:.1f} {pieces[1]:.1f} {scores} load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-
-
-def _bleu(hyps: list[str], refs: list[str]) -> float:
-    import sacrebleu
-
-    return sacrebleu.corpus_bleu(hyps, [refs]).score
 
 
 def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: int):
@@ -217,9 +162,7 @@ def _mtkit_runner(model: Path, beam: int, mode: str, precision: str, threads: in
         options = SearchOptions(
             beam_size=beam, max_len_a=0, max_len_b=NATURAL_CAP, len_norm=True, early_stop=True
         )
-    from bench.translate_speed import _Counting
-
-    translator.tgt_tokenizer = counter = _Counting(translator.tgt_tokenizer)
+    translator.tgt_tokenizer = counter = Counting(translator.tgt_tokenizer)
 
     def run(lines):
         list(translate_lines(translator, lines[:WARMUP], options))

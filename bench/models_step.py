@@ -16,6 +16,8 @@ import os
 import statistics
 import time
 
+from bench.common import print_machine, sync
+
 SRC_LEN = TGT_LEN = 16
 BATCH = 256  # x16 = 4,096 target tokens
 BEAM_BATCH = 150  # beam 5 x 30 sentences
@@ -30,6 +32,7 @@ def main() -> None:
     device = os.environ.get("MTKIT_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else None
     peak = matmul_flops(device, dtype)
+    print_machine()
     print(f"device {device}, {torch.get_num_threads()} threads, autocast {dtype}")
     print(f"matmul [4096,256]x[256,1024]: {peak / 1e9:.1f} GFLOP/s")
     for preset in ("transformer-small", "rnn"):
@@ -63,17 +66,13 @@ def _batch(config, batch: int, device: str):
 
 def _time(fn, device: str, repeats: int) -> float:
     """Median seconds of fn() after one warm-up call."""
-    import torch
-
     fn()
     times = []
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

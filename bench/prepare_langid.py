@@ -15,29 +15,20 @@ falls as cores are added.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
 import sys
 import tempfile
-from itertools import cycle, islice
 from pathlib import Path
 
-from bench.prepare_memory import run_prepare
-
-MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+from bench.common import MULTI30K, print_machine, read_lines, repeat_lines, run_mtkit
 
 
 def write_corpus(directory: Path, pairs: int) -> tuple[Path, Path]:
     """train.de / train.en: Multi30k's 29,000 training pairs repeated up to `pairs`."""
-    paths = directory / "train.de", directory / "train.en"
-    for path, lang in zip(paths, ("de", "en"), strict=True):
-        with gzip.open(MULTI30K / f"train.{lang}.gz", "rt", encoding="utf-8") as file:
-            lines = [line.rstrip("\n") + "\n" for line in file]
-        with open(path, "w", encoding="utf-8") as out:
-            out.writelines(islice(cycle(lines), pairs))
-    return paths
+    lines = {lang: read_lines(MULTI30K / f"train.{lang}.gz") for lang in ("de", "en")}
+    return tuple(repeat_lines(directory / f"train.{k}", v, pairs) for k, v in lines.items())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,9 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="--langid-workers (0: one a core)")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     cores = len(os.sched_getaffinity(0))
-    from mtkit.device import describe_cpu
-
-    print(f"{describe_cpu()}; {cores} usable; {args.pairs:,} pairs (Multi30k de-en repeated)")
+    print_machine(f"{cores} usable", f"{args.pairs:,} pairs (Multi30k de-en repeated)")
     base = Path(tempfile.mkdtemp(prefix="mtkit-bench-langid-"))
     try:
         src, tgt = write_corpus(base, args.pairs)
@@ -62,12 +51,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, extra in runs.items():
             out = base / name.replace(" ", "_")
             load = os.getloadavg()[0]  # other jobs' share of the cores, beside the figure
-            figures = run_prepare(src, tgt, out, *extra, langs=("de", "en"))
+            files = ["--src-file", src, "--tgt-file", tgt, "--out", out]
+            figures = run_mtkit(["prepare", "--src", "de", "--tgt", "en", *files, *extra])
             kept = json.loads((out / "manifest.json").read_text())["splits"]["train"]["pairs"]
-            times[name], cpu[name] = figures["seconds"], figures["cpu"]
+            times[name], cpu[name] = figures.seconds, figures.cpu
             print(
-                f"{name:>18} {figures['seconds']:>8.1f} {figures['cpu']:>8.1f} "
-                f"{args.pairs / figures['seconds']:>9,.0f} {kept:>10,} "
+                f"{name:>18} {figures.seconds:>8.1f} {figures.cpu:>8.1f} "
+                f"{args.pairs / figures.seconds:>9,.0f} {kept:>10,} "
                 f"{load:>14.1f}, {os.getloadavg()[0]:.1f}",
                 flush=True,
             )

@@ -2,8 +2,8 @@
 
 Shows that prepare streams: its peak RSS must not grow with the corpus, apart
 from the duplicate filter's 8 bytes a unique pair (so one run per size also goes
-with --no-dedup). Each run is `python -m mtkit prepare` in a subprocess,
-measured with os.wait4 (ru_maxrss of that child alone).
+with --no-dedup). Each run is `mtkit prepare` in a subprocess (bench.common.run_mtkit):
+its peak RSS is its own VmHWM, its CPU time from os.wait4.
 
     python -m bench prepare_memory                      # 1 M and 4 M pairs, plain text
     python -m bench.prepare_memory --sizes 200000 --gzip
@@ -15,14 +15,13 @@ import argparse
 import gzip
 import itertools
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.common import print_machine, run_mtkit
 
 WORDS = 50_000  # vocabulary of made-up words, drawn Zipf-like
 POOL = 100_000  # distinct sentence bodies per side; a serial number makes each line unique
@@ -77,24 +76,6 @@ def generate(
     return paths
 
 
-def run_prepare(
-    src: Path, tgt: Path, out: Path, *extra: str, langs: tuple[str, str] = ("xx", "yy")
-) -> dict[str, float]:
-    """Run prepare in a child process; its wall time and peak resident memory."""
-    command = [sys.executable, "-m", "mtkit", "prepare", "--src", langs[0], "--tgt", langs[1]]
-    command += ["--src-file", str(src), "--tgt-file", str(tgt), "--out", str(out), *extra]
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"prepare failed: {child.stderr.read().decode()[-2000:]}")
-    child.stderr.close()
-    cpu = usage.ru_utime + usage.ru_stime  # wall time is at the mercy of other jobs; CPU less so
-    return {"seconds": seconds, "cpu": cpu, "peak_mb": usage.ru_maxrss / 1024}  # maxrss in KiB
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -107,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(size) for size in args.sizes.split(",")]
     base = args.keep or Path(tempfile.mkdtemp(prefix="mtkit-bench-"))
     pool = _pool(random.Random(0))
+    print_machine()
     header = ("pairs", "dedup", "peak RSS", "wall s", "cpu s", "pairs/cpu-s")
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, WIDTHS, strict=True)), " kept")
     try:
@@ -117,16 +99,17 @@ def main(argv: list[str] | None = None) -> None:
             for state in args.dedup.split(","):
                 dedup = "--dedup" if state == "on" else "--no-dedup"
                 out = corpus / f"out{dedup}"
-                figures = run_prepare(src, tgt, out, dedup)
+                files = ["--src-file", src, "--tgt-file", tgt, "--out", out]
+                figures = run_mtkit(["prepare", "--src", "xx", "--tgt", "yy", *files, dedup])
                 manifest = json.loads((out / "manifest.json").read_text())
                 kept = manifest["splits"]["train"]["pairs"]
                 cells = (
                     f"{size:,}",
                     state,
-                    f"{figures['peak_mb']:.0f}MB",
-                    f"{figures['seconds']:.1f}",
-                    f"{figures['cpu']:.1f}",
-                    f"{size / figures['cpu']:,.0f}",
+                    f"{figures.peak_mb:.0f}MB",
+                    f"{figures.seconds:.1f}",
+                    f"{figures.cpu:.1f}",  # wall time is at the mercy of other jobs; CPU less so
+                    f"{size / figures.cpu:,.0f}",
                 )
                 row = " ".join(f"{c:>{w}}" for c, w in zip(cells, WIDTHS, strict=True))
                 print(row, f" {kept:,}", flush=True)

@@ -9,7 +9,7 @@ runs, each as a real command in its own process(es):
   gloo): the first start (cold: no DATA/.encoded, which it then builds) and a
   second start (`--resume`, as the recipes run it, mapping DATA/.encoded):
   seconds from launch to the first update's metrics line, and each training
-  process's peak RSS (VmHWM, polled from /proc; it includes the update itself);
+  process's peak RSS (its VmHWM at its end, bench.common; the update included);
 - the time one transformer-big checkpoint save blocks the training loop on the
   CPU (model, Adam state, one update done first).
 
@@ -22,23 +22,29 @@ The machine may be shared: the load average is printed with the figures.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
+from bench.common import (
+    MULTI30K,
+    Child,
+    in_fresh_process,
+    load_line,
+    print_machine,
+    read_lines,
+    run_mtkit,
+)
+
 VOCAB = 32000
 VALID_LINES = 200
-POLL = 0.1  # seconds between /proc reads
+POLL = 0.1  # seconds between reads of the run's metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,8 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="mtkit-scale-"))
     root.mkdir(parents=True, exist_ok=True)
+    print_machine()
     try:
-        _load("before")
+        print(load_line("before"), flush=True)
         data, spm = build_inputs(root, args.pairs)
         for n in (int(x) for x in args.processes.split(",") if x):
             for start in ("first", "second"):
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(_start_line(n, start, figures), flush=True)
         if not args.skip_stall:
             print(checkpoint_stall(root, data, spm), flush=True)
-        _load("after")
+        print(load_line("after"), flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -82,14 +89,14 @@ def build_inputs(root: Path, pairs: int) -> tuple[Path, Path]:
         prepare += ["--src-file", raw / "train.de", "--tgt-file", raw / "train.en"]
         prepare += ["--valid-src-file", raw / "valid.de", "--valid-tgt-file", raw / "valid.en"]
         prepare += ["--no-dedup", "--max-ratio", "0", "--max-len", "0"]
-        seconds, rss = run_measured(prepare)
-        print(f"prepare: {seconds:.1f} s, peak RSS {rss:,.0f} MB")
+        run = run_mtkit(prepare)
+        print(f"prepare: {run.seconds:.1f} s, peak RSS {run.peak_mb:,.0f} MB")
     spm = data / "spm" / "spm.model"
     if not spm.exists():
         bpe = ["train-bpe", "-i", data / "train.de", "-i", data / "train.en"]
         bpe += ["--vocab-size", str(VOCAB), "-o", data / "spm"]
-        seconds, rss = run_measured(bpe)
-        print(f"train-bpe ({VOCAB} pieces): {seconds:.1f} s, peak RSS {rss:,.0f} MB")
+        run = run_mtkit(bpe)
+        print(f"train-bpe ({VOCAB} pieces): {run.seconds:.1f} s, peak RSS {run.peak_mb:,.0f} MB")
     return data, spm
 
 
@@ -98,10 +105,8 @@ def synthesize(raw: Path, pairs: int, seed: int = 0) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     sides = {}
     for lang in ("de", "en"):
-        with gzip.open(MULTI30K / f"train.{lang}.gz", "rt", encoding="utf-8") as file:
-            sides[lang] = file.read().splitlines()
-        with gzip.open(MULTI30K / f"val.{lang}.gz", "rt", encoding="utf-8") as file:
-            valid = file.read().splitlines()[:VALID_LINES]
+        sides[lang] = read_lines(MULTI30K / f"train.{lang}.gz")
+        valid = read_lines(MULTI30K / f"val.{lang}.gz", VALID_LINES)
         (raw / f"valid.{lang}").write_text("\n".join(valid) + "\n", encoding="utf-8")
     rng = random.Random(seed)
     n = len(sides["de"])
@@ -112,20 +117,6 @@ def synthesize(raw: Path, pairs: int, seed: int = 0) -> None:
             ]
             de.write("".join(f"{sides['de'][a]} {sides['de'][b]}\n" for a, b in picks))
             en.write("".join(f"{sides['en'][a]} {sides['en'][b]}\n" for a, b in picks))
-
-
-def run_measured(args: list) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of `mtkit ARGS` in a child process."""
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mtkit", *map(str, args)], stderr=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    stderr = process.stderr.read()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"mtkit {args[0]} failed:\n{stderr[-3000:]}")
-    return time.perf_counter() - began, usage.ru_maxrss / 1024
 
 
 def train_args(data: Path, spm: Path, out: Path, resume: bool) -> list[str]:
@@ -142,29 +133,23 @@ def start_train(root: Path, data: Path, spm: Path, processes: int, resume: bool)
     if not resume:  # a cold start: no run and no encoded corpus
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(data / ".encoded", ignore_errors=True)
-    mtkit = ["-m", "mtkit", *train_args(data, spm, out, resume)]
+    launcher = []
     if processes > 1:
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
         launcher += ["--master_port", str(_free_port())]
-        mtkit = [*launcher, *mtkit]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, *mtkit], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
+    child = Child(train_args(data, spm, out, resume), threads=1, launcher=launcher)
     want = 2 if resume else 1
-    first_update, peaks = None, {}
-    while process.poll() is None:
-        _poll_peaks(process.pid, peaks)
+    first_update = None
+    while child.running():
         if first_update is None and _logged_step(out / "metrics.jsonl") >= want:
-            first_update = time.perf_counter() - began
+            first_update = time.perf_counter() - child.began
         time.sleep(POLL)
-    stderr = process.stderr.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"train ({processes} processes) failed:\n{stderr[-3000:]}")
+    run = child.wait()
+    if run.code != 0:
+        raise RuntimeError(f"train ({processes} processes) failed:\n{run.stderr[-3000:]}")
     if first_update is None:  # finished between two polls
-        first_update = time.perf_counter() - began
-    return {"first_update_s": first_update, "peak_rss_mb": sorted(peaks.values(), reverse=True)}
+        first_update = run.seconds
+    return {"first_update_s": first_update, "peak_rss_mb": run.peaks_mb}
 
 
 def _logged_step(metrics: Path) -> int:
@@ -174,35 +159,6 @@ def _logged_step(metrics: Path) -> int:
         return 0
     steps = [json.loads(line).get("step", 0) for line in lines if line.strip().endswith("}")]
     return max(steps, default=0)
-
-
-def _poll_peaks(root_pid: int, peaks: dict) -> None:
-    """VmHWM (MB) of every `mtkit train` process below `root_pid` (not torchrun's launcher)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    todo, tree = [root_pid], []
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    for pid in tree:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if b"mtkit" not in cmdline or b"torch.distributed.run" in cmdline:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks[pid] = max(peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
 
 
 def _free_port() -> int:
@@ -228,19 +184,18 @@ def checkpoint_stall(root: Path, data: Path, spm: Path) -> str:
             head = b"".join(line for _, line in zip(range(200), file, strict=False))
         (small / name).write_bytes(head if name != "manifest.json" else (data / name).read_bytes())
     shutil.rmtree(root / "stall-run", ignore_errors=True)
-    code = f"from bench.scale import _stall; _stall({str(small)!r}, {str(spm)!r}, {str(root)!r})"
-    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"checkpoint stall failed:\n{done.stderr[-3000:]}")
-    return done.stdout.strip()
+    return in_fresh_process(stall, str(small), str(spm), str(root))
 
 
-def _stall(data: str, spm: str, root: str) -> None:
-    """In its own process: one transformer-big update, then time Trainer._save."""
-    from mtkit.train import TrainConfig, distributed
+def stall(data: str, spm: str, root: str) -> str:
+    """In its own process: one transformer-big update, then time Trainer._save; the line
+    that says so."""
+    import logging
+
+    # The truncated copy's files differ from the checksums its manifest keeps: expected.
+    logging.getLogger("mtkit").setLevel(logging.ERROR)
+    from mtkit import distributed
+    from mtkit.train import TrainConfig
     from mtkit.train.setup import build_trainer
 
     config = TrainConfig(
@@ -260,15 +215,11 @@ def _stall(data: str, spm: str, root: str) -> None:
             wait()
         figures.append((blocked, time.perf_counter() - began))
     sizes = sum(p.stat().st_size for p in Path(config.out).glob("checkpoint_*.pt"))
-    print(
+    return (
         "transformer-big checkpoint save on the CPU, loop blocked (files complete after): "
         + ", then ".join(f"{b:.2f} s ({w:.2f} s)" for b, w in figures)
         + f"; {sizes / 2**30:.2f} GiB on disk"
     )
-
-
-def _load(when: str) -> None:
-    print(f"load average {when}: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
 
 
 if __name__ == "__main__":

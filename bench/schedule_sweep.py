@@ -30,17 +30,14 @@ import argparse
 import itertools
 import os
 import queue
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
+from bench.common import load_line, prepare_multi30k, print_machine, run_mtkit
 
 
 @dataclass(frozen=True)
@@ -102,11 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     averages = sorted({int(k) for k in args.average.split(",")})
     chosen = settings(args)
-    from mtkit.device import describe_cpu
-
     threads = 1 if args.per_core else args.threads
     layout = "one setting per core at once" if args.per_core else "one setting at a time"
-    print(f"CPU: {describe_cpu()}, load average {os.getloadavg()[0]:.1f}")
+    print_machine(f"load average {os.getloadavg()[0]:.1f}")
     print(f"budget {args.budget} of training a setting, {threads} thread(s), {layout}; "
           "BLEU on valid")  # fmt: skip
     print(
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             for setting in chosen:
                 one(setting, [])
-    print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(load_line("after"))
 
 
 def run_per_core(chosen: list[Setting], one) -> None:
@@ -158,22 +153,10 @@ def run_per_core(chosen: list[Setting], one) -> None:
             future.result()
 
 
-def mtkit(*args, pin: list[str] = ()) -> None:
-    command = [*pin, sys.executable, "-m", "mtkit", *map(str, args)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def prepare(data: Path) -> Path:
     """Multi30k de-en and its 8,000-piece joint BPE, as the recipe makes them (once)."""
-    if (data / "spm" / "spm.model").exists():
-        return data
-    files = []
-    for split, name in (("", "train"), ("valid-", "val")):
-        for side, lang in (("src", "de"), ("tgt", "en")):
-            files += [f"--{split}{side}-file", MULTI30K / f"{name}.{lang}.gz"]
-    mtkit("prepare", "--src", "de", "--tgt", "en", "--out", data, *files)
-    mtkit("train-bpe", "--input", data / "train.de", "--input", data / "train.en",
-          "--vocab-size", "8000", "--out", data / "spm")  # fmt: skip
+    if not (data / "spm" / "spm.model").exists():
+        prepare_multi30k(data, data / "spm")
     return data
 
 
@@ -182,15 +165,16 @@ def train(data: Path, run: Path, setting: Setting, budget: str, threads: int, pi
     import torch
 
     if not (run / "train.done").exists():
-        began = time.monotonic()
-        mtkit("train", "--data", data, "--spm", data / "spm" / "spm.model", "--out", run,
-              "--device", "cpu", "--threads", threads, "--max-tokens", setting.tokens,
-              "--lr", setting.lr, "--warmup", setting.warmup,
-              "--warmup-share", setting.share, "--set", f"dropout={setting.dropout}",
-              "--schedule", "cosine", "--max-time", budget,
-              "--valid-every", 100_000, "--valid-bleu-sentences", 100, "--keep-last", 4,
-              "--save-at", "0.7,0.8,0.9", "--resume", pin=pin)  # fmt: skip
-        (run / "train.done").write_text(f"{time.monotonic() - began:.0f} s\n")
+        done = run_mtkit(["train", "--data", data, "--spm", data / "spm" / "spm.model",
+                          "--out", run, "--device", "cpu", "--threads", threads,
+                          "--max-tokens", setting.tokens, "--lr", setting.lr,
+                          "--warmup", setting.warmup, "--warmup-share", setting.share,
+                          "--set", f"dropout={setting.dropout}",
+                          "--schedule", "cosine", "--max-time", budget,
+                          "--valid-every", 100_000, "--valid-bleu-sentences", 100,
+                          "--keep-last", 4, "--save-at", "0.7,0.8,0.9", "--resume"],
+                         pin=pin)  # fmt: skip
+        (run / "train.done").write_text(f"{done.seconds:.0f} s\n")
     ckpt = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     return int(ckpt["step"])
 
@@ -204,9 +188,9 @@ def evaluate(data: Path, run: Path, k: int, lines: int, threads: int, pin) -> tu
     if lines:
         src, ref = _head(src, run, lines), _head(ref, run, lines)
     if not hyp.exists():
-        mtkit("average", run, "--last", k, "-o", avg, pin=pin)
-        mtkit("translate", "-m", avg, "-i", src, "-o", hyp, "--beam", 5, "--device", "cpu",
-              "--threads", threads, pin=pin)  # fmt: skip
+        run_mtkit(["average", run, "--last", k, "-o", avg], pin=pin)
+        run_mtkit(["translate", "-m", avg, "-i", src, "-o", hyp, "--beam", 5, "--device", "cpu",
+                   "--threads", threads], pin=pin)  # fmt: skip
     refs = ref.read_text(encoding="utf-8").splitlines()
     hyps = hyp.read_text(encoding="utf-8").splitlines()
     bleu = sacrebleu.corpus_bleu(hyps, [refs])

@@ -26,16 +26,17 @@ import os
 import time
 from pathlib import Path
 
-from bench.decode import FIXED_LEN, OUT, WARMUP, _bleu, settings
+from bench.common import FIXED_LEN, OUT, WARMUP, bleu, decoding_settings, print_machine
 
-SHORTLIST_OUT = OUT.parent / "shortlist"
+SHORTLIST_OUT = OUT / "shortlist"
 CASES = (("fixed", "fp32"), ("fixed", "int8"), ("natural", "fp32"))
 
 
 def main() -> None:
-    threads, rounds, source, refs, model = settings()
-    data = Path(os.environ.get("MTKIT_BENCH_DATA") or OUT / "data")
+    threads, rounds, source, refs, model = decoding_settings()
+    data = Path(os.environ.get("MTKIT_BENCH_DATA") or OUT / "decode" / "data")
     shortlist = _shortlist(model, data)
+    print_machine()
     print(f"model: {model}; shortlist: {shortlist}")
     print(f"{len(source)} sentences, beam 5, {threads} threads, best of alternating runs")
     print(f"{'case':<14} {'without':>9} {'with':>9} {'ratio':>6}  pieces a batch, BLEU, load")
@@ -67,11 +68,11 @@ def _compare(mode, precision, model, shortlist, source, refs, threads, rounds) -
         if side not in best or seconds < best[side][0]:
             best[side] = (seconds, texts, size)
     speed = {side: len(source) / best[side][0] for side in best}
-    bleu = f"BLEU {_bleu(best['without'][1], refs):.1f} {_bleu(best['with'][1], refs):.1f}"
+    scores = f"BLEU {bleu(best['without'][1], refs):.1f} {bleu(best['with'][1], refs):.1f}"
     print(
         f"{mode}-{precision:<8} {speed['without']:9.1f} {speed['with']:9.1f} "
         f"{speed['with'] / speed['without']:5.2f}x  {best['with'][2]:.0f} of "
-        f"{best['without'][2]:.0f}, {bleu}, load {os.getloadavg()[0]:.1f}",
+        f"{best['without'][2]:.0f}, {scores}, load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
 

@@ -28,13 +28,21 @@ else cpu), MTKIT_MULTI30K (the data).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
+
+from bench.common import (
+    MULTI30K,
+    in_fresh_process,
+    load_line,
+    peak_rss_mb,
+    print_machine,
+    read_lines,
+    sync,
+)
 
 MODELS = ("transformer-small", "rnn")
 MAX_TOKENS = 4000
@@ -42,8 +50,6 @@ VOCAB = 8000
 WARMUP_UPDATES = {"cpu": 1, "cuda": 5}  # untimed updates first (allocator, kernels)
 COMPILE_WARMUP_UPDATES = 10  # torch.compile: recompiles for new shapes settle down first
 MIN_UPDATES = 3
-REPO = Path(__file__).resolve().parent.parent
-MULTI30K = Path(os.environ.get("MTKIT_MULTI30K", REPO.parent / "shared" / "data" / "multi30k"))
 
 # Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's data sheets, by a
 # piece of torch.cuda.get_device_name(); the first match wins, so the longer names
@@ -104,20 +110,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import multiprocessing
-
     args = parse_args(argv)
-    _print_machine()
+    print_machine()
     with tempfile.TemporaryDirectory(prefix="mtkit-bench-") as tmp:
         if args.data and Path(args.data, "manifest.json").exists() and Path(args.spm).exists():
             data, spm = Path(args.data), Path(args.spm)
         else:
             data, spm = prepare(Path(tmp))
-        print(
-            f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-            "(a shared machine: compare figures within one run)"
-        )
-        context = multiprocessing.get_context("spawn")  # a fresh process: its own peak memory
+        print(load_line("before") + " (a shared machine: compare figures within one run)")
         precisions = args.precision.split(",")
         # A-B-A: the first precision again at the end, so drift shows.
         order = precisions + precisions[:1] if len(precisions) > 1 else precisions
@@ -125,22 +125,14 @@ def main(argv: list[str] | None = None) -> None:
             results = []
             for precision in order:
                 job = Job(arch, str(data), str(spm), tmp, precision, args)
-                with context.Pool(1) as pool:
-                    result = pool.apply(measure, (job,))
+                result = in_fresh_process(measure, job)  # its peak memory its own
                 print(report(result), flush=True)
                 if args.summary:
                     print("RESULT: " + summary(result), flush=True)
                 results.append(result)
             if len(results) > 1:
                 print(ratios(results), flush=True)
-        print(f"load average after: {os.getloadavg()[0]:.1f}")
-
-
-def _print_machine() -> None:
-    """The machine line beside the figures (mtkit.device.describe_cpu)."""
-    from mtkit.device import describe_cpu
-
-    print(f"CPU: {describe_cpu()}")
+        print(load_line("after"))
 
 
 class Job:
@@ -163,8 +155,8 @@ def prepare(tmp: Path) -> tuple[Path, Path]:
     data.mkdir()
     for split, name in (("train", "train"), ("valid", "val")):
         for lang in ("de", "en"):
-            with gzip.open(MULTI30K / f"{name}.{lang}.gz", "rt", encoding="utf-8") as file:
-                (data / f"{split}.{lang}").write_text(file.read(), encoding="utf-8")
+            lines = read_lines(MULTI30K / f"{name}.{lang}.gz")
+            (data / f"{split}.{lang}").write_text("".join(f"{x}\n" for x in lines), "utf-8")
     (data / "manifest.json").write_text(json.dumps({"langs": {"src": "de", "tgt": "en"}}))
     (spm,) = train_spm(
         [data / "train.de", data / "train.en"], tmp / "spm", SpmOptions(vocab_size=VOCAB)
@@ -176,7 +168,48 @@ def measure(job: Job) -> dict:
     """Time real updates of `job.arch` for about `job.seconds`; runs in its own process."""
     import torch
 
-    from mtkit.train import TrainConfig, distributed
+    trainer, device = _trainer(job)
+    start_rss = peak_rss_mb()
+    order = trainer._epoch_share(1)
+    warmup = COMPILE_WARMUP_UPDATES if job.compile else WARMUP_UPDATES.get(device, 1)
+    compile_began = time.perf_counter()
+    for b in order[:warmup]:
+        trainer.train_step([b])
+    sync(device)
+    warmup_seconds = time.perf_counter() - compile_began
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    counts, elapsed = _timed_updates(trainer, order[warmup:], job, device)
+    valid = _valid_nll(trainer) if job.valid else None
+    name = torch.cuda.get_device_name(trainer.dist.device) if device == "cuda" else ""
+    return {
+        "arch": job.arch,
+        "device": str(trainer.dist.device),
+        "device_name": name,
+        "peak_flops": gpu_peak(name) if name else None,
+        "threads": torch.get_num_threads(),
+        "precision": trainer.precision,
+        "compile": job.compile,
+        "warmup_updates": warmup,
+        "warmup_seconds": warmup_seconds,
+        "params": sum(p.numel() for p in trainer.raw.parameters()),
+        "seconds": elapsed,
+        "valid_nll": valid,
+        **counts,
+        "matmul_flops": matmul_flops(trainer.model_config, device, trainer.precision),
+        "start_rss_mb": start_rss,
+        "peak_mb": (torch.cuda.max_memory_allocated() / 2**20)
+        if device == "cuda"
+        else peak_rss_mb(),
+    }
+
+
+def _trainer(job: Job):
+    """The run's Trainer, built as `mtkit train` builds it, and the device it runs on."""
+    import torch
+
+    from mtkit import distributed
+    from mtkit.train import TrainConfig
     from mtkit.train.config import model_overrides
     from mtkit.train.setup import build_trainer
 
@@ -196,20 +229,15 @@ def measure(job: Job) -> dict:
         compile=job.compile,
         warmup=4000,
     )
-    trainer = build_trainer(config, distributed.setup(device))
-    start_rss = _rss_mb()
-    order = trainer._epoch_share(1)
-    warmup = COMPILE_WARMUP_UPDATES if job.compile else WARMUP_UPDATES.get(device, 1)
-    compile_began = time.perf_counter()
-    for b in order[:warmup]:
-        trainer.train_step([b])
-    _sync(device)
-    warmup_seconds = time.perf_counter() - compile_began
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    return build_trainer(config, distributed.setup(device)), device
+
+
+def _timed_updates(trainer, order: list, job: Job, device: str) -> tuple[dict, float]:
+    """Updates over `order` until job.updates, or job.seconds and MIN_UPDATES: what they
+    counted (_count) and their seconds."""
     counts = {"updates": 0, "tgt_tokens": 0, "padded": 0, "longer_side": 0, "flops": 0.0}
     began = time.perf_counter()
-    for b in order[warmup:]:
+    for b in order:
         trainer.train_step([b])
         _count(counts, trainer, b)
         if job.updates:
@@ -217,28 +245,8 @@ def measure(job: Job) -> dict:
                 break
         elif time.perf_counter() - began >= job.seconds and counts["updates"] >= MIN_UPDATES:
             break
-    _sync(device)
-    elapsed = time.perf_counter() - began
-    valid = _valid_nll(trainer) if job.valid else None
-    name = torch.cuda.get_device_name(trainer.dist.device) if device == "cuda" else ""
-    return {
-        "arch": job.arch,
-        "device": str(trainer.dist.device),
-        "device_name": name,
-        "peak_flops": gpu_peak(name) if name else None,
-        "threads": torch.get_num_threads(),
-        "precision": trainer.precision,
-        "compile": job.compile,
-        "warmup_updates": warmup,
-        "warmup_seconds": warmup_seconds,
-        "params": sum(p.numel() for p in trainer.raw.parameters()),
-        "seconds": elapsed,
-        "valid_nll": valid,
-        **counts,
-        "matmul_flops": matmul_flops(trainer.model_config, device, trainer.precision),
-        "start_rss_mb": start_rss,
-        "peak_mb": (torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else _rss_mb(),
-    }
+    sync(device)
+    return counts, time.perf_counter() - began
 
 
 def _valid_nll(trainer) -> float:
@@ -310,11 +318,11 @@ def matmul_flops(config, device: str, precision: str = "fp32") -> float:
         b = torch.randn(D, n, device=device, dtype=dtype)
         a @ b
         repeats = 5 if device == "cpu" else 50
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        _sync(device)
+        sync(device)
         best = max(best, 2 * MAX_TOKENS * D * n * repeats / (time.perf_counter() - start))
     return best
 
@@ -376,25 +384,6 @@ def ratios(results: list[dict]) -> str:
         f"{results[0]['arch']}: {', '.join(parts)} of {results[0]['precision']} "
         f"(mean of {len(base)} runs, which differ by {drift:.0%})"
     )
-
-
-def _rss_mb() -> float:
-    """This process's peak RSS: VmHWM, which exec resets (ru_maxrss keeps the parent's peak)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

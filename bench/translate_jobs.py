@@ -6,16 +6,17 @@ test_2016_flickr (1,000 German sentences; MTKIT_BENCH_SENTENCES takes the first 
 at beam 5 and greedy: one process with --threads 2, then --workers 2 --threads 1.
 Start-up (processes, torch, model loading, the merge) is measured on a 1-line input
 and taken off, so lines/s is the rate a long job runs at; both times are printed.
-The model is bench.translate_speed's: a trained checkpoint from MTKIT_BENCH_MODEL, or
-a random-weight transformer-small whose every output is forced to the mean reference
-length (the decoder work of a trained model; the words are noise).
+The model is bench.translate_speed's (bench.common.speed_model): a trained
+checkpoint from MTKIT_BENCH_MODEL, or a random-weight transformer-small whose every
+output is forced to the mean reference length (the decoder work of a trained model;
+the words are noise).
 
 Memory: a resumable job (`-o FILE`, commits every 10,000 lines) over
 MTKIT_BENCH_JOB_LINES lines (default "1000000,10000000"; the test set repeated),
-greedy with at most 1 target token and a tiny model (as bench.translate_speed's
-memory run): the work per line is cut, while everything that could grow with the
-input (reading, chunks, batches, output, progress) runs. Peak RSS is the child's
-VmHWM.
+greedy with at most 1 target token and a tiny model (bench.common.translate_memory,
+as bench.translate_speed's memory run): the work per line is cut, while everything
+that could grow with the input (reading, chunks, batches, output, progress) runs.
+Peak RSS is the child's VmHWM.
 
 `python -m bench translate_jobs`
 """
@@ -26,36 +27,32 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.translate_speed import (
-    MULTI30K,
-    _model,
-    _random_checkpoint,
-    _read,
-    _train_spm,
-    run_translate,
+from bench.common import (
+    print_machine,
+    run_mtkit,
+    speed_model,
+    test2016,
+    translate_memory,
 )
 
 
 def main() -> None:
     n = int(os.environ.get("MTKIT_BENCH_SENTENCES", "1000"))
-    source = _read(MULTI30K / "test_2016_flickr.de.gz")[:n]
-    refs = _read(MULTI30K / "test_2016_flickr.en.gz")[:n]
+    source, refs = test2016(n)
     sizes = os.environ.get("MTKIT_BENCH_JOB_LINES", "1000000,10000000").split(",")
     sizes = [int(x) for x in sizes if x]  # "": no memory runs
-    from mtkit.device import describe_cpu
-
-    print(f"machine: {describe_cpu()}, load average {os.getloadavg()[0]:.1f} (shared)")
+    print_machine(f"load average {os.getloadavg()[0]:.1f} (shared)")
     with tempfile.TemporaryDirectory(prefix="mtkit-bench-") as tmp:
         tmp = Path(tmp)
         if n:  # MTKIT_BENCH_SENTENCES=0: no speed runs
             _speed(tmp, source, refs)
         # The memory runs repeat the whole test set, whatever MTKIT_BENCH_SENTENCES says.
-        _memory(tmp, _read(MULTI30K / "test_2016_flickr.de.gz"), sizes)
+        translate_memory(tmp, test2016()[0], sizes, label="resumable job, ")
 
 
 def _speed(tmp: Path, source: list[str], refs: list[str]) -> None:
     """lines/s of one process with 2 threads and of --workers 2 --threads 1, beam 5 and greedy."""
-    model, forced = _model(tmp, refs, os.environ.get("MTKIT_BENCH_MODEL"))
+    model, forced = speed_model(tmp, refs, os.environ.get("MTKIT_BENCH_MODEL"))
     text, one = tmp / "test.de", tmp / "one.de"
     text.write_text("".join(line + "\n" for line in source), encoding="utf-8")
     one.write_text(source[0] + "\n", encoding="utf-8")
@@ -65,10 +62,10 @@ def _speed(tmp: Path, source: list[str], refs: list[str]) -> None:
             ("1 process, 2 threads", ["--threads", "2"]),
             ("--workers 2 --threads 1", ["--workers", "2", "--threads", "1"]),
         ):
-            args = ["-m", str(model), "-o", str(tmp / "out.en"), "--beam", str(beam)]
+            args = ["translate", "-m", model, "-o", tmp / "out.en", "--beam", beam]
             args += [*(length if forced else []), *flags]
-            _, start_up = run_translate([*args, "-i", str(one)])  # processes, torch, model, merge
-            _, seconds = run_translate([*args, "-i", str(text)])
+            start_up = run_mtkit([*args, "-i", one]).seconds  # processes, torch, model, merge
+            seconds = run_mtkit([*args, "-i", text]).seconds
             print(
                 f"{'beam 5' if beam == 5 else 'greedy'}, {label}: "
                 f"{len(source) / (seconds - start_up):.1f} lines/s after start-up "
@@ -76,33 +73,6 @@ def _speed(tmp: Path, source: list[str], refs: list[str]) -> None:
                 f"start-up as measured on 1 line; load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-
-
-def _memory(tmp: Path, source: list[str], sizes: list[int]) -> None:
-    tiny = _random_checkpoint(
-        tmp / "tiny.pt", _train_spm(tmp / "tiny-spm", vocab_size=500), "transformer-small",
-        d_model=32, n_heads=2, d_ff=64, enc_layers=1, dec_layers=1, src_vocab_size=500,
-        tgt_vocab_size=500,
-    )  # fmt: skip
-    for n in sizes:
-        path = tmp / f"in.{n}.de"
-        with open(path, "w", encoding="utf-8") as file:
-            for i in range(n):
-                file.write(source[i % len(source)] + "\n")
-        out = tmp / "job.en"
-        args = ["-m", str(tiny), "-i", str(path), "-o", str(out), "--beam", "1",
-                "--max-len-a", "0", "--max-len-b", "1", "--threads", "1"]  # fmt: skip
-        rss, seconds = run_translate(args)
-        with open(out, "rb") as file:
-            out_lines = sum(1 for _ in file)
-        print(
-            f"memory: resumable job, {n:,} lines -> {out_lines:,} lines, peak RSS "
-            f"{rss / 2**20:.0f} MiB, {seconds:.0f} s ({n / seconds:,.0f} lines/s; tiny model, "
-            "greedy, <= 1 target token)",
-            flush=True,
-        )
-        path.unlink()
-        out.unlink()
 
 
 if __name__ == "__main__":
