@@ -255,6 +255,7 @@ def summary(ckpt: dict) -> dict:
         "checksum": (ckpt.get("checksum") or {}).get("algorithm", "none"),
         "spm_bytes": {side: len(data) for side, data in ckpt["spm"].items()},
         "vocab_table": {side: len(table) for side, table in (ckpt.get("vocab") or {}).items()},
+        **({"languages": _languages_line(ckpt)} if ckpt.get("languages") else {}),
         "model_config": ckpt["model_config"],
         "train_config": ckpt.get("train_config", {}),
         **({"mix": ckpt["mix"]} if ckpt.get("mix") else {}),
@@ -294,11 +295,15 @@ def average_into(inputs: Sequence[Path | str], out: Path | str, last: int = 5) -
     return paths
 
 
-def describe(path: Path | str, as_json: bool = False) -> str:
-    """`mtkit inspect`: a checkpoint's summary as `key: value` lines, or as JSON."""
+def describe(path: Path | str, as_json: bool = False, langs: bool = False) -> str:
+    """`mtkit inspect`: a checkpoint's summary as `key: value` lines, or as JSON; with
+    `langs`, a multilingual model's language codes, one a line (for scripts)."""
     import json
 
-    info = summary(load_checkpoint(path))
+    ckpt = load_checkpoint(path)
+    if langs:
+        return "\n".join(_codes(ckpt))
+    info = summary(ckpt)
     if as_json:
         return json.dumps(info, indent=2, sort_keys=True)
     lines = []
@@ -310,6 +315,23 @@ def describe(path: Path | str, as_json: bool = False) -> str:
             value = " ".join(f"{k}={v}" for k, v in value.items())
         lines.append(f"{key}: {value}")
     return "\n".join(lines)
+
+
+def _codes(ckpt: dict) -> list[str]:
+    """A multilingual model's language codes; a bilingual one's pair."""
+    from mtkit.languages import languages_of
+
+    languages = languages_of(ckpt)
+    if languages is None:
+        return list(dict.fromkeys(ckpt["langs"].values()))
+    return languages.codes
+
+
+def _languages_line(ckpt: dict) -> dict:
+    """What the summary shows of a multilingual model's languages (the codes: --langs)."""
+    from mtkit.languages import describe_languages
+
+    return describe_languages(ckpt) | {"list": ",".join(_codes(ckpt))}
 
 
 def _mix_line(row: dict) -> str:

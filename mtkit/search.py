@@ -107,7 +107,13 @@ class SearchOptions:
 
 
 def search(
-    models, src, options: SearchOptions, keys=None, vocab=None, banned: Sequence[int] = ()
+    models,
+    src,
+    options: SearchOptions,
+    keys=None,
+    vocab=None,
+    banned: Sequence[int] = (),
+    prefix: Sequence[int] = (),
 ) -> list[list[Hypothesis]]:
     """Translate src [B,S] (ids + eos, right-padded) with one model or a list (an ensemble).
 
@@ -117,12 +123,17 @@ def search(
     `vocab` [V'] (sorted target ids holding pad, bos and eos: a lexical shortlist of the
     batch, mtkit.shortlist), only those ids are produced, their probabilities
     renormalised over the V' (as Marian's shortlists do). `banned` target ids are never
-    produced (source-side tags such as <BT>, which a target never holds).
+    produced (source-side tags such as <BT>, which a target never holds). `prefix` target
+    ids are forced after the decoder's start id (a target-language token,
+    mtkit.languages.Direction.target_prefix): they score log 1 = 0, count in |Y| (as in
+    transformers' generate and CTranslate2's target prefix) and are not in the hypotheses.
     """
     import torch
 
     members = models if isinstance(models, (list, tuple)) else [models]
-    ensemble = Ensemble(members, vocab, banned)
+    if vocab is not None and prefix:  # a shortlist holds the forced ids too
+        vocab = torch.unique(torch.cat([vocab, vocab.new_tensor(list(prefix))]))
+    ensemble = Ensemble(members, vocab, banned, prefix)
     with torch.inference_mode():
         max_lens = ensemble.max_lens(src, options.max_len_a, options.max_len_b)
         if options.sampling:
@@ -141,10 +152,13 @@ def greedy_search(
     max_len_a: float = DEFAULT_MAX_LEN_A,
     max_len_b: int = DEFAULT_MAX_LEN_B,
     banned: Sequence[int] = (),
+    prefix: Sequence[int] = (),
 ) -> list[list[int]]:
-    """Greedy decoding of src [B,S]: the target ids of each sentence (no bos/eos)."""
+    """Greedy decoding of src [B,S]: the target ids of each sentence (no bos/eos, no
+    forced `prefix`)."""
     options = SearchOptions(beam_size=1, max_len_a=max_len_a, max_len_b=max_len_b)
-    return [hyps[0].tokens for hyps in search(model, src, options, banned=banned)]
+    hyps = search(model, src, options, banned=banned, prefix=prefix)
+    return [per[0].tokens for per in hyps]
 
 
 def beam_search(
@@ -156,6 +170,7 @@ def beam_search(
     len_penalty: float = DEFAULT_LEN_PENALTY,
     len_norm: bool = False,
     banned: Sequence[int] = (),
+    prefix: Sequence[int] = (),
 ) -> list[list[int]]:
     """Beam search over src [B,S]: the best target ids of each sentence (no bos/eos)."""
     options = SearchOptions(
@@ -165,7 +180,8 @@ def beam_search(
         len_penalty=len_penalty,
         len_norm=len_norm,
     )
-    return [hyps[0].tokens for hyps in search(model, src, options, banned=banned)]
+    hyps = search(model, src, options, banned=banned, prefix=prefix)
+    return [per[0].tokens for per in hyps]
 
 
 def length_penalty(length, options: SearchOptions):
@@ -228,7 +244,9 @@ class Ensemble:
     its own state. Log-probabilities come out in float32 whatever the weights.
     """
 
-    def __init__(self, models: Sequence, vocab=None, banned: Sequence[int] = ()) -> None:
+    def __init__(
+        self, models: Sequence, vocab=None, banned: Sequence[int] = (), prefix: Sequence[int] = ()
+    ) -> None:
         assert models, "an ensemble needs at least one model"
         self.models = list(models)
         config = self.models[0].config
@@ -239,6 +257,8 @@ class Ensemble:
         # Source-side tag pieces (<BT>) a target never holds: the caller knows them from
         # its tokenizers (translate, training's validation).
         self.banned = sorted({int(i) for i in banned})
+        # Forced after the start id (a target-language token): fed, never scored.
+        self.prefix = [int(i) for i in prefix]
         # A shortlist: the search runs over positions in `vocab` (its own pad/bos/eos),
         # `step` maps tokens back to model ids, `model_ids` the hypotheses.
         self.vocab, self.outputs = vocab, [None] * len(self.models)
@@ -249,6 +269,7 @@ class Ensemble:
             )
             self.vocab_size = len(position)
             self.banned = [position[i] for i in self.banned if i in position]
+            self.prefix = [position[i] for i in self.prefix]
             self.outputs = [model.output_projection(vocab) for model in self.models]
 
     def model_ids(self, hyps: list[list[Hypothesis]]) -> list[list[Hypothesis]]:
@@ -265,11 +286,24 @@ class Ensemble:
         """Per sentence, the most target tokens before eos: [B] long, on the CPU."""
         src_lens = (src != self.src_pad_id).sum(1).cpu()
         lens = (src_lens.double() * max_len_a + max_len_b).floor().long()
-        # bos takes decoder position 0, so max_positions - 1 tokens fit (eos included).
-        return lens.clamp(max=self.max_positions - 2)
+        # bos and the forced prefix come first: max_positions - 1 - |prefix| tokens fit
+        # after them, eos included.
+        return lens.clamp(max=self.max_positions - 2 - len(self.prefix))
 
     def encode(self, src) -> list:
         return [model.encode(src) for model in self.models]
+
+    def start(self, src):
+        """Encode src [B,S] and feed the decoder its start id and the forced prefix but its
+        last token: the states, and the tokens [B] the first scored step reads."""
+        import torch
+
+        states = self.encode(src)
+        tokens = torch.full((src.size(0),), self.bos_id, dtype=torch.long, device=src.device)
+        for token in self.prefix:
+            _, states = self.step(tokens, states)
+            tokens = torch.full_like(tokens, token)
+        return states, tokens
 
     def step(self, tokens, states: list):
         """tokens [N] -> log-probabilities [N,V] (float32) and the new states."""
@@ -307,7 +341,8 @@ class Ensemble:
     def mask_specials(self, lprobs, t: int, min_len: int) -> None:
         """pad, bos and tag pieces are never produced, nor eos before min_len tokens (in place)."""
         lprobs[:, self.pad_id] = -math.inf
-        lprobs[:, self.bos_id] = -math.inf
+        if self.bos_id != self.eos_id:  # M2M-100 and NLLB start from eos, which must end
+            lprobs[:, self.bos_id] = -math.inf
         if self.banned:
             lprobs[:, self.banned] = -math.inf
         if t < min_len:
@@ -394,8 +429,7 @@ def _one_path(ensemble: Ensemble, src, max_lens, options: SearchOptions, pick) -
     log_prob = torch.zeros(B, device=device)
     alive = torch.arange(B, device=device)  # original row of each active row
     limits, first_limit = max_lens.to(device), int(max_lens.min())
-    states = ensemble.encode(src)
-    tokens = torch.full((B,), ensemble.bos_id, dtype=torch.long, device=device)
+    states, tokens = ensemble.start(src)
     for t in range(T):
         lprobs, states = ensemble.step(tokens, states)  # [N,V]
         ensemble.mask_specials(lprobs, t, options.min_len)
@@ -414,12 +448,13 @@ def _one_path(ensemble: Ensemble, src, max_lens, options: SearchOptions, pick) -
         states = ensemble.reorder(states, keep, keep)
         alive, tokens, limits = alive[keep], tokens[keep], limits[keep]
         first_limit = int(limits.min())
-    return _hypotheses(out.cpu(), lengths, log_prob.cpu(), options)
+    return _hypotheses(out.cpu(), lengths, log_prob.cpu(), options, len(ensemble.prefix))
 
 
-def _hypotheses(out, lengths, log_prob, options: SearchOptions) -> list[Hypothesis]:
-    """Rows of ids (eos at lengths - 1) to Hypothesis objects, once, on the CPU."""
-    scores = log_prob / length_penalty(lengths.double(), options)
+def _hypotheses(out, lengths, log_prob, options: SearchOptions, forced: int) -> list[Hypothesis]:
+    """Rows of ids (eos at lengths - 1) to Hypothesis objects, once, on the CPU; |Y|
+    counts the `forced` prefix too."""
+    scores = log_prob / length_penalty(lengths.double() + forced, options)
     rows = out.tolist()
     return [
         Hypothesis(tokens=row[: n - 1], score=float(s), log_prob=float(lp))
@@ -435,10 +470,11 @@ def _hypotheses(out, lengths, log_prob, options: SearchOptions) -> list[Hypothes
 class _Finished:
     """The best K finished hypotheses of every sentence of the batch, as tensors."""
 
-    def __init__(self, B: int, K: int, T: int, pad_id: int, device) -> None:
+    def __init__(self, B: int, K: int, T: int, pad_id: int, device, forced: int = 0) -> None:
         import torch
 
         self.K, self.pad_id = K, pad_id
+        self.forced = forced  # forced prefix tokens before the hypotheses: they count in |Y|
         self.scores = torch.full((B, K), -math.inf, device=device)  # penalised, sorted
         self.log_probs = torch.full((B, K), -math.inf, device=device)
         self.tokens = torch.full((B, K, T), pad_id, dtype=torch.long, device=device)
@@ -454,7 +490,8 @@ class _Finished:
         if options.stop == "count":
             done = self.count[sentences] >= self.K
         else:  # no unfinished hypothesis can beat the nbest-th finished one
-            reachable = alive_best / length_penalty((limits + 1).to(alive_best.dtype), options)
+            longest = (limits + 1 + self.forced).to(alive_best.dtype)
+            reachable = alive_best / length_penalty(longest, options)
             done = reachable <= self.scores[sentences, options.nbest - 1]
         if options.early_stop:
             done |= self.best_ended[sentences] & (self.count[sentences] >= options.nbest)
@@ -468,7 +505,7 @@ class _Finished:
         import torch
 
         n, K = log_probs.shape
-        new_scores = log_probs / length_penalty(t + 1, options)
+        new_scores = log_probs / length_penalty(t + 1 + self.forced, options)
         new_tokens = self.tokens.new_full((n, K, self.tokens.size(2)), self.pad_id)
         new_tokens[:, :, :t] = prefixes
         scores = torch.cat([self.scores[sentences], new_scores], 1)  # [n,2K]
@@ -499,14 +536,14 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
 
     B, K, device = src.size(0), options.beam_size, src.device
     T = int(max_lens.max()) + 1
-    finished = _Finished(B, K, T, ensemble.pad_id, device)
+    finished = _Finished(B, K, T, ensemble.pad_id, device, forced=len(ensemble.prefix))
     alive = torch.arange(B, device=device)  # original sentence of each active sentence
     limits = max_lens.to(device)
     first_limit = int(max_lens.min())
-    states = ensemble.encode(src)
+    states, first = ensemble.start(src)
     # Step 0 runs one row per sentence (K beams would all repeat it, as CTranslate2
     # also does); its best candidates then fill the K beams.
-    prefix = torch.full((B, 1), ensemble.bos_id, dtype=torch.long, device=device)  # [n*k,t+1]
+    prefix = first[:, None]  # [n*k,t+1]: the hypotheses, after the token step 0 reads
     scores = torch.zeros((B, 1), device=device)  # [n,k]: k beams a sentence, 1 then K
     beam_rank = torch.arange(2 * K, device=device)
     finished_any = False
@@ -599,5 +636,5 @@ def _finish(finished, alive, ends, top_scores, beam, prefix, t, k, options) -> N
     hit = ends.any(1).nonzero().squeeze(1)  # active sentences with something ending
     log_probs = top_scores[hit, :K].masked_fill(~ends[hit], -math.inf)  # [h,K]
     rows = beam[hit, :K] + (hit * k)[:, None]  # [h,K] rows of the current batch
-    prefixes = prefix.index_select(0, rows.view(-1))[:, 1:]  # drop bos: [h*K,t]
+    prefixes = prefix.index_select(0, rows.view(-1))[:, 1:]  # drop the step-0 token: [h*K,t]
     finished.add(alive[hit], log_probs, prefixes.view(hit.numel(), K, t), t, options)

@@ -23,11 +23,12 @@ NLLB_CODES = {"de": "deu_Latn", "en": "eng_Latn", "fr": "fra_Latn"}
 M2M_CODES = {"de": "de", "en": "en", "fr": "fr"}
 SPM_LINES = 400  # lines of each language the SentencePiece model trains on
 SHAPE = dict(d_model=32, heads=4, ffn=64, layers=2)
-# A random model repeats its last token: the embedding rides the residual stream to the
-# tied output projection, which finds the input's own row. Small embeddings and gains of
-# random sign in the last LayerNorm (the input's row then scores ~0 on average) give
-# varied output, the best two tokens ~1 nat apart (median).
-EMBED_STD, OUT_GAIN = 0.3, 1.5
+# A random model repeats a token or two: the embedding rides the residual stream to the
+# tied output projection, which finds the input's own row, and attention of random
+# queries averages the source away. Small embeddings, gains of random sign in the last
+# LayerNorm (the input's row then scores ~0 on average) and queries 6x as large (sharp
+# attention) give varied output: over 100 distinct outputs for 120 lines.
+EMBED_STD, OUT_GAIN, QUERY_GAIN = 0.2, 1.5, 6.0
 
 
 @dataclass
@@ -90,9 +91,12 @@ def nllb_tokenizer(spm_bytes: bytes, legacy: bool):
         tgt_lang="eng_Latn",
         legacy_behaviour=legacy,
     )
-    # The hub's tokenizer.json normalizes as SentencePiece's nmt_nfkc does: runs of
-    # spaces become one (its precompiled character map needs protobuf to extract).
-    tokenizer._tokenizer.normalizer = normalizers.Replace(Regex(r" {2,}"), " ")
+    # The hub's tokenizer.json normalizes as SentencePiece's nmt_nfkc does (its
+    # precompiled character map needs protobuf to extract): NFKC (a no-break space is a
+    # space), runs of spaces one.
+    tokenizer._tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace(Regex(r" {2,}"), " ")]
+    )
     return tokenizer
 
 
@@ -166,7 +170,8 @@ def build_m2m100_dir(
 def randomize(model) -> None:
     """Weights far from transformers' init (std 0.02 makes every distribution flat, so
     argmax would rest on rounding): unit-gain linears, random LayerNorms, small
-    embeddings and gains of random sign in the last LayerNorm (EMBED_STD, OUT_GAIN)."""
+    embeddings, gains of random sign in the last LayerNorm, large queries (EMBED_STD,
+    OUT_GAIN, QUERY_GAIN)."""
     import torch
 
     with torch.no_grad():
@@ -178,30 +183,30 @@ def randomize(model) -> None:
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))
             else:
                 p.normal_(0.0, 0.1)
+            if name.endswith("q_proj.weight"):
+                p.mul_(QUERY_GAIN)
         final = model.model.decoder.layer_norm.weight
         final.mul_(OUT_GAIN * torch.randint(0, 2, final.shape).mul(2).sub(1))
 
 
 def end_some(hf: HfModel, sources: list[str], limit: int) -> None:
-    """Raise </s>'s logit (the decoder's last LayerNorm bias, moved along its embedding)
-    until greedy output of `sources` ends early for some and at the limit for others:
-    a bisection on the shift, a few generate calls."""
+    """Scale </s>'s embedding row (its logit's spread) until greedy output of `sources`
+    ends early for some and at the limit for others: a bisection, a few generate calls."""
     import torch
 
-    layer_norm = hf.model.model.decoder.layer_norm
-    row = hf.model.model.shared.weight[hf.model.config.eos_token_id].detach()
-    base, step = layer_norm.bias.detach().clone(), row / row.norm()
-    low, high, n = 0.0, 8.0, len(sources)
+    embed, eos = hf.model.model.shared.weight, hf.model.config.eos_token_id
+    row = embed[eos].detach().clone()
+    low, high, n = 1.0, 30.0, len(sources)
     for _ in range(12):
-        shift = (low + high) / 2
+        scale = (low + high) / 2
         with torch.no_grad():
-            layer_norm.bias.copy_(base + shift * step)
+            embed[eos].copy_(row * scale)
         lengths = [len(x) for x in generate(hf, sources, "de", "en", limit, num_beams=1)]
         early = sum(length < limit for length in lengths)
         if n // 4 <= early <= 3 * n // 4:
             return
-        low, high = (shift, high) if early < n // 4 else (low, shift)
-    raise AssertionError(f"no </s> shift gives mixed lengths; last lengths {lengths}")
+        low, high = (scale, high) if early < n // 4 else (low, scale)
+    raise AssertionError(f"no </s> scale gives mixed lengths; last lengths {lengths}")
 
 
 def generate(

@@ -15,7 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from m2m100copy import encode, lines  # noqa: E402
+from conftest import M2M100_LIMIT  # noqa: E402
+from m2m100copy import encode, generate, lines  # noqa: E402
 
 from mtkit.checkpoint import checkpoint_tokenizers, model_from_checkpoint  # noqa: E402
 from mtkit.errors import ConfigError, DataError  # noqa: E402
@@ -164,6 +165,15 @@ def test_the_languages_entry_round_trips(imported):
     assert languages.codes == list(imported["languages"]["tokens"])
 
 
+def test_inspect_lists_the_codes(imported, tmp_path):
+    from mtkit.checkpoint import describe, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", imported)
+    assert describe(path, langs=True).splitlines() == list(imported["languages"]["tokens"])
+    scheme = imported["languages"]["scheme"]
+    assert f"languages: scheme={scheme}" in describe(path)
+
+
 # -- what the import refuses ------------------------------------------------------------
 
 
@@ -185,3 +195,90 @@ def test_foreign_or_incomplete_directories_are_one_line(hf_m2m100, tmp_path):
     (copy / "sentencepiece.bpe.model").unlink()
     with pytest.raises(DataError, match=r"sentencepiece\.bpe\.model not found"):
         m2m100_checkpoint(copy)
+
+
+# -- search --------------------------------------------------------------------------------
+
+SEARCH_LINES = 120  # sentences each comparison decodes
+
+
+@pytest.fixture(scope="module")
+def many(multi30k):
+    """{lang: lines} of the validation set: more than 100 sentences to decode."""
+    return {lang: lines(multi30k, lang, SEARCH_LINES, split="val") for lang in ("de", "fr")}
+
+
+def _search(ckpt, direction, texts, **options):
+    from mtkit.search import SearchOptions, search
+
+    options = SearchOptions(max_len_a=0.0, max_len_b=M2M100_LIMIT, **options)
+    src = _source_ids(ckpt, direction, texts)
+    hyps = search(model_from_checkpoint(ckpt), src, options, prefix=direction.target_prefix)
+    return [per[0].tokens for per in hyps]
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_greedy_equals_generate_on_every_sentence(hf_m2m100, imported, many, pair):
+    src, tgt = pair
+    direction = direction_of(imported, _code(hf_m2m100, src), _code(hf_m2m100, tgt))
+    texts = many[src]
+    hf = generate(hf_m2m100, texts, src, tgt, M2M100_LIMIT, num_beams=1)
+    ours = _search(imported, direction, texts, beam_size=1)
+    assert len(ours) >= 100 and ours == hf
+    ended = sum(len(x) < M2M100_LIMIT for x in hf)
+    assert 0 < ended < len(hf)  # both the early end and the length limit are compared
+    assert len({tuple(x) for x in hf}) > len(hf) // 2  # not one output for every input
+
+
+@pytest.mark.parametrize(
+    "hf_options, ours",
+    [
+        # Raw log-probability, stop when K hypotheses have ended (fairseq's rule).
+        (dict(length_penalty=0.0, early_stopping=True), dict(len_penalty=0.0, stop="count")),
+        # Divide by |Y| (the forced language token and eos counted, as transformers does).
+        (dict(length_penalty=1.0, early_stopping=True), dict(len_norm=True, stop="count")),
+    ],
+)
+def test_beam_equals_generate_on_most_sentences(hf_m2m100, imported, many, hf_options, ours):
+    """Beam 4 over 120 sentences. Where transformers' best ended before the length limit
+    the two agree on every sentence. At the limit transformers' forced eos scores log 1
+    = 0 while mtkit (as fairseq) keeps the model's eos log-probability: there each
+    search's best is the better of the two under its own rule (checked by rescoring)."""
+    direction = direction_of(imported, _code(hf_m2m100, "de"), _code(hf_m2m100, "en"))
+    texts = many["de"]
+    hf = generate(hf_m2m100, texts, "de", "en", M2M100_LIMIT, num_beams=4, **hf_options)
+    found = _search(imported, direction, texts, beam_size=4, **ours)
+    pairs = list(zip(found, hf, strict=True))
+    early = [(a, b) for a, b in pairs if len(b) < M2M100_LIMIT]
+    assert len(early) >= 60 and all(a == b for a, b in early)
+    differ = [i for i, (a, b) in enumerate(pairs) if a != b]
+    assert len(differ) <= len(pairs) // 3
+    model, power = model_from_checkpoint(imported), hf_options["length_penalty"]
+    src = _source_ids(imported, direction, texts)
+    for i in differ:
+        mine, theirs = (_rescore(model, src[i], hyp, direction) for hyp in pairs[i])
+        assert _at_limit(theirs, power) >= _at_limit(mine, power) - 1e-4
+        assert _own(mine, power) >= _own(theirs, power) - 1e-4
+
+
+def _rescore(model, src, tokens, direction) -> list[float]:
+    """The log-probabilities of tokens + eos (after the forced prefix) given src [S]."""
+    prefix = list(direction.target_prefix)
+    cfg = model.config
+    tgt_in = torch.tensor([[cfg.bos_id, *prefix, *tokens]])
+    with torch.no_grad():
+        lprobs = model(src[None], tgt_in).log_softmax(-1)[0]
+    out = [*prefix, *tokens, cfg.eos_id]
+    return [lprobs[t, y].item() for t, y in enumerate(out)][len(prefix) :]
+
+
+def _own(lprobs: list[float], power: float) -> float:
+    """mtkit's score: eos keeps its log-probability, |Y| counts the forced token."""
+    return sum(lprobs) / (len(lprobs) + 1) ** power
+
+
+def _at_limit(lprobs: list[float], power: float) -> float:
+    """transformers' score: an eos forced at the length limit scores 0."""
+    tokens = len(lprobs) - 1
+    total = sum(lprobs[:-1]) + (0.0 if tokens == M2M100_LIMIT else lprobs[-1])
+    return total / (len(lprobs) + 1) ** power
