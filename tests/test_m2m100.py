@@ -261,6 +261,59 @@ def test_beam_equals_generate_on_most_sentences(hf_m2m100, imported, many, hf_op
         assert _own(mine, power) >= _own(theirs, power) - 1e-4
 
 
+def test_translate_applies_the_languages_and_refuses_without_them(
+    hf_m2m100, imported, many, tmp_path
+):
+    """`translate` of the checkpoint and of the directory itself (imported in memory)
+    writes what transformers' greedy output decodes to; no --tgt-lang is one line."""
+    from mtkit.checkpoint import save_checkpoint
+    from mtkit.search import SearchOptions
+    from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
+
+    path = save_checkpoint(tmp_path / "m.pt", imported)
+    src, tgt = _code(hf_m2m100, "fr"), _code(hf_m2m100, "de")
+    with pytest.raises(ConfigError, match="give --tgt-lang") as error:
+        load_translator([path], RuntimeOptions(src_lang=src))
+    assert "\n" not in str(error.value)
+    texts = many["fr"][:40]
+    hf = generate(hf_m2m100, texts, "fr", "de", M2M100_LIMIT, num_beams=1)
+    options = SearchOptions(beam_size=1, max_len_a=0.0, max_len_b=M2M100_LIMIT)
+    for model in (path, hf_m2m100.directory):
+        translator = load_translator([model], RuntimeOptions(src_lang=src, tgt_lang=tgt))
+        ours = [per[0][0] for per in translate_lines(translator, texts, options)]
+        assert ours == translator.tgt_tokenizer.decode(hf)
+
+
+def test_logprob_scores_the_target_after_the_forced_language_token(
+    hf_m2m100, imported, many, multi30k
+):
+    from mtkit.translate.logprob import score_pairs
+    from mtkit.translate.stream import RuntimeOptions, load_translator
+
+    texts, targets = many["de"][:24], lines(multi30k, "en", 24, split="val")
+    languages = RuntimeOptions(src_lang=_code(hf_m2m100, "de"), tgt_lang=_code(hf_m2m100, "en"))
+    translator = load_translator([hf_m2m100.directory], languages, command="logprob")
+    ours = list(score_pairs(translator, list(zip(texts, targets, strict=True))))
+    batch = encode(hf_m2m100, texts, "de", "en", targets=targets)
+    labels = batch.pop("labels")
+    if hf_m2m100.style == "nllb-legacy":  # pieces </s> [tgt]: as generate reads it
+        labels = torch.stack([_legacy(row) for row in labels])
+    tgt_in = torch.cat([torch.full((len(texts), 1), 2), labels[:, :-1]], 1)
+    with torch.no_grad():
+        lprobs = hf_m2m100.model(**batch, decoder_input_ids=tgt_in).logits.log_softmax(-1)
+    gold = lprobs.gather(-1, labels[..., None]).squeeze(-1)
+    for row, values, label in zip(gold, ours, labels, strict=True):
+        n = int((label != 1).sum())
+        assert len(values) == n - 1  # the forced language token is not scored
+        assert max(abs(a - b) for a, b in zip(values, row[1:n].tolist(), strict=True)) < 1e-4
+
+
+def _legacy(row):
+    """A padded legacy label row (pieces </s> [tgt] <pad>...) as [tgt] pieces </s> <pad>..."""
+    n = int((row != 1).sum())
+    return torch.cat([row[n - 1 : n], row[: n - 1], row[n:]])
+
+
 def _rescore(model, src, tokens, direction) -> list[float]:
     """The log-probabilities of tokens + eos (after the forced prefix) given src [S]."""
     prefix = list(direction.target_prefix)

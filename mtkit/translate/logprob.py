@@ -80,12 +80,14 @@ def score_pairs(
 
 
 def _encode(translator: Translator, chunk, first: int, cuts: Cuts) -> list:
-    """(source ids + eos, target pieces without eos) per pair; ([], []) for a blank source."""
-    config = translator.models[0].config
+    """(source ids + eos, target pieces without eos) per pair, with the direction's
+    language tokens on the source; ([], []) for a blank source."""
+    config, direction = translator.models[0].config, translator.direction
     src = translator.src_tokenizer.encode([s for s, _ in chunk])
     tgt = translator.tgt_tokenizer.encode([t for _, t in chunk])
-    src_room = translator.max_src_len - 1  # pieces before the source eos
-    tgt_room = translator.max_src_len - 2  # as search.Ensemble.max_lens: bos and eos
+    src_room = translator.max_src_len - 1 - direction.extra_source  # pieces before eos
+    # As search.Ensemble.max_lens: bos, the forced prefix and eos.
+    tgt_room = translator.max_src_len - 2 - len(direction.target_prefix)
     pairs = []
     for number, (s, t) in enumerate(zip(src, tgt, strict=True), first + 1):
         if not s:  # a blank source is not scored, as translate does not decode it
@@ -94,7 +96,8 @@ def _encode(translator: Translator, chunk, first: int, cuts: Cuts) -> list:
         if len(s) > src_room or len(t) > tgt_room:
             side = "source" if len(s) > src_room else "target"
             cuts.warn("line %d: the %s is cut to the model's max_positions", number, side)
-        pairs.append(([*clip_source(s, translator.max_src_len), config.eos_id], t[:tgt_room]))
+        s = clip_source(s, translator.max_src_len - direction.extra_source)
+        pairs.append((direction.source(s, config.eos_id), t[:tgt_room]))
     return pairs
 
 
@@ -106,13 +109,17 @@ def _cost(pair: tuple[list[int], list[int]]) -> int:
 
 def force_decode(translator: Translator, src: list[list[int]], tgt: list[list[int]]):
     """Per-piece log-probs (eos last) of target pieces `tgt` (no bos/eos) given source
-    ids `src` (eos included, not empty): one forward pass per model over the batch."""
+    ids `src` (eos included, not empty): one forward pass per model over the batch. The
+    direction's forced target prefix (a language token) is read, not scored (as search
+    scores it 0)."""
     import torch
 
     config = translator.models[0].config
     pad, bos, eos = config.pad_id, config.bos_id, config.eos_id
+    forced = list(translator.direction.target_prefix)
+    tgt = [[*forced, *t] for t in tgt]
     S = max(map(len, src))
-    T = max(map(len, tgt)) + 1  # bos + pieces in, pieces + eos out
+    T = max(map(len, tgt)) + 1  # bos + prefix + pieces in, prefix + pieces + eos out
     src_t = torch.tensor([s + [pad] * (S - len(s)) for s in src])  # [B,S]
     tgt_in = torch.tensor([[bos, *t] + [pad] * (T - 1 - len(t)) for t in tgt])  # [B,T]
     gold = torch.tensor([[*t, eos] + [pad] * (T - 1 - len(t)) for t in tgt])  # [B,T]
@@ -124,7 +131,7 @@ def force_decode(translator: Translator, src: list[list[int]], tgt: list[list[in
         else:  # log of the mean probability, as search.Ensemble.step
             values = torch.stack(per_model).logsumexp(0) - math.log(len(per_model))
     rows = values.cpu().tolist()
-    return [row[: len(t) + 1] for row, t in zip(rows, tgt, strict=True)]
+    return [row[len(forced) : len(t) + 1] for row, t in zip(rows, tgt, strict=True)]
 
 
 def _gold_log_probs(model, src, tgt_in, gold):

@@ -38,6 +38,7 @@ from typing import BinaryIO
 from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.io import atomic_write, check_readable, input_stream, text_lines
+from mtkit.languages import Direction, direction_of
 from mtkit.search import SearchOptions, check_options, search
 from mtkit.tokenizer import clip_source
 from mtkit.translate.batching import BatchOptions, Cuts, run_batched
@@ -53,13 +54,16 @@ DEFAULT_MAX_TOKENS = {"cpu": 6_000, "cuda": 60_000}
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """Where and how the models run."""
+    """Where and how the models run, and in which direction."""
 
     device: str = "auto"  # auto: cuda when there is one, else cpu
     precision: str = "auto"  # auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU
     quantize: str = "none"  # int8: int8 linear layers (CPU only; mtkit.translate.kernels)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     shortlist: str | None = None  # a lexical shortlist file (mtkit shortlist): fewer outputs
+    # The model's language codes (mtkit.languages); None: the checkpoint's own pair/default.
+    src_lang: str | None = None
+    tgt_lang: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ class Translator:
     max_src_len: int  # source pieces including eos the models accept
     shortlist: object = None  # mtkit.shortlist.Shortlist, or None: every target id
     banned: tuple = ()  # target ids never produced: source-side tags (mtkit.search)
+    # The language tokens of --src-lang/--tgt-lang (mtkit.languages): added to every
+    # source, forced after the decoder's start; empty for a bilingual model.
+    direction: Direction = Direction()
 
     @property
     def vocab_size(self) -> int:
@@ -143,6 +150,7 @@ def load_translator(
         loaded_shortlist = load_shortlist(Path(runtime.shortlist))
     ckpts = [_load(path) for path in paths]
     _check_same_vocab(ckpts, paths)
+    direction = direction_of(ckpts[0], runtime.src_lang, runtime.tgt_lang)
     src_tokenizer, tgt_tokenizer = checkpoint_tokenizers(ckpts[0], name=str(paths[0]))
     banned = tgt_tokenizer.tag_ids(training_tags(ckpts))  # source-side tags: never output
     models = []
@@ -164,6 +172,7 @@ def load_translator(
         max_src_len=min(m.config.max_positions for m in models),
         shortlist=loaded_shortlist,
         banned=tuple(banned),
+        direction=direction,
     )
 
 
@@ -176,11 +185,12 @@ def training_tags(ckpts: list[dict]) -> tuple[str, ...]:
 
 
 def _load(path: Path) -> dict:
-    """A checkpoint file, or a Hugging Face Marian directory imported in memory."""
+    """A checkpoint file, or a Hugging Face directory (Marian, NLLB-200, M2M-100)
+    imported in memory."""
     from mtkit.checkpoint import load_checkpoint
-    from mtkit.interop.marian import is_marian_dir, marian_checkpoint
+    from mtkit.interop.hf import hf_checkpoint, is_hf_dir
 
-    return marian_checkpoint(path) if is_marian_dir(path) else load_checkpoint(path)
+    return hf_checkpoint(path) if is_hf_dir(path) else load_checkpoint(path)
 
 
 def _check_runtime(runtime: RuntimeOptions) -> None:
@@ -348,20 +358,22 @@ def _noised(hyps, key: int, noise: NoiseOptions, seed: int):
 
 
 def _fit(piece_ids: list[int], translator: Translator, line_no: int, cuts: Cuts, where: str):
-    """Source ids + eos, cut to the model's max_positions (with a warning); [] for a blank line."""
+    """Source ids + eos (and the direction's language tokens), cut to the model's
+    max_positions (with a warning); [] for a blank line."""
     if not piece_ids:
         return []
-    max_src_len = translator.max_src_len
-    if len(piece_ids) + 1 > max_src_len:
+    direction = translator.direction
+    room = translator.max_src_len - direction.extra_source
+    if len(piece_ids) + 1 > room:
         cuts.warn(
             "line %d%s has %d pieces; only the first %d are translated (the model's max_positions)",
             line_no + 1,
             where,
             len(piece_ids),
-            max_src_len - 1,
+            room - 1,
         )
-        piece_ids = clip_source(piece_ids, max_src_len)
-    return [*piece_ids, translator.src_tokenizer.eos_id]
+        piece_ids = clip_source(piece_ids, room)
+    return direction.source(piece_ids, translator.src_tokenizer.eos_id)
 
 
 def _translate_batch(translator: Translator, batch: list, options: SearchOptions) -> list:
@@ -370,7 +382,8 @@ def _translate_batch(translator: Translator, batch: list, options: SearchOptions
     vocab = _shortlist(translator, sources, options)
     src = _pad(sources, translator)
     keys = [key for _, key in batch]
-    hyps = search(translator.models, src, options, keys, vocab, translator.banned)
+    prefix = translator.direction.target_prefix
+    hyps = search(translator.models, src, options, keys, vocab, translator.banned, prefix=prefix)
     flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
     texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
     pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
