@@ -114,6 +114,7 @@ def search(
     vocab=None,
     banned: Sequence[int] = (),
     prefix: Sequence[int] = (),
+    constraints=None,
 ) -> list[list[Hypothesis]]:
     """Translate src [B,S] (ids + eos, right-padded) with one model or a list (an ensemble).
 
@@ -127,10 +128,16 @@ def search(
     ids are forced after the decoder's start id (a target-language token,
     mtkit.languages.Direction.target_prefix): they score log 1 = 0, count in |Y| (as in
     transformers' generate and CTranslate2's target prefix) and are not in the hypotheses.
+    `constraints` (mtkit.constraints.Constraints) name target phrases each sentence's
+    output must hold (beam search only; a shortlist then allows their ids too).
     """
     import torch
 
     members = models if isinstance(models, (list, tuple)) else [models]
+    if constraints is not None:
+        constraints.check(options)
+        if vocab is not None:
+            vocab = torch.unique(torch.cat([vocab, vocab.new_tensor(constraints.ids())]))
     if vocab is not None and prefix:  # a shortlist holds the forced ids too
         vocab = torch.unique(torch.cat([vocab, vocab.new_tensor(list(prefix))]))
     ensemble = Ensemble(members, vocab, banned, prefix)
@@ -139,11 +146,30 @@ def search(
         if options.sampling:
             keys = list(range(src.size(0))) if keys is None else list(keys)
             hyps = _sample(ensemble, src, max_lens, options, keys)
+        elif constraints is not None:
+            hyps = _constrained(ensemble, src, max_lens, options, constraints)
         elif options.beam_size == 1:
             hyps = _greedy(ensemble, src, max_lens, options)
         else:
             hyps = _beam(ensemble, src, max_lens, options)
     return ensemble.model_ids(hyps)
+
+
+def _constrained(ensemble, src, max_lens, options: SearchOptions, constraints):
+    """Beam search holding `constraints` (mtkit.constraints): sentences whose phrases do
+    not fit, or end with no hypothesis holding them, are searched again without."""
+    import torch
+
+    tracker = constraints.tracker(max_lens, ensemble.vocab, ensemble.eos_id, src.device)
+    hyps = _beam(ensemble, src, max_lens, options, tracker)
+    lost = [i for i, per in enumerate(hyps) if tracker and per[0].score == -math.inf]
+    if lost:  # a phrase of ids the search never produces (a banned tag)
+        index = torch.tensor(lost, device=src.device)
+        again = _beam(ensemble, src.index_select(0, index), max_lens[lost], options)
+        for i, per in zip(lost, again, strict=True):
+            hyps[i] = per
+        constraints.dropped += lost
+    return hyps
 
 
 def greedy_search(
@@ -475,7 +501,9 @@ class _Finished:
 
         self.K, self.pad_id = K, pad_id
         self.forced = forced  # forced prefix tokens before the hypotheses: they count in |Y|
-        self.scores = torch.full((B, K), -math.inf, device=device)  # penalised, sorted
+        self.scores = torch.full((B, K), -math.inf, device=device)  # penalised
+        # What ranks them: the scores, less mtkit.constraints' penalty for missing phrases.
+        self.keys = torch.full((B, K), -math.inf, device=device)  # sorted
         self.log_probs = torch.full((B, K), -math.inf, device=device)
         self.tokens = torch.full((B, K, T), pad_id, dtype=torch.long, device=device)
         self.lengths = torch.ones((B, K), dtype=torch.long, device=device)  # with eos
@@ -492,15 +520,16 @@ class _Finished:
         else:  # no unfinished hypothesis can beat the nbest-th finished one
             longest = (limits + 1 + self.forced).to(alive_best.dtype)
             reachable = alive_best / length_penalty(longest, options)
-            done = reachable <= self.scores[sentences, options.nbest - 1]
+            done = reachable <= self.keys[sentences, options.nbest - 1]
         if options.early_stop:
             done |= self.best_ended[sentences] & (self.count[sentences] >= options.nbest)
         return done
 
-    def add(self, sentences, log_probs, prefixes, t: int, options: SearchOptions) -> None:
+    def add(self, sentences, log_probs, prefixes, t: int, options, penalty=None) -> None:
         """Merge new hypotheses ending at step t into the best K of `sentences` [n].
 
-        log_probs [n,K] (-inf where nothing ended), prefixes [n,K,t] (ids before eos).
+        log_probs [n,K] (-inf where nothing ended), prefixes [n,K,t] (ids before eos),
+        penalty [n,K] (or None) taken off their scores to rank them.
         """
         import torch
 
@@ -508,12 +537,13 @@ class _Finished:
         new_scores = log_probs / length_penalty(t + 1 + self.forced, options)
         new_tokens = self.tokens.new_full((n, K, self.tokens.size(2)), self.pad_id)
         new_tokens[:, :, :t] = prefixes
+        new_keys = new_scores if penalty is None else new_scores - penalty
+        best, pick = torch.cat([self.keys[sentences], new_keys], 1).topk(K, dim=1)  # [n,K]
         scores = torch.cat([self.scores[sentences], new_scores], 1)  # [n,2K]
-        best, pick = scores.topk(K, dim=1)  # [n,K]
         lengths = torch.cat([self.lengths[sentences], torch.full_like(pick, t + 1)], 1)
         log_probs = torch.cat([self.log_probs[sentences], log_probs], 1)
         tokens = torch.cat([self.tokens[sentences], new_tokens], 1)  # [n,2K,T]
-        self.scores[sentences] = best
+        self.keys[sentences], self.scores[sentences] = best, scores.gather(1, pick)
         self.lengths[sentences] = lengths.gather(1, pick)
         self.log_probs[sentences] = log_probs.gather(1, pick)
         self.tokens[sentences] = tokens.gather(1, pick[:, :, None].expand(-1, -1, tokens.size(2)))
@@ -530,8 +560,9 @@ class _Finished:
         ]
 
 
-def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[list[Hypothesis]]:
-    """Beam search with K rows per sentence; finished sentences leave the batch."""
+def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions, tracker=None):
+    """Beam search with K rows per sentence; finished sentences leave the batch. A
+    `tracker` (mtkit.constraints.Tracker) holds sentences to their phrases."""
     import torch
 
     B, K, device = src.size(0), options.beam_size, src.device
@@ -550,9 +581,14 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
     for t in range(T):
         lprobs, states = ensemble.step(prefix[:, -1], states)  # [n*k,V]
         ensemble.mask_specials(lprobs, t, options.min_len)
+        if tracker is not None:
+            tracker.mask_eos(lprobs, limits, t)
         if t >= first_limit:
             lprobs = ensemble.force_eos(lprobs, (limits <= t).repeat_interleave(scores.size(1)))
-        top_scores, beam, token = _top_candidates(lprobs, scores, K)  # [n,2K] each
+        top = _top_candidates(lprobs, scores, K)  # [n,2K] each: scores, beam, token
+        if tracker is not None:  # lprobs now holds the cumulative scores
+            top = tracker.allocate(lprobs, top, limits, t, K)
+        top_scores, beam, token = top
         is_eos = token == ensemble.eos_id
         # eos among the best K candidates finishes a hypothesis (fairseq's rule).
         ends = is_eos[:, :K] & (top_scores[:, :K] > -math.inf)
@@ -561,12 +597,13 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
         # (its unfinished hypotheses fall behind); under "count" only when one ends.
         finished_any = finished_any or (ended and options.stop == "bound")
         if ended:
-            _finish(finished, alive, ends, top_scores, beam, prefix, t, scores.size(1), options)
+            k = scores.size(1)
+            _finish(finished, alive, ends, top_scores, beam, prefix, t, k, options, tracker)
             finished.best_ended[alive] |= ends[:, 0]
         scores, rows, token = _carry_on(top_scores, beam, token, is_eos, beam_rank, scores.size(1))
         sentences = None  # the same sentences go on: their memory stays as it is
         if finished_any or ended or t >= first_limit:  # only then can a sentence be done
-            done = finished.done(alive, scores[:, 0], limits, options)
+            done = finished.done(alive, scores.amax(1), limits, options)
             keep = (~done & (limits > t)).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
@@ -575,6 +612,8 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions) -> list[lis
                 rows, token, sentences = rows[keep], token[keep], keep
                 first_limit = int(limits.min())
         rows = rows.view(-1)
+        if tracker is not None:
+            tracker.advance(rows, token.view(-1))
         states = ensemble.reorder(states, rows, sentences)
         prefix = torch.cat([prefix.index_select(0, rows), token.view(-1, 1)], 1)
     return finished.hypotheses(options.nbest)
@@ -629,7 +668,7 @@ def _carry_on(top_scores, beam, token, is_eos, beam_rank, k: int):
     return top_scores.gather(1, carry), beam.gather(1, carry) + first_row, token.gather(1, carry)
 
 
-def _finish(finished, alive, ends, top_scores, beam, prefix, t, k, options) -> None:
+def _finish(finished, alive, ends, top_scores, beam, prefix, t, k, options, tracker) -> None:
     """Hand the candidates that end at step t to `finished`, sentence by sentence (batched);
     k is the number of rows per sentence of the current batch."""
     K = finished.K
@@ -637,4 +676,5 @@ def _finish(finished, alive, ends, top_scores, beam, prefix, t, k, options) -> N
     log_probs = top_scores[hit, :K].masked_fill(~ends[hit], -math.inf)  # [h,K]
     rows = beam[hit, :K] + (hit * k)[:, None]  # [h,K] rows of the current batch
     prefixes = prefix.index_select(0, rows.view(-1))[:, 1:]  # drop the step-0 token: [h*K,t]
-    finished.add(alive[hit], log_probs, prefixes.view(hit.numel(), K, t), t, options)
+    penalty = None if tracker is None else tracker.penalty(rows)
+    finished.add(alive[hit], log_probs, prefixes.view(hit.numel(), K, t), t, options, penalty)

@@ -21,6 +21,7 @@ from mtkit.errors import ConfigError, DataError, write_error
 from mtkit.io import check_readable
 from mtkit.translate.shards import is_gzip, parse_shard, run_job
 from mtkit.translate.stream import Decoding, translate_file
+from mtkit.translate.terms import check_files
 from mtkit.translate.workers import run_ranks, run_workers
 
 
@@ -44,6 +45,7 @@ def translate(
     with `--shard`, N processes with `--workers`, one shard per rank under torchrun).
     Returns the number of input lines translated by this process."""
     decoding.check()  # now, before the model loads and the bar shows
+    check_files(decoding.constraints, input_path)  # once, not in every worker
     world = int(os.environ.get("WORLD_SIZE", 1))
     split = job.shard is not None or job.workers > 1 or world > 1
     if job.workers < 0:

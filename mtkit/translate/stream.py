@@ -29,12 +29,13 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from mtkit.constraints import Constraints
 from mtkit.device import check_choice, dtype_of, pick_device, pick_precision
 from mtkit.errors import CheckpointError, ConfigError
 from mtkit.io import atomic_write, check_readable, input_stream, text_lines
@@ -43,6 +44,14 @@ from mtkit.search import SearchOptions, check_options, search
 from mtkit.tokenizer import clip_source
 from mtkit.translate.batching import BatchOptions, Cuts, run_batched
 from mtkit.translate.noise import NoiseOptions, check_noise, line_random, noise_words
+from mtkit.translate.terms import (
+    ConstraintOptions,
+    Listed,
+    PhraseSource,
+    Unused,
+    open_phrases,
+    phrase_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,7 @@ class Decoding:
     runtime: RuntimeOptions = RuntimeOptions()
     noise: NoiseOptions = NoiseOptions()
     output_format: str = "text"  # text, or tsv (source<TAB>translation)
+    constraints: ConstraintOptions = ConstraintOptions()  # phrases each line must hold
 
     def check(self) -> None:
         """ConfigError, one line, for options no translation runs with (checked before
@@ -83,6 +93,7 @@ class Decoding:
         check_choice("--output-format", self.output_format, OUTPUT_FORMATS)
         check_noise(self.noise)
         self.batching.check()
+        self.constraints.check(self.search)
 
     @property
     def draws(self) -> bool:
@@ -274,14 +285,18 @@ def translate_lines(
     search_options: SearchOptions = SearchOptions(),
     batching: BatchOptions = BatchOptions(),
     noise: NoiseOptions = NoiseOptions(),
+    constraints: Iterable[Sequence[str]] | None = None,
 ) -> Iterator[list[tuple[str, float]]]:
     """For every input line, in order, its `nbest` (text, score) pairs, best first.
 
     An empty or blank line yields [("", 0.0)]. Reads `batching.chunk_lines` lines
     at a time, so memory does not depend on the length of `lines`. Lines are keyed
-    0, 1, 2 ... for sampling and noise (see `translate_keyed`).
+    0, 1, 2 ... for sampling and noise (see `translate_keyed`). `constraints`: for
+    every line, the target phrases its translation must hold (mtkit.constraints).
     """
-    return translate_keyed(translator, enumerate(lines), search_options, batching, noise)
+    source = None if constraints is None else Listed(constraints)
+    keyed = enumerate(lines)
+    return translate_keyed(translator, keyed, search_options, batching, noise, constraints=source)
 
 
 def translate_keyed(
@@ -292,16 +307,23 @@ def translate_keyed(
     noise: NoiseOptions = NoiseOptions(),
     first_line: int = 0,
     where: str = "",
+    constraints: PhraseSource | None = None,
 ) -> Iterator[list[tuple[str, float]]]:
     """`translate_lines` over (key, line) pairs: a line's samples and noise depend only
     on the seed (drawn once here when None) and its key. Warnings number the lines from
-    `first_line` + 1 and add `where` (" of shard 2/8")."""
+    `first_line` + 1 and add `where` (" of shard 2/8"). `constraints` gives each line's
+    target phrases (mtkit.translate.terms)."""
     Decoding(search_options, batching, noise=noise).check()
     check_options(search_options, translator.vocab_size)
     _check_filler(translator, noise)
+    if constraints is not None:
+        Constraints.check(search_options)  # a beam of 2 or more
+        constraints.check(translator.tgt_tokenizer)
     if Decoding(search_options, noise=noise).draws and search_options.seed is None:
         search_options = dataclasses.replace(search_options, seed=random.getrandbits(63))
-    return _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where)
+    return _translate_keyed(
+        translator, keyed, search_options, batching, noise, first_line, where, constraints
+    )
 
 
 # Marks a log record that says the same for every shard of a job (the model, the
@@ -328,28 +350,37 @@ def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
         )
 
 
-def _translate_keyed(translator, keyed, search_options, batching, noise, first_line, where):
+def _translate_keyed(translator, keyed, search_options, batching, noise, first, where, phrases):
+    unused = Unused()  # lines whose constraints do not fit
+
     def encode(chunk, number, cuts):
         lines = [line for _, line in chunk]
         ids = translator.src_tokenizer.encode(lines)
+        targets = phrase_ids(translator.tgt_tokenizer, phrases, lines, number, where)
         return [
-            (_fit(piece_ids, translator, number + i, cuts, where), key)
+            (_fit(piece_ids, translator, number + i, cuts, where), key, targets[i], number + i)
             for i, (piece_ids, (key, _)) in enumerate(zip(ids, chunk, strict=True))
         ]
+
+    def run(batch):
+        return _translate_batch(translator, batch, search_options, lambda i: unused.warn(i, where))
 
     results = run_batched(
         keyed,
         batching,
         encode,
         cost=lambda item: len(item[0]),
-        run=lambda batch: _translate_batch(translator, batch, search_options),
+        run=run,
         empty=[("", 0.0)],
         max_tokens=batching.max_tokens or DEFAULT_MAX_TOKENS[translator.device],
         rows_per_item=search_options.nbest if search_options.sampling else search_options.beam_size,
-        first=first_line,
+        first=first,
     )
     for (key, _), hyps in results:
         yield _noised(hyps, key, noise, search_options.seed) if noise.noised else hyps
+    if phrases is not None:
+        phrases.finish()
+        unused.summary()
 
 
 def _noised(hyps, key: int, noise: NoiseOptions, seed: int):
@@ -376,14 +407,20 @@ def _fit(piece_ids: list[int], translator: Translator, line_no: int, cuts: Cuts,
     return direction.source(piece_ids, translator.src_tokenizer.eos_id)
 
 
-def _translate_batch(translator: Translator, batch: list, options: SearchOptions) -> list:
-    """Search one batch of (source ids, key): each source's nbest (text, score) pairs."""
-    sources = [ids for ids, _ in batch]
+def _translate_batch(translator: Translator, batch: list, options: SearchOptions, unused) -> list:
+    """Search one batch of (source ids, key, constraint ids, line number): each source's
+    nbest (text, score) pairs; `unused(line number)` for constraints that did not fit."""
+    sources = [item[0] for item in batch]
     vocab = _shortlist(translator, sources, options)
     src = _pad(sources, translator)
-    keys = [key for _, key in batch]
+    keys = [item[1] for item in batch]
+    constraints = Constraints([item[2] for item in batch]) if any(i[2] for i in batch) else None
     prefix = translator.direction.target_prefix
-    hyps = search(translator.models, src, options, keys, vocab, translator.banned, prefix=prefix)
+    hyps = search(
+        translator.models, src, options, keys, vocab, translator.banned, prefix, constraints
+    )
+    for i in constraints.dropped if constraints else ():
+        unused(batch[i][3] + 1)
     flat = [h for per in hyps for h in per]  # nbest per sentence, in batch order
     texts = translator.tgt_tokenizer.decode([h.tokens for h in flat])
     pairs = [(_one_line(text), h.score) for text, h in zip(texts, flat, strict=True)]
@@ -437,7 +474,8 @@ def translate_file(
     log_start(translator, decoding)
     total = count_lines(Path(input_path)) if input_path is not None else None
     name = str(input_path) if input_path else "stdin"
-    with input_stream(input_path) as source, open_output(output_path) as sink:
+    phrases = open_phrases(decoding.constraints, input_path)
+    with input_stream(input_path) as source, open_output(output_path) as sink, phrases as targets:
         keyed = keyed_lines(source, name)
         with _progress(output_path is not None, total) as advance:
             every = min(1000, decoding.batching.chunk_lines)  # a chunk's lines leave at once
@@ -447,7 +485,7 @@ def translate_file(
                     advance(every)
                     sink.flush()
 
-            count = write_results(translator, keyed, sink, decoding, 0, tick)
+            count = write_results(translator, keyed, sink, decoding, 0, tick, "", targets)
             advance(count % every)
             return count
 
@@ -456,12 +494,13 @@ def log_start(translator: Translator, decoding: Decoding) -> None:
     search_options = decoding.search
     mode = "sampling" if search_options.sampling else f"beam {search_options.beam_size}"
     log.info(
-        "translating with %d model(s) on %s (%s), %s%s",
+        "translating with %d model(s) on %s (%s), %s%s%s",
         len(translator.models),
         translator.device,
         str(translator.dtype).removeprefix("torch."),
         mode,
         ", noised" if decoding.noise.noised else "",
+        ", constrained" if decoding.constraints.active else "",
     )
 
 
@@ -473,10 +512,12 @@ def write_results(
     first_line: int = 0,
     on_line=None,
     where: str = "",
+    constraints: PhraseSource | None = None,
 ) -> int:
     """Translate (key, line) pairs and write each line's output as it comes; returns the
     lines done. `on_line(count, key)` runs after each line is written (count from 1);
-    nbest LINE numbers start at `first_line`."""
+    nbest LINE numbers start at `first_line`. `constraints`: each line's target phrases
+    (mtkit.translate.terms.open_phrases)."""
     pending: deque[tuple[int, str]] = deque()  # read, not yet written: at most a chunk
 
     def remember():
@@ -492,6 +533,7 @@ def write_results(
         decoding.noise,
         first_line,
         where,
+        constraints,
     )
     nbest, output_format = decoding.search.nbest > 1, decoding.output_format
     count = words = 0
