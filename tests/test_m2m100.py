@@ -174,6 +174,26 @@ def test_inspect_lists_the_codes(imported, tmp_path):
     assert f"languages: scheme={scheme}" in describe(path)
 
 
+@pytest.mark.parametrize("hf_m2m100", ["m2m100"], indirect=True)
+def test_the_command_line(hf_m2m100, many, tmp_path, monkeypatch, capsys):
+    """import, inspect --langs, translate with and without the languages (one line)."""
+    from conftest import call_main
+
+    model = tmp_path / "m2m.pt"
+    assert call_main(monkeypatch, "import", hf_m2m100.directory, "-o", model) == 0
+    assert call_main(monkeypatch, "inspect", model, "--langs") == 0
+    assert capsys.readouterr().out.split()[:3] == ["af", "am", "ar"]
+    text = "\n".join(many["de"][:5]) + "\n"
+    args = ["translate", "-m", model, "--beam", "2", "--src-lang", "de"]
+    assert call_main(monkeypatch, *args, stdin=text.encode()) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give --tgt-lang" in err
+    assert call_main(monkeypatch, *args, "--tgt-lang", "xx", stdin=text.encode()) == 1
+    assert "unknown language code 'xx'" in capsys.readouterr().err
+    assert call_main(monkeypatch, *args, "--tgt-lang", "en", stdin=text.encode()) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
+
+
 # -- what the import refuses ------------------------------------------------------------
 
 

@@ -57,6 +57,10 @@ def inspect_command(
             help="Check the files against their checksums, one line each; exit 1 if any fails.",
         ),
     ] = False,
+    langs: Annotated[
+        bool,
+        typer.Option("--langs", help="Print the model's language codes, one a line."),
+    ] = False,
 ) -> None:
     """Print a checkpoint's languages, step, metrics and configuration, or (--verify) check
     files against their checksums without using them."""
@@ -74,7 +78,7 @@ def inspect_command(
         raise MtkitError(
             f"inspect shows one checkpoint, got {len(files)} files; pass --verify to check several"
         )
-    typer.echo(describe(files[0], as_json=json_))
+    typer.echo(describe(files[0], as_json=json_, langs=langs))
 
 
 @command(

@@ -1,5 +1,5 @@
 """`mtkit import` and `mtkit export`: models in and out of other toolkits' formats, over
-`mtkit.interop.marian` and `mtkit.interop.ctranslate2`."""
+`mtkit.interop.hf` (Marian, NLLB-200, M2M-100 in) and `mtkit.interop.ctranslate2`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mtkit.interop.ctranslate2 import ExportOptions
 
 @command(
     "import",
-    short_help="Import a MarianMT (OPUS-MT) model as a checkpoint.",
+    short_help="Import a MarianMT, NLLB-200 or M2M-100 model.",
     example="mtkit import Helsinki-NLP/opus-mt-de-en -o opus-de-en.pt",
 )
 def import_command(
@@ -23,17 +23,18 @@ def import_command(
         str,
         typer.Argument(
             metavar="SOURCE",
-            help="A directory in Hugging Face's Marian layout, or a hub id "
-            "(Helsinki-NLP/opus-mt-de-en).",
+            help="A Hugging Face model directory (MarianMT, NLLB-200, M2M-100), or a hub id "
+            "(Helsinki-NLP/opus-mt-de-en, facebook/nllb-200-distilled-600M).",
         ),
     ],
     out: Annotated[Path, out_option("The checkpoint to write.")],
 ) -> None:
-    """Import a MarianMT (OPUS-MT) model as an mtkit checkpoint: translate, average,
-    ensembles, export and `train --init-from` take it (hub ids need mtkit[hub])."""
-    from mtkit.interop.marian import import_marian
+    """Import a MarianMT (OPUS-MT), NLLB-200 (dense) or M2M-100 model as an mtkit
+    checkpoint: translate, average, ensembles, export and `train --init-from` take it
+    (hub ids need mtkit[hub])."""
+    from mtkit.interop.hf import import_hf
 
-    print(f"wrote {import_marian(source, out)}", file=sys.stderr)
+    print(f"wrote {import_hf(source, out)}", file=sys.stderr)
 
 
 @command(

@@ -12,6 +12,8 @@ from mtkit.cli.options import (
     Models,
     OutputFile,
     Precision,
+    SrcLang,
+    TgtLang,
     Threads,
     command,
     input_option,
@@ -75,6 +77,8 @@ def logprob_command(
     device: Device = RuntimeOptions.device,
     precision: Precision = RuntimeOptions.precision,
     threads: Threads = RuntimeOptions.threads,
+    src_lang: SrcLang = RuntimeOptions.src_lang,
+    tgt_lang: TgtLang = RuntimeOptions.tgt_lang,
 ) -> None:
     """Log-probability of each target given its source under a model or an ensemble:
     one line out per line in (a blank source gives 0.0)."""

@@ -76,3 +76,21 @@ Precision = Annotated[
     ),
 ]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
+# A multilingual model's language codes, its own (mtkit.languages): one pair of flags for
+# translate, logprob and train.
+SrcLang = Annotated[
+    str | None,
+    typer.Option(
+        metavar="CODE",
+        help="The source language in the model's codes (NLLB-200 deu_Latn, M2M-100 de); "
+        "a multilingual model needs it unless it has a default.",
+    ),
+]
+TgtLang = Annotated[
+    str | None,
+    typer.Option(
+        metavar="CODE",
+        help="The language to translate into, in the model's codes; a multilingual model "
+        "needs it unless it has a default (list them: mtkit inspect MODEL --langs).",
+    ),
+]
