@@ -79,6 +79,7 @@ from mtkit.translate.stream import (
     log_start,
     write_results,
 )
+from mtkit.translate.terms import open_phrases
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,10 @@ def run_job(
             job = _Run(files, state, sink, decoding.batching.chunk_lines, advance)
             keyed = job.reader(input_path, end, shard)
             where = f" of shard {shard[0]}/{shard[1]}" if shard else ""
-            write_results(
-                translator, keyed, sink, decoding, state["lines_done"], job.on_line, where
-            )
+            done = state["lines_done"]
+            phrases = open_phrases(decoding.constraints, input_path, start, done, not shard)
+            with phrases as targets:
+                write_results(translator, keyed, sink, decoding, done, job.on_line, where, targets)
             job.commit(complete=True)
     crash_point("job-before-finish")  # complete in the progress file, not yet renamed
     _finish(files, keep_progress=shard is not None)
@@ -366,6 +368,8 @@ def job_identity(model_paths, input_path, decoding: Decoding, shard) -> dict:
     }
     if runtime.src_lang or runtime.tgt_lang:  # absent otherwise: older jobs resume as they were
         options["langs"] = [runtime.src_lang, runtime.tgt_lang]
+    if decoding.constraints.active:  # absent otherwise: older jobs resume as they were
+        options["constraints"] = decoding.constraints.identity()
     return {
         "mtkit": "translate job",
         "format": PROGRESS_FORMAT,
