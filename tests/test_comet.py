@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import call_main
 
 pytest.importorskip("comet", reason="unbabel-comet is not installed (pip install 'mtkit[comet]')")
 
@@ -286,3 +287,18 @@ def test_encoder_not_to_be_had_is_one_line(tiny_comet, tmp_path):
     (copy / "hparams.yaml").write_text(hparams, encoding="utf-8")
     with pytest.raises(ConfigError, match="huggingface-cli download xlm-roberta-large"):
         load_comet(CometOptions(comet_model=str(copy)))
+
+
+def test_command_line(monkeypatch, capsys, files, tiny_comet):
+    """stdout holds the report only; the bar and the library's talk go to stderr."""
+    args = ["score", "-r", files["ref"], "-i", files["hyp"], "-s", files["src"], "--metrics",
+            "comet", "--comet-model", tiny_comet, "--comet-batch-size", "5"]  # fmt: skip
+    assert call_main(monkeypatch, *args) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"COMET\|Python[\d.]+\|Comet[\d.]+\|fp32\|.*\|r1 = -?\d\.\d{4}", line)
+    assert call_main(monkeypatch, *args[:-4]) == 1
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error == (
+        "error: --metrics comet needs a model: --comet-model Unbabel/wmt22-comet-da "
+        "(from the hub or its cache) or --comet-model DIR"
+    )

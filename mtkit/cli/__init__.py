@@ -1,7 +1,7 @@
 """The `mtkit` command line: the Typer app, its list of commands and `main()`.
 
 One module per command or close family (prepare, train_bpe, train, translate, score,
-checkpoints, logprob, interop, shortlist) holds its options, help texts and the one
+checkpoints, logprob, interop, filter, shortlist) holds its options, help texts and the one
 library call; options.py holds the options several commands share. A new command is
 a function in its own module, marked with `options.command`, and one line in COMMANDS.
 Library errors (`MtkitError`) and a few well-known OS errors become one line on stderr
@@ -20,6 +20,7 @@ import typer
 from mtkit import __version__
 from mtkit.cli import (
     checkpoints,
+    filter,
     interop,
     logprob,
     prepare,
@@ -45,6 +46,7 @@ COMMANDS = (
     checkpoints.plot_command,
     interop.import_command,
     interop.export_command,
+    filter.filter_command,
     shortlist.shortlist_command,
     translate.translate_merge_command,
 )

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.options import command, input_option, options_from
+from mtkit.comet import CometOptions
 from mtkit.score import ReportOptions, ScoreOptions, SignificanceOptions
 
 _SIGNIFICANCE = "Significance"
@@ -25,7 +26,45 @@ _Inputs = Annotated[
         "Hypotheses, one a line (stdin when absent); repeat to compare systems, the baseline first."
     ),
 ]
-_Metrics = Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated: bleu, chrf, ter.")]
+_Metrics = Annotated[
+    str, typer.Option("--metrics", "-m", help="Comma-separated: bleu, chrf, ter, comet.")
+]
+_COMET = "COMET"
+_Source = Annotated[
+    Path | None,
+    typer.Option(
+        "--source", "-s", metavar="FILE", help="The sources (COMET reads them).",
+        rich_help_panel=_COMET,
+    ),
+]  # fmt: skip
+_CometModel = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME|DIR",
+        help="A COMET model: a hub name (Unbabel/wmt22-comet-da; the hub or its local cache) "
+        "or a directory with hparams.yaml and checkpoints/model.ckpt.",
+        rich_help_panel=_COMET,
+    ),
+]
+_CometBatchSize = Annotated[
+    int, typer.Option(help="Segments a COMET batch.", rich_help_panel=_COMET)
+]
+_CometDevice = Annotated[
+    str,
+    typer.Option(
+        "--device", help="COMET's device: auto (a CUDA GPU if there is one), cpu or cuda.",
+        rich_help_panel=_COMET,
+    ),
+]  # fmt: skip
+_CometPrecision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="COMET's precision: fp32 (SacreCOMET's default), bf16 or fp16 (comet-score "
+        "2.2's model.half()); the signature names it.",
+        rich_help_panel=_COMET,
+    ),
+]
 _Tokenize = Annotated[
     str,
     typer.Option(
@@ -90,7 +129,7 @@ _AsJson = Annotated[
 
 @command(
     "score",
-    short_help="Score translations with sacreBLEU: BLEU, chrF, TER.",
+    short_help="Score translations: sacreBLEU's BLEU, chrF, TER; COMET.",
     example="mtkit score -r ref.en -i hyp.en --metrics bleu,chrf",
 )
 def score_command(
@@ -111,9 +150,15 @@ def score_command(
     width: _Width = ReportOptions.width,
     score_only: _ScoreOnly = ReportOptions.score_only,
     as_json: _AsJson = ReportOptions.as_json,
+    source: _Source = None,
+    comet_model: _CometModel = CometOptions.comet_model,
+    comet_batch_size: _CometBatchSize = CometOptions.comet_batch_size,
+    device: _CometDevice = CometOptions.device,
+    precision: _CometPrecision = CometOptions.precision,
 ) -> None:
     """Score hypotheses with sacreBLEU (BLEU, chrF, TER, signatures); compare systems with
-    sacreBLEU's paired significance tests."""
+    sacreBLEU's paired significance tests. COMET (--metrics comet) through unbabel-comet,
+    with the sources (-s) and a model (--comet-model)."""
     from mtkit.score import parse_metrics, score_files
 
     params = locals()
@@ -124,4 +169,5 @@ def score_command(
     scoring = options_from(ScoreOptions, params, metrics=tuple(parse_metrics(metrics)))
     significance = options_from(SignificanceOptions, params)
     report = options_from(ReportOptions, params)
-    typer.echo(score_files(refs, inputs or [None], scoring, significance, report))
+    comet = options_from(CometOptions, params)
+    typer.echo(score_files(refs, inputs or [None], scoring, significance, report, source, comet))
