@@ -5,7 +5,9 @@ lr, elapsed ...; `kind` "valid": valid_nll_loss, valid_bleu, valid_chrf ...) and
 drawing them with matplotlib (the `plot` extra, Agg backend, no display needed):
 one column per quantity (loss, BLEU, chrF, learning rate), against updates in
 the first row and against training minutes in the second, every run in its own
-colour under its name. A quantity no run logged gets no column.
+colour under its name. A quantity no run logged gets no column. A multilingual run's
+validations (`valid_directions`, mtkit.train.validate) add a BLEU and a chrF column by
+direction: each direction a line style and marker of its own, in its run's colour.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Curves:
     name: str
     train: dict[str, list[float]] = field(default_factory=dict)  # step, minutes, nll, lr
     valid: dict[str, list[float]] = field(default_factory=dict)  # step, minutes, nll, bleu, chrf
+    # A multilingual run's validations: direction ("de-en") -> step, minutes, bleu, chrf.
+    directions: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class Panel:
 
     title: str
     ylabel: str
-    series: tuple[tuple[str, str, str], ...]  # (records, key, label): records "train"/"valid"
+    # (records, key, label): records "train", "valid" or "directions" (one line each)
+    series: tuple[tuple[str, str, str], ...]
 
 
 PANELS = (
@@ -45,8 +50,12 @@ PANELS = (
     ),
     Panel("Validation BLEU", "BLEU", (("valid", "bleu", "valid"),)),
     Panel("Validation chrF", "chrF", (("valid", "chrf", "valid"),)),
+    Panel("BLEU by direction", "BLEU", (("directions", "bleu", "valid"),)),
+    Panel("chrF by direction", "chrF", (("directions", "chrf", "valid"),)),
     Panel("Learning rate", "learning rate", (("train", "lr", "train"),)),
 )
+# The line styles and markers that tell directions apart (cycled beyond five).
+_DIRECTION_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"))
 # metrics.jsonl keys behind the short names (the first present wins: NLL, as
 # perplexity is exp(NLL); runs without it fall back to the label-smoothed loss).
 _KEYS = {
@@ -54,6 +63,7 @@ _KEYS = {
     "valid": {"nll": ("valid_nll_loss", "valid_loss"), "bleu": ("valid_bleu",),
               "chrf": ("valid_chrf",)},
 }  # fmt: skip
+_DIRECTION_KEYS = {"bleu": ("valid_bleu",), "chrf": ("valid_chrf",)}
 
 
 # -- reading ---------------------------------------------------------------------
@@ -75,6 +85,11 @@ def read_run(path: Path | str, name: str | None = None) -> Curves:
         kind = record.get("kind") if isinstance(record, dict) else None
         if kind in _KEYS and "step" in record:
             _add(getattr(curves, kind), record, _KEYS[kind])
+        if kind == "valid" and isinstance(record.get("valid_directions"), dict):
+            at = {"step": record["step"], "elapsed": record.get("elapsed", "nan")}
+            for name, values in record["valid_directions"].items():
+                columns = curves.directions.setdefault(name, {})
+                _add(columns, {**values, **at}, _DIRECTION_KEYS)
     if not curves.train.get("step") and not curves.valid.get("step"):
         raise DataError(f"{file} holds no training records yet; plot it after the first log")
     return curves
@@ -131,13 +146,14 @@ def draw(curves: list[Curves], title: str | None = None):
             sharex="row", layout="constrained",
         )  # fmt: skip
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        styles = _direction_styles(curves)
         for column, panel in enumerate(panels):
             for row, x in enumerate(("step", "minutes")):
                 ax = axes[row][column]
                 for i, run in enumerate(curves):
-                    _draw_series(ax, run, panel, x, colours[i % len(colours)])
+                    _draw_series(ax, run, panel, x, colours[i % len(colours)], styles)
                 _label(ax, panel, x, row, column)
-        _legend(figure, axes, curves, colours)
+        _legend(figure, curves, colours, styles)
         if title:
             figure.suptitle(title)
     plt.close(figure)
@@ -148,14 +164,35 @@ def _has(run: Curves, panel: Panel) -> bool:
     import math
 
     return any(
-        any(not math.isnan(v) for v in getattr(run, records).get(key, []))
+        any(not math.isnan(v) for v in columns.get(key, []))
         for records, key, _ in panel.series
+        for columns in _columns(run, records)
     )
 
 
-def _draw_series(ax, run: Curves, panel: Panel, x: str, colour: str) -> None:
-    """Training values as a thin line, validation values as a line with dots."""
+def _columns(run: Curves, records: str) -> list[dict[str, list[float]]]:
+    """The column sets a series reads: the run's train or valid records, or each
+    direction's validations."""
+    return list(run.directions.values()) if records == "directions" else [getattr(run, records)]
+
+
+def _direction_styles(curves: list[Curves]) -> dict[str, tuple]:
+    """direction -> (line style, marker): the same in every run that has it."""
+    names = dict.fromkeys(name for run in curves for name in run.directions)
+    return {name: _DIRECTION_STYLES[i % len(_DIRECTION_STYLES)] for i, name in enumerate(names)}
+
+
+def _draw_series(ax, run: Curves, panel: Panel, x: str, colour: str, styles: dict) -> None:
+    """Training values as a thin line, validation values as a line with dots; directions
+    as a line each in `styles`' style."""
     for records, key, _ in panel.series:
+        if records == "directions":
+            for name, columns in run.directions.items():
+                style, marker = styles[name]
+                xs, ys = _finite(columns[x], columns[key])
+                ax.plot(xs, ys, color=colour, linewidth=1.1, linestyle=style, marker=marker,
+                        markersize=2.5)  # fmt: skip
+            continue
         columns = getattr(run, records)
         if key not in columns:
             continue
@@ -187,8 +224,8 @@ def _label(ax, panel: Panel, x: str, row: int, column: int) -> None:
     ax.grid(True, linewidth=0.4, alpha=0.5)
 
 
-def _legend(figure, axes, curves: list[Curves], colours) -> None:
-    """Runs by colour; and, when the loss panel is there, solid = train, dashed = valid."""
+def _legend(figure, curves: list[Curves], colours, styles: dict) -> None:
+    """Runs by colour; solid = train, dashed = valid; each direction's style."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colours[i % len(colours)], linewidth=1.5, label=run.name)
@@ -198,6 +235,9 @@ def _legend(figure, axes, curves: list[Curves], colours) -> None:
         Line2D([], [], color="0.3", linewidth=1.2, linestyle="--", marker="o", markersize=2.5,
                label="validation"),
     ]  # fmt: skip
+    for name, (style, marker) in styles.items():
+        handles.append(Line2D([], [], color="0.3", linewidth=1.1, linestyle=style,
+                              marker=marker, markersize=2.5, label=name))  # fmt: skip
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
                   frameon=False)  # fmt: skip
 

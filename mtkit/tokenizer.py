@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mtkit.errors import ConfigError, DataError
 from mtkit.io import atomic_write, check_readable, write_text
+from mtkit.sampling import check_temperature
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ RESERVED_TAGS = ("<BT>",)
 # pieces are more than 5% unknown).
 BLANK_PIECE = "<blank>"
 RESERVED_PIECES = (*RESERVED_TAGS, BLANK_PIECE)
+# mtkit's multilingual models put the target language's piece in front of every source
+# (Johnson et al., 2017; scheme "tag" of mtkit.languages): `train-bpe --langs de,en`
+# reserves <2de> and <2en>, and `train` refuses a multilingual run without them.
+LANG_TAG = "<2{}>"
+_LANG_CODE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 MODEL_TYPES = ("bpe", "unigram")
 # Marian samples 2 M lines by default (--sentencepiece-max-lines): enough for a
 # good vocabulary, and a WMT corpus of 4.5 M pairs then trains in a few GB.
@@ -58,6 +64,11 @@ class SpmOptions:
     input_sentence_size: int = DEFAULT_INPUT_SENTENCE_SIZE
     user_defined_symbols: tuple[str, ...] = ()
     threads: int = 0  # 0: every core, at most 16 (SentencePiece's default)
+    # Language codes whose tags (<2de>) the model holds whole: a multilingual model's.
+    langs: tuple[str, ...] = ()
+    # Balance the input's languages (the suffix of each file: train.de): each is read
+    # in proportion to its lines^(1/T) (mtkit.sampling); 1: every line once, as given.
+    sample_temperature: float = 1.0
 
     def check(self) -> None:
         """Raise ConfigError for values SentencePiece would reject less clearly."""
@@ -77,6 +88,24 @@ class SpmOptions:
                 f"input sentence size {self.input_sentence_size} is negative; "
                 "pass 0 to use every line, or a positive number of lines to sample"
             )
+        check_temperature(self.sample_temperature)
+        for code in self.langs:
+            if not _LANG_CODE.fullmatch(code):
+                raise ConfigError(
+                    f"--langs {code!r} is not a language code (letters, digits, _ and -, "
+                    "at most 16); write e.g. --langs de,en,fr"
+                )
+
+    @property
+    def symbols(self) -> list[str]:
+        """The pieces held whole: the reserved ones, the language tags, the user's."""
+        tags = tuple(lang_tag(code) for code in self.langs)
+        return list(dict.fromkeys(RESERVED_PIECES + tags + self.user_defined_symbols))
+
+
+def lang_tag(code: str) -> str:
+    """The piece of a language in mtkit's multilingual models: <2de> for de."""
+    return LANG_TAG.format(code)
 
 
 def spm_model_path(spm_dir: Path, lang: str | None = None) -> Path:
@@ -92,8 +121,8 @@ def input_lang(path: Path) -> str:
     suffix = Path(name).suffix.lstrip(".")
     if not suffix:
         raise ConfigError(
-            f"cannot tell the language of {path} from its name; with --separate each "
-            "input must end in its language code, e.g. train.de and train.en"
+            f"cannot tell the language of {path} from its name; with --separate or "
+            "--sample-temperature each input must end in its language code, e.g. train.de"
         )
     return suffix
 
@@ -124,20 +153,30 @@ def train_spm(
         raise ConfigError(f"--out {out_dir} is a file; pass a directory for the model files")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not separate:
-        return [_train_one(inputs, out_dir, "spm", options)]
+        repeats = balanced_repeats(inputs, options.sample_temperature)
+        return [_train_one(inputs, out_dir, "spm", options, repeats)]
+    if options.sample_temperature != 1.0:
+        raise ConfigError(
+            "--sample-temperature balances the languages of one joint model; "
+            "drop it with --separate (each model reads one language)"
+        )
     return [
         _train_one([p], out_dir, f"spm.{lang}", options)
         for p, lang in zip(inputs, langs, strict=True)
     ]
 
 
-def _train_one(inputs: list[Path], out_dir: Path, name: str, options: SpmOptions) -> Path:
-    """Train one model in a temporary directory beside the output, then move it into place."""
+def _train_one(
+    inputs: list[Path], out_dir: Path, name: str, options: SpmOptions, repeats=None
+) -> Path:
+    """Train one model in a temporary directory beside the output, then move it into place.
+    `repeats`: how often each line of each input is read (balanced_repeats); None: once."""
     from mtkit.console import progress
 
     with progress() as bar:
         reading = bar.add_task(f"reading {name} input", total=_total_bytes(inputs))
         reader = _LineReader(inputs, on_bytes=lambda n: bar.update(reading, completed=n))
+        reader.repeats = repeats
         # SentencePiece reads every line before it trains, so training starts
         # when the reader is exhausted; it has no progress of its own to show.
         training = []
@@ -178,9 +217,7 @@ def _sentencepiece_train(reader: _LineReader, options: SpmOptions) -> bytes:
             character_coverage=options.character_coverage,
             input_sentence_size=options.input_sentence_size,
             shuffle_input_sentence=True,
-            user_defined_symbols=list(
-                dict.fromkeys(RESERVED_PIECES + options.user_defined_symbols)
-            ),
+            user_defined_symbols=options.symbols,
             num_threads=threads,
             pad_id=PAD_ID,
             unk_id=UNK_ID,
@@ -229,6 +266,59 @@ def _spm_error(message: str) -> Exception:
     return DataError(f"SentencePiece training failed: {first}")
 
 
+def balanced_repeats(inputs: list[Path], temperature: float, seed: int = 1) -> list | None:
+    """How often SentencePiece reads each line of each input (a uint32 array per input) so
+    that the languages (file suffixes) come in proportion to lines^(1/T) and the lines in
+    all stay as many as the input's (mtkit.sampling): a language above its share is read
+    in part, one below it in whole copies and a seeded part more. None for T = 1."""
+    if temperature == 1.0:
+        return None
+    import numpy as np
+
+    from mtkit.sampling import balanced_sizes, draw
+
+    langs = [input_lang(path) for path in inputs]  # before the long count: fail at once
+    counts = [_count_lines(path) for path in inputs]
+    names = list(dict.fromkeys(langs))
+    sizes = [
+        sum(n for n, lang in zip(counts, langs, strict=True) if lang == name) for name in names
+    ]
+    repeats: list = [None] * len(inputs)
+    for g, (name, size, target) in enumerate(
+        zip(names, sizes, balanced_sizes(sizes, temperature), strict=True)
+    ):
+        taken = draw(size, target / size if size else 0.0, [seed, g])
+        times = np.bincount(taken, minlength=size).astype(np.uint32)
+        mine = [k for k, lang in enumerate(langs) if lang == name]
+        bounds = np.cumsum([0] + [counts[k] for k in mine])
+        for k, start, end in zip(mine, bounds[:-1], bounds[1:], strict=True):
+            repeats[k] = times[start:end]
+        log.info("train-bpe reads %s lines of %s (%s in the input; --sample-temperature %g)",
+                 f"{len(taken):,}", name, f"{size:,}", temperature)  # fmt: skip
+    return repeats
+
+
+def _count_lines(path: Path) -> int:
+    from mtkit.io import open_text
+
+    try:
+        with open_text(path) as text:
+            return sum(1 for _ in text)
+    except UnicodeDecodeError as error:
+        raise _utf8_error(path, error) from None
+
+
+def _utf8_error(path: Path, error: UnicodeDecodeError) -> DataError:
+    return DataError(f"{path} is not valid UTF-8 ({error.reason}); convert it, e.g. with iconv")
+
+
+def _repeated(lines: Iterator[str], times) -> Iterator[str]:
+    """Each line `times[i]` times (a file that grew since it was counted: the rest once)."""
+    for i, line in enumerate(lines):
+        for _ in range(int(times[i]) if i < len(times) else 1):
+            yield line
+
+
 class _LineReader:
     """The lines of plain or gzipped UTF-8 files, for SentencePiece's sentence_iterator.
 
@@ -241,16 +331,16 @@ class _LineReader:
         self.on_bytes = on_bytes
         self.on_done = lambda: None
         self.error: DataError | None = None
+        self.repeats: list | None = None  # per path, how often each line is read
 
     def __iter__(self) -> Iterator[str]:
         done = 0
-        for path in self.paths:
+        for k, path in enumerate(self.paths):
             try:
-                yield from self._lines(path, done)
+                lines = self._lines(path, done)
+                yield from lines if self.repeats is None else _repeated(lines, self.repeats[k])
             except UnicodeDecodeError as error:
-                self.error = DataError(
-                    f"{path} is not valid UTF-8 ({error.reason}); convert it, e.g. with iconv"
-                )
+                self.error = _utf8_error(path, error)
             except (OSError, EOFError, zlib.error) as error:
                 self.error = DataError(f"cannot read {path}: {error}")
             except DataError as error:  # open_text's own (missing file, broken gzip)

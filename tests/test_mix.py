@@ -246,7 +246,8 @@ def test_translate_never_produces_the_tag(corpora, tmp_path):
     [
         ("not prepared", "is no prepared corpus (no train.de or train.en)"),
         ("bad weight", "the weight 'x' is not a positive number"),
-        ("other pair", "holds fr-en but"),
+        # Corpora of other pairs make a multilingual run, which needs the language tags.
+        ("other pair", "for the multilingual run (de-en, fr-en); train it with"),
         ("no tag piece", "has no piece <BT> for the tagged corpus"),
     ],
 )

@@ -76,6 +76,16 @@ Precision = Annotated[
     ),
 ]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch; 0: torch's choice.")]
+# Balancing languages (mtkit.sampling), for train (the pairs of a multilingual run) and
+# train-bpe (the languages of its input).
+SampleTemperature = Annotated[
+    float,
+    typer.Option(
+        metavar="T",
+        help="Balance languages: each language pair (train) or language (train-bpe, by file "
+        "suffix) is sampled in proportion to its size^(1/T); 1: as it is, 5: flatter.",
+    ),
+]
 # A multilingual model's language codes, its own (mtkit.languages): one pair of flags for
 # translate, logprob and train.
 SrcLang = Annotated[

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from mtkit.cli.options import Device, Precision, command, options_from, out_option
+from mtkit.cli.options import (
+    Device,
+    Precision,
+    SampleTemperature,
+    command,
+    options_from,
+    out_option,
+)
 from mtkit.train.config import TrainConfig
 
 _Data = Annotated[
@@ -17,7 +24,8 @@ _Data = Annotated[
     typer.Option(
         metavar="DIR[:WEIGHT[:tag]]",
         help="Prepared data: DIR/{train,valid}.{src,tgt} (+ manifest.json). Repeat for a mix: "
-        "WEIGHT x its pairs an epoch (default 1), `tag` puts <BT> before its sources.",
+        "WEIGHT x its pairs an epoch (default 1), `tag` puts <BT> before its sources. "
+        "Corpora of several pairs make one multilingual model (<2xx> tags).",
     ),
 ]
 _Out = Annotated[Path, out_option("Run directory: checkpoints, config, metrics.")]
@@ -129,6 +137,7 @@ _LogEvery = Annotated[int, typer.Option(help="Log (metrics.jsonl) every N update
 def train_command(
     data: _Data,
     out: _Out,
+    sample_temperature: SampleTemperature = TrainConfig.sample_temperature,
     spm: _Spm = TrainConfig.spm,
     src_spm: _SrcSpm = TrainConfig.src_spm,
     tgt_spm: _TgtSpm = TrainConfig.tgt_spm,

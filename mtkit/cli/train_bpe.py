@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mtkit.cli.options import command, input_option, options_from, out_option
+from mtkit.cli.options import SampleTemperature, command, input_option, options_from, out_option
 from mtkit.tokenizer import SpmOptions
 
 _Inputs = Annotated[
@@ -38,6 +38,14 @@ _UserDefinedSymbols = Annotated[
     ),
 ]
 _Threads = Annotated[int, typer.Option(help="Training threads; 0 uses every core, up to 16.")]
+_Langs = Annotated[
+    list[str],
+    typer.Option(
+        metavar="CODES",
+        help="Language codes of a multilingual model, e.g. de,en,fr (repeat, or "
+        "comma-separated): reserves their tags <2de>, <2en>, <2fr> as pieces.",
+    ),
+]
 
 
 @command(
@@ -55,10 +63,15 @@ def train_bpe_command(
     input_sentence_size: _InputSentenceSize = SpmOptions.input_sentence_size,
     user_defined_symbols: _UserDefinedSymbols = [],  # noqa: B006 (typer needs a literal default; SpmOptions' is the empty tuple)
     threads: _Threads = SpmOptions.threads,
+    langs: _Langs = [],  # noqa: B006 (typer needs a literal default; SpmOptions' is ())
+    sample_temperature: SampleTemperature = SpmOptions.sample_temperature,
 ) -> None:
     """Train a SentencePiece BPE or unigram model: joint by default, or one per language."""
     from mtkit.tokenizer import train_spm
 
     symbols = tuple(s for value in user_defined_symbols for s in value.split(",") if s)
-    options = options_from(SpmOptions, locals(), user_defined_symbols=symbols)
+    codes = tuple(
+        dict.fromkeys(c.strip() for value in langs for c in value.split(",") if c.strip())
+    )
+    options = options_from(SpmOptions, locals(), user_defined_symbols=symbols, langs=codes)
     train_spm(inputs, out, options, separate=separate)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mtkit.device import DEVICES, PRECISIONS
 from mtkit.errors import ConfigError
+from mtkit.sampling import check_temperature
 from mtkit.train.optim import DECAYING
 
 SCHEDULES = ("inverse_sqrt", "cosine", "linear", "constant")
@@ -33,6 +34,7 @@ MUST_MATCH_ON_RESUME = (
     "weight_decay",
     "clip_norm",
     "world_size",
+    "sample_temperature",
 )
 
 
@@ -41,6 +43,9 @@ class TrainConfig:
     """Every option of `mtkit train` except the model's settings."""
 
     data: str | list = ""  # DIR, or several DIR[:WEIGHT[:TAG]] (mtkit.train.mix)
+    # Corpora of several language pairs (mtkit.train.multilingual): each pair's share of
+    # an epoch proportional to its size^(1/T); 1: as the weights say (mtkit.train.mix).
+    sample_temperature: float = 1.0
     out: str = ""
     spm: str | None = None  # joint model; or src_spm and tgt_spm
     src_spm: str | None = None
@@ -104,6 +109,7 @@ def check(config: TrainConfig) -> TrainConfig:
     from mtkit.train.mix import parse_specs
 
     parse_specs(config.data)  # a bad weight or tag fails before anything is read
+    check_temperature(config.sample_temperature)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("precision", config.precision, PRECISIONS)
     _choice("device", config.device, DEVICES)

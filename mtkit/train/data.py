@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtkit.errors import DataError
-from mtkit.manifest import head_lines, manifest_langs, pair_langs, read_lines, recorded_files
+from mtkit.manifest import head_lines, manifest_langs, read_lines, recorded_files
 from mtkit.train.batching import encode_pairs
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ class RunData:
     corpora: list = field(default_factory=list)  # each corpus's mapped Pairs, in order
     valid_dir: str | None = None  # the --data whose valid split validates
     mix: object = None  # mix.Mix when the run has several corpora, a weight or a tag
+    pairs: list = field(default_factory=list)  # each corpus's {"src", "tgt"}
+    languages: object = None  # mtkit.languages.Languages of a multilingual run, else None
+    valid_sets: list = field(default_factory=list)  # multilingual.ValidSet a direction
+
+    def __post_init__(self) -> None:
+        if self.train is None and self.corpora:
+            self.train = self.corpora[0]
 
     @property
     def is_mix(self) -> bool:
@@ -60,7 +67,23 @@ class RunData:
         from mtkit.tokenizer import RESERVED_TAGS
 
         tags = (*RESERVED_TAGS, *(spec.tag for spec in self.specs if spec.tag))
+        if self.languages is not None:  # the target-language tags go before sources only
+            tags += tuple(self.languages.tokens.values())
         return self.tgt_tok.tag_ids(tuple(dict.fromkeys(tags)))
+
+    @property
+    def valid_dirs(self) -> list[str]:
+        """The --data directories whose valid splits validate."""
+        if self.valid_sets:
+            return [one.data_dir for one in self.valid_sets]
+        return [self.valid_dir] if self.valid_dir else []
+
+    @property
+    def directions(self) -> list[str] | None:
+        """Each corpus's direction ("de-en") in a multilingual run; None in a bilingual one."""
+        if self.languages is None:
+            return None
+        return [f"{pair['src']}-{pair['tgt']}" for pair in self.pairs]
 
 
 def load_tokenizers(spm: str | None, src_spm: str | None, tgt_spm: str | None, langs: dict):
@@ -100,8 +123,9 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
     for `config` (a TrainConfig); `tokenizers` (source, target) instead of --spm's
     (those of the checkpoint --init-from names). Several `--data DIR[:WEIGHT[:TAG]]`
     make a mix (`mtkit.train.mix`): each corpus mapped on its own, validation from
-    the first that has a valid split."""
-    from mtkit.train.corpus import cache_root, open_corpus
+    the first that has a valid split; corpora of several pairs make a multilingual run
+    (`mtkit.train.multilingual`), validated on each direction."""
+    from mtkit.train import multilingual
     from mtkit.train.mix import parse_specs, tag_id
 
     specs = parse_specs(config.data)
@@ -111,24 +135,48 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
             raise DataError(
                 f"data directory not found: {data_dir}; run `mtkit prepare` or check --data"
             )
-    langs = pair_langs(dirs[0], config.src, config.tgt)
-    if langs["src"] == langs["tgt"]:
-        raise DataError(f"source and target are both {langs['src']!r}; pass --src and --tgt")
-    for data_dir in dirs:
-        _check_prepared(data_dir, langs, dirs[0])
+    pairs = multilingual.corpus_pairs(dirs, config.src, config.tgt)
+    languages = multilingual.run_languages(pairs)
+    if languages is None and pairs[0]["src"] == pairs[0]["tgt"]:
+        raise DataError(f"source and target are both {pairs[0]['src']!r}; pass --src and --tgt")
+    for data_dir, pair in zip(dirs, pairs, strict=True):
+        _check_prepared(data_dir, pair, dirs[0])
+    multilingual.check_spm_options(languages, config.src_spm, config.tgt_spm)
     src_tok, tgt_tok = tokenizers or load_tokenizers(
-        config.spm, config.src_spm, config.tgt_spm, langs
+        config.spm, config.src_spm, config.tgt_spm, pairs[0]
     )
     toks = {"src": src_tok, "tgt": tgt_tok}
-    prefixes = [(tag_id(src_tok, spec.tag),) if spec.tag else () for spec in specs]
-    all_paths = [{side: d / f"train.{langs[side]}" for side in ("src", "tgt")} for d in dirs]
-    for paths in all_paths:
+    tags = multilingual.tag_ids(src_tok, languages) if languages else {}
+    prefixes = [
+        ((tags[pair["tgt"]],) if tags else ()) + ((tag_id(src_tok, spec.tag),) if spec.tag else ())
+        for spec, pair in zip(specs, pairs, strict=True)
+    ]
+    all_paths = [
+        {side: d / f"train.{p[side]}" for side in ("src", "tgt")}
+        for d, p in zip(dirs, pairs, strict=True)
+    ]
+    for paths, pair in zip(all_paths, pairs, strict=True):
         for side, tok in toks.items():
-            check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), langs[side], paths[side])
-    valid_dir = next((d for d in dirs if _has_valid(d, langs)), dirs[0])
-    if len(dirs) > 1 and _has_valid(valid_dir, langs):
-        log.info("validating on %s/valid.{%s,%s}", valid_dir, langs["src"], langs["tgt"])
-    valid_src, valid_tgt = _valid_lines(valid_dir, langs)  # its errors before a long encoding
+            check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), pair[side], paths[side])
+    valid = _load_valid(dirs, pairs, toks, tags)  # its errors before a long encoding
+    return RunData(
+        langs=multilingual.MULTILINGUAL_LANGS if languages else pairs[0],
+        src_tok=src_tok,
+        tgt_tok=tgt_tok,
+        train=None,
+        specs=specs,
+        corpora=_open_corpora(config, dirs, all_paths, toks, prefixes),
+        pairs=pairs,
+        languages=languages,
+        **valid,
+    )
+
+
+def _open_corpora(config, dirs: list[Path], all_paths: list, toks: dict, prefixes: list) -> list:
+    """Each corpus encoded (once) and mapped, `prefixes` before its sources; a warning
+    for a text file changed since prepare."""
+    from mtkit.train.corpus import cache_root, open_corpus
+
     roots = [cache_root(d, Path(config.out) / ".encoded") for d in dirs]
     corpora = [
         open_corpus(paths, toks, root, prefix)
@@ -136,21 +184,35 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
     ]
     for d, paths, root in zip(dirs, all_paths, roots, strict=True):
         warn_if_changed_since_prepare(d, paths, root)
-    valid = None
-    if valid_src is not None:
-        valid = encode_pairs(valid_src, valid_tgt, src_tok.encode, tgt_tok.encode)
-    return RunData(
-        langs=langs,
-        src_tok=src_tok,
-        tgt_tok=tgt_tok,
-        train=corpora[0],
-        valid=valid,
-        valid_src_lines=valid_src,
-        valid_tgt_lines=valid_tgt,
-        specs=specs,
-        corpora=corpora,
-        valid_dir=str(valid_dir) if valid is not None else None,
-    )
+    return corpora
+
+
+def _load_valid(dirs: list[Path], pairs: list[dict], toks: dict, tags: dict) -> dict:
+    """RunData's validation fields: the first corpus's valid split that exists, or in a
+    multilingual run (`tags`: code -> tag id) each direction's, joined."""
+    from mtkit.train import multilingual
+
+    none = {"valid": None, "valid_src_lines": None, "valid_tgt_lines": None}
+    if tags:
+        chosen = multilingual.valid_dirs(dirs, pairs, _has_valid)
+        if not chosen:
+            log.warning("no corpus has a valid split: training without validation")
+            return none
+        sets = [(d, pair, *_valid_lines(d, pair)) for d, pair in chosen]
+        valid, lines, found = multilingual.join_valid(sets, toks["src"], toks["tgt"], tags)
+        sources = [line for one in sets for line in one[2]]
+        return {"valid": valid, "valid_src_lines": sources, "valid_tgt_lines": lines,
+                "valid_dir": str(chosen[0][0]), "valid_sets": found}  # fmt: skip
+    langs = pairs[0]
+    valid_dir = next((d for d in dirs if _has_valid(d, langs)), dirs[0])
+    if len(dirs) > 1 and _has_valid(valid_dir, langs):
+        log.info("validating on %s/valid.{%s,%s}", valid_dir, langs["src"], langs["tgt"])
+    src, tgt = _valid_lines(valid_dir, langs)
+    if src is None:
+        return none
+    valid = encode_pairs(src, tgt, toks["src"].encode, toks["tgt"].encode)
+    return {"valid": valid, "valid_src_lines": src, "valid_tgt_lines": tgt,
+            "valid_dir": str(valid_dir)}  # fmt: skip
 
 
 def warn_if_changed_since_prepare(data_dir: Path, paths: dict, root: Path) -> None:

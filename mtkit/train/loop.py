@@ -322,7 +322,7 @@ class Trainer:
         self.progress.mix_tokens = [int(a + b) for a, b in zip(counts, done, strict=True)]
 
     def _mix_rows(self) -> list:
-        return self.mix.describe(self.progress.mix_tokens, valid=self.data.valid_dir)
+        return self.mix.describe(self.progress.mix_tokens, valid=self.data.valid_dirs)
 
     # -- one update ---------------------------------------------------------------
 
@@ -574,6 +574,7 @@ class Trainer:
             # An imported model's id tables (--init-from); none: SentencePiece's own ids.
             "vocab": {side: t.vocab for side, t in self._toks().items() if t.vocab is not None},
             "langs": self.data.langs,
+            **({"languages": self.data.languages.to_dict()} if self.data.languages else {}),
             "train_config": self.config.to_dict(),
             "step": p.step,
             "epoch": p.epoch,

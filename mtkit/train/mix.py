@@ -9,6 +9,13 @@ epoch; 2.5: every pair twice plus half of them once more). The sample and the
 batches cut from it depend on nothing but (--seed, epoch, corpus), so `--resume`
 lands in the same epoch with the same batches as a run that never stopped.
 
+In a multilingual run (corpora of several language pairs, mtkit.train.multilingual)
+`--sample-temperature T` balances the pairs (Arivazhagan et al., 2019): the epoch keeps
+its size, and each pair's share of it becomes proportional to size^(1/T), size being
+WEIGHT x trainable pairs summed over the pair's corpora (mtkit.sampling). T = 1, the
+default, leaves the weights as they are. The sampler has no state of its own: the
+sample of an epoch follows from the seed, the epoch and the corpus.
+
 The corpora are joined without a copy: `JoinedPairs` looks like one
 `batching.Pairs` to the batching and collating code, and sends each read to
 the corpus the pair belongs to. A tagged corpus (Caswell et al., 2019, "Tagged
@@ -28,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mtkit.errors import ConfigError
+from mtkit.sampling import balanced_sizes, draw, drawn_count
 from mtkit.tokenizer import RESERVED_TAGS
 from mtkit.train.batching import Batches, Pairs, keep_index, make_batches
 
@@ -185,9 +193,12 @@ class Mix:
 
     def __init__(
         self, specs: list[CorpusSpec], corpora: list[Pairs], *, max_len: int, max_tokens: int,
-        seed: int,
+        seed: int, temperature: float = 1.0, directions: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.specs, self.seed, self.max_tokens = specs, seed, max_tokens
+        self.temperature = temperature
+        # Each corpus's language pair ("de-en") in a multilingual run; None: one pair.
+        self.directions = list(directions) if directions else [None] * len(specs)
         self.pairs = join_pairs(corpora)
         self.counts = [len(c) for c in corpora]
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
@@ -196,14 +207,30 @@ class Mix:
             index, dropped = keep_index(corpus, max_len=max_len, max_tokens=max_tokens)
             self.keep.append(index)
             self.dropped.append(dropped)
+        self.rates = self._rates()
         self._cached: tuple[int, EpochBatches] | None = None
 
-    def epoch_pairs(self) -> list[int]:
-        """Pairs each corpus puts into an epoch (WEIGHT x its trainable pairs, rounded)."""
+    def _rates(self) -> list[float]:
+        """Each corpus's pairs an epoch per trainable pair: its WEIGHT; under temperature
+        sampling, its language pair's balanced size (mtkit.sampling) shared among the
+        pair's corpora by WEIGHT x trainable pairs. The epoch keeps its size."""
+        weights = [spec.weight for spec in self.specs]
+        if self.temperature == 1.0:
+            return weights  # exactly as without temperature sampling
+        sizes = [w * len(k) for w, k in zip(weights, self.keep, strict=True)]
+        names = list(dict.fromkeys(self.directions))
+        totals = {g: sum(n for n, d in zip(sizes, self.directions, strict=True) if d == g)
+                  for g in names}  # fmt: skip
+        balanced = dict(zip(names, balanced_sizes(list(totals.values()), self.temperature),
+                            strict=True))  # fmt: skip
         return [
-            int(math.floor(s.weight)) * len(k) + round((s.weight % 1) * len(k))
-            for s, k in zip(self.specs, self.keep, strict=True)
+            w * balanced[d] / totals[d] if totals[d] else w
+            for w, d in zip(weights, self.directions, strict=True)
         ]
+
+    def epoch_pairs(self) -> list[int]:
+        """Pairs each corpus puts into an epoch (its rate x its trainable pairs, rounded)."""
+        return [drawn_count(len(k), rate) for rate, k in zip(self.rates, self.keep, strict=True)]
 
     def epoch(self, epoch: int) -> EpochBatches:
         """The batches of `epoch` (1-based), cut from its sample (kept for the epoch)."""
@@ -228,17 +255,13 @@ class Mix:
     def sample(self, epoch: int) -> np.ndarray:
         """The joined pair positions of `epoch`: whole copies, then a seeded subset (sorted,
         so the sample depends on the seed, epoch and corpus only)."""
-        parts = []
-        for c, (spec, index) in enumerate(zip(self.specs, self.keep, strict=True)):
-            shifted = index + self.starts[c]
-            parts.extend([shifted] * int(math.floor(spec.weight)))
-            take = round((spec.weight % 1) * len(index))
-            if take:
-                rng = np.random.default_rng([self.seed, epoch, c])
-                parts.append(np.sort(rng.choice(shifted, size=take, replace=False)))
+        parts = [
+            index[draw(len(index), rate, [self.seed, epoch, c])] + self.starts[c]
+            for c, (rate, index) in enumerate(zip(self.rates, self.keep, strict=True))
+        ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def describe(self, tokens: list[int] | None = None, valid: str | None = None) -> list[dict]:
+    def describe(self, tokens: list[int] | None = None, valid=None) -> list[dict]:
         """Per corpus: directory, pairs, trainable pairs, weight, tag, pairs an epoch, and
         (given the target tokens each supplied so far) its share of them."""
         total = sum(tokens or []) or 0
@@ -252,11 +275,15 @@ class Mix:
                 "tag": spec.tag,
                 "epoch_pairs": self.epoch_pairs()[c],
             }
+            if self.directions[c] is not None:
+                row["direction"] = self.directions[c]
+            if self.temperature != 1.0:  # what the temperature made of the weight
+                row["temperature"], row["rate"] = self.temperature, round(self.rates[c], 4)
             if tokens:
                 row["target_tokens"] = int(tokens[c])
                 row["share"] = round(tokens[c] / total, 4) if total else 0.0
-            if valid is not None:
-                row["valid"] = spec.path == valid
+            if valid is not None:  # the directory, or directories, validation reads
+                row["valid"] = spec.path in ([valid] if isinstance(valid, str) else valid)
             rows.append(row)
         return rows
 

@@ -127,3 +127,9 @@ def log_valid(progress, metrics: dict, improved: bool) -> None:
         metrics["valid_chrf"],
         " (best)" if improved else "",
     )
+    directions = metrics.get("valid_directions")  # a multilingual run's, mean above
+    if directions:
+        log.info("by direction: %s", ", ".join(
+            f"{name} bleu {d['valid_bleu']:.2f} chrf {d['valid_chrf']:.2f}"
+            for name, d in directions.items()
+        ))  # fmt: skip

@@ -215,18 +215,22 @@ def _mix_batches(config: TrainConfig, model_config, data):
         max_len=model_config.max_positions,
         max_tokens=config.max_tokens,
         seed=config.seed,
+        temperature=config.sample_temperature,
+        directions=data.directions,
     )
     data.train = data.mix.pairs
     for spec, dropped, n in zip(data.specs, data.mix.dropped, data.mix.counts, strict=True):
         _log_dropped(dropped, n, f" of {spec.path}")
-    for row in data.mix.describe(valid=data.valid_dir):
+    for row in data.mix.describe(valid=data.valid_dirs):
         log.info(
-            "corpus %s: %s pairs (%s trainable), weight %g%s: %s pairs an epoch",
+            "corpus %s: %s%s pairs (%s trainable), weight %g%s%s: %s pairs an epoch",
             row["data"],
+            f"{row['direction']}, " if row.get("direction") else "",
             f"{row['pairs']:,}",
             f"{row['trainable']:,}",
             row["weight"],
             f", tag {row['tag']}" if row["tag"] else "",
+            f", x{row['rate']:g} at temperature {row['temperature']:g}" if "rate" in row else "",
             f"{row['epoch_pairs']:,}",
         )
     dropped = {k: sum(d[k] for d in data.mix.dropped) for k in data.mix.dropped[0]}
@@ -291,16 +295,17 @@ def _log_dropped(dropped: dict, total: int, where: str = "") -> None:
 
 
 def check_resume_mix(ckpt: dict, data) -> None:
-    """A resumed mix must be the same mix: corpora (by pairs), weights and tags, in order."""
-    saved = [(row["pairs"], row["weight"], row["tag"]) for row in ckpt.get("mix") or []]
-    now = (
-        [(row["pairs"], row["weight"], row["tag"]) for row in data.mix.describe()]
-        if (data.mix)
-        else []
-    )
+    """A resumed mix must be the same mix: corpora (by pairs), weights, tags and language
+    pairs, in order."""
+
+    def key(row: dict) -> tuple:
+        return row["pairs"], row["weight"], row["tag"], row.get("direction")
+
+    saved = [key(row) for row in ckpt.get("mix") or []]
+    now = [key(row) for row in data.mix.describe()] if data.mix else []
     if saved != now:
         raise ConfigError(
             f"cannot resume: the data mix differs from the saved run ({saved or 'one corpus'} "
-            f"-> {now or 'one corpus'} as (pairs, weight, tag)); use the run's --data options "
-            "(see RUN/config.json) or start a new --out"
+            f"-> {now or 'one corpus'} as (pairs, weight, tag, direction)); use the run's "
+            "--data options (see RUN/config.json) or start a new --out"
         )
