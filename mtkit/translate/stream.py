@@ -188,10 +188,14 @@ def load_translator(
 
 
 def training_tags(ckpts: list[dict]) -> tuple[str, ...]:
-    """train-bpe's reserved tags and the tags of the corpora the checkpoints trained on."""
+    """train-bpe's reserved tags and the tags of the corpora the checkpoints trained on
+    (a multilingual model's target-language tags too: they go before sources only)."""
     from mtkit.tokenizer import RESERVED_TAGS
 
     used = [row["tag"] for ckpt in ckpts for row in ckpt.get("mix") or [] if row.get("tag")]
+    for ckpt in ckpts:
+        if (ckpt.get("languages") or {}).get("scheme") == "tag":
+            used += list(ckpt["languages"]["tokens"].values())
     return tuple(dict.fromkeys((*RESERVED_TAGS, *used)))
 
 
