@@ -102,12 +102,13 @@ def nllb_tokenizer(spm_bytes: bytes, legacy: bool):
 
 def m2m100_tokenizer(spm_bytes: bytes, directory: Path, drop: int = 4):
     """transformers' M2M100Tokenizer: vocab.json as fairseq's dictionary (specials, then
-    the pieces sorted, `drop` of them left out)."""
+    the pieces sorted, the `drop` last merges left out)."""
     import sentencepiece as spm
     from transformers import M2M100Tokenizer
 
     sp = spm.SentencePieceProcessor(model_proto=spm_bytes)
-    pieces = sorted(sp.id_to_piece(i) for i in range(3, sp.get_piece_size()))[drop:]
+    by_id = [sp.id_to_piece(i) for i in range(3, sp.get_piece_size())]
+    pieces = sorted(by_id[:-drop])  # the last merges (rare pieces) left out
     vocab = {p: i for i, p in enumerate(["<s>", "<pad>", "</s>", "<unk>", *pieces])}
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     return M2M100Tokenizer(

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import M2M100_LIMIT  # noqa: E402
+from conftest import M2M100_LIMIT, records  # noqa: E402
 from m2m100copy import encode, generate, lines  # noqa: E402
 
 from mtkit.checkpoint import checkpoint_tokenizers, model_from_checkpoint  # noqa: E402
@@ -355,3 +355,118 @@ def _at_limit(lprobs: list[float], power: float) -> float:
     tokens = len(lprobs) - 1
     total = sum(lprobs[:-1]) + (0.0 if tokens == M2M100_LIMIT else lprobs[-1])
     return total / (len(lprobs) + 1) ** power
+
+
+# -- fine-tuning ---------------------------------------------------------------------------
+
+
+def _prepared(directory, multi30k, pair=("de", "en"), n=120):
+    """A prepared corpus: n training pairs, 20 validation pairs, its manifest."""
+    import json
+
+    directory.mkdir(parents=True)
+    for lang in pair:
+        train_lines = lines(multi30k, lang, n, skip=3000)
+        (directory / f"train.{lang}").write_text("\n".join(train_lines) + "\n")
+        (directory / f"valid.{lang}").write_text("\n".join(lines(multi30k, lang, 20, split="val")))
+    (directory / "manifest.json").write_text(json.dumps({"src": pair[0], "tgt": pair[1]}))
+    return directory
+
+
+def _finetune(ckpt_path, data, out, **changes):
+    from conftest import tiny_train_config
+
+    from mtkit.train import train
+
+    values = dict(max_tokens=800, max_updates=2, warmup=1, lr=1e-3, valid_bleu_sentences=20)
+    values |= dict(init_from=str(ckpt_path), model_overrides={}, valid_every=2)
+    train(tiny_train_config(data, out, **(values | changes)))
+    return out / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="module")
+def base(hf_m2m100, imported, tmp_path_factory, multi30k):
+    """The imported checkpoint as a file, and a prepared de-en corpus."""
+    from mtkit.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("finetune")
+    return {
+        "ckpt": save_checkpoint(root / "base.pt", imported),
+        "data": _prepared(root / "de-en", multi30k),
+        "root": root,
+    }
+
+
+def _chrf(model, texts, refs, src, tgt) -> float:
+    import sacrebleu
+
+    from mtkit.search import SearchOptions
+    from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
+
+    translator = load_translator([model], RuntimeOptions(src_lang=src, tgt_lang=tgt))
+    out = [per[0][0] for per in translate_lines(translator, texts, SearchOptions(beam_size=1))]
+    return sacrebleu.corpus_chrf(out, [refs]).score
+
+
+@pytest.mark.parametrize("hf_m2m100", ["nllb", "m2m100"], indirect=True)
+def test_finetuning_validates_into_the_target_language_and_remembers_it(hf_m2m100, base, multi30k):
+    """Validation decodes into --tgt-lang: its chrF before the first update is translate's
+    into that language (and not into another); the checkpoint then translates de -> en
+    with no flags. M2M-100's codes are the data's own (de, en): no flags there either."""
+    from mtkit.checkpoint import load_checkpoint
+
+    de, en, fr = (_code(hf_m2m100, lang) for lang in ("de", "en", "fr"))
+    flags = dict(src_lang=de, tgt_lang=en) if hf_m2m100.style == "nllb" else {}
+    out = base["root"] / f"ft-{hf_m2m100.style}"
+    last = _finetune(base["ckpt"], base["data"], out, **flags)
+    first = [r for r in records(out, "valid") if r["step"] == 0][0]
+    texts, refs = lines(multi30k, "de", 20, split="val"), lines(multi30k, "en", 20, split="val")
+    assert first["valid_chrf"] == pytest.approx(_chrf(base["ckpt"], texts, refs, de, en))
+    assert first["valid_chrf"] != pytest.approx(_chrf(base["ckpt"], texts, refs, de, fr))
+    tuned = load_checkpoint(last)
+    assert tuned["languages"]["default"] == {"src": de, "tgt": en}
+    assert tuned["langs"] == {"src": de, "tgt": en} and not tuned["languages"]["legacy"]
+    assert _chrf(last, texts, refs, None, None) == _chrf(last, texts, refs, de, en)
+
+
+@pytest.mark.parametrize("hf_m2m100", ["nllb"], indirect=True)
+def test_add_lang_adds_a_token_that_trains(hf_m2m100, base):
+    """--add-lang: two new languages take NLLB's two spare rows, a third a new row; each
+    starts from its LIKE's embedding (or the languages' mean), trains, and inspect lists it."""
+    from mtkit.checkpoint import describe, load_checkpoint
+    from mtkit.train.config import TrainConfig
+    from mtkit.train.setup import load_init
+
+    added = ("hsb_Latn:deu_Latn", "dsb_Latn:deu_Latn", "csb_Latn")
+    config = TrainConfig(init_from=str(base["ckpt"]), add_lang=added)
+    init = load_init(config)
+    table, start = init["tokenizers"][1].vocab, init["model"]["tgt_embed.weight"]
+    old = load_checkpoint(base["ckpt"])
+    assert len(table) == len(old["vocab"]["tgt"]) + 1  # two spare rows, then one more
+    hsb, deu = table.index("hsb_Latn"), table.index("deu_Latn")
+    assert torch.equal(start[hsb], start[deu])
+    out = base["root"] / "ft-hsb"
+    last = _finetune(base["ckpt"], base["data"], out, add_lang=added, src_lang="hsb_Latn",
+                     tgt_lang="eng_Latn")  # fmt: skip
+    tuned = load_checkpoint(last)
+    assert not torch.equal(tuned["model"]["tgt_embed.weight"][hsb], start[hsb])  # it trained
+    assert tuned["model_config"]["tgt_vocab_size"] == len(table)
+    codes = describe(last, langs=True).splitlines()
+    assert {"hsb_Latn", "dsb_Latn", "csb_Latn"} <= set(codes)
+    assert tuned["languages"]["default"] == {"src": "hsb_Latn", "tgt": "eng_Latn"}
+
+
+@pytest.mark.parametrize("hf_m2m100", ["nllb"], indirect=True)
+def test_finetuning_mistakes_are_one_line(hf_m2m100, base):
+    from mtkit.train.config import TrainConfig, check
+
+    ckpt, data = base["ckpt"], base["data"]
+    with pytest.raises(ConfigError, match="give --tgt-lang") as error:
+        _finetune(ckpt, data, base["root"] / "no-flags")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="knows deu_Latn already"):
+        _finetune(ckpt, data, base["root"] / "known", add_lang=("deu_Latn",))
+    with pytest.raises(ConfigError, match="unknown language code 'xxx_Latn'"):
+        _finetune(ckpt, data, base["root"] / "like", add_lang=("hsb_Latn:xxx_Latn",))
+    with pytest.raises(ConfigError, match="a run from scratch takes --src/--tgt"):
+        check(TrainConfig(data=str(data), out="x", spm="s.model", tgt_lang="eng_Latn"))

@@ -13,6 +13,8 @@ from mtkit.cli.options import (
     Device,
     Precision,
     SampleTemperature,
+    SrcLang,
+    TgtLang,
     command,
     options_from,
     out_option,
@@ -117,6 +119,14 @@ _SaveAt = Annotated[
         "0.8,0.9: checkpoints from the end of the decay for `average --last`.",
     ),
 ]
+_AddLang = Annotated[
+    list[str],
+    typer.Option(
+        metavar="CODE[:LIKE]",
+        help="With a multilingual --init-from: add a language token, its embedding copied "
+        "from LIKE's (default: the mean of the language tokens'). Repeatable.",
+    ),
+]
 _Compile = Annotated[bool, typer.Option("--compile", help="Use torch.compile.")]
 _Threads = Annotated[
     int,
@@ -154,6 +164,9 @@ def train_command(
     patience: _Patience = TrainConfig.patience,
     resume: _Resume = TrainConfig.resume,
     init_from: _InitFrom = TrainConfig.init_from,
+    src_lang: SrcLang = TrainConfig.src_lang,
+    tgt_lang: TgtLang = TrainConfig.tgt_lang,
+    add_lang: _AddLang = [],  # noqa: B006 (typer needs a literal default)
     lr: _Lr = TrainConfig.lr,
     warmup: _Warmup = TrainConfig.warmup,
     warmup_share: _WarmupShare = TrainConfig.warmup_share,
@@ -196,6 +209,7 @@ def _settings(params: dict) -> TrainConfig:
         model_overrides=model_overrides(_str(params["config"]), params["set_"]),
         max_time=parse_duration(params["max_time"]),
         save_at=parse_fractions(params["save_at"]),
+        add_lang=tuple(params["add_lang"]),
     )
 
 

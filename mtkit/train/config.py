@@ -98,6 +98,12 @@ class TrainConfig:
     # models and vocabulary (an imported OPUS-MT model or an mtkit run), with a fresh
     # optimiser, schedule and step count; --spm and --arch are not used.
     init_from: str | None = None
+    # A multilingual --init-from (NLLB-200, M2M-100): the direction to fine-tune, in the
+    # model's codes (default: the data's own codes where the model has them), and
+    # languages to add, CODE or CODE:LIKE (mtkit.train.finetune).
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    add_lang: tuple[str, ...] = ()
     world_size: int = 1  # set from the environment under torchrun
 
     def to_dict(self) -> dict:
@@ -154,6 +160,11 @@ def check(config: TrainConfig) -> TrainConfig:
         raise ConfigError(
             "--init-from brings the checkpoint's own SentencePiece models and vocabulary; "
             "drop --spm/--src-spm/--tgt-spm"
+        )
+    if (config.src_lang or config.tgt_lang or config.add_lang) and not config.init_from:
+        raise ConfigError(
+            "--src-lang, --tgt-lang and --add-lang choose the direction of a multilingual "
+            "--init-from model (NLLB-200, M2M-100); a run from scratch takes --src/--tgt"
         )
     if config.init_from:
         return config

@@ -83,17 +83,20 @@ def cache_root(data_dir: Path, fallback: Path) -> Path:
     return Path(fallback)
 
 
-def open_corpus(paths: dict, toks: dict, root: Path, src_prefix: tuple = ()) -> Pairs:
+def open_corpus(
+    paths: dict, toks: dict, root: Path, src_prefix: tuple = (), tgt_prefix: tuple = ()
+) -> Pairs:
     """The encoded corpus of the text files paths["src"], paths["tgt"] with tokenizers
     toks["src"], toks["tgt"]: mapped from `root`, built there first when missing.
-    `src_prefix`: ids put before every source sentence (a tagged corpus's tag piece)."""
+    `src_prefix`: ids put before every source sentence (a tagged corpus's tag piece);
+    `tgt_prefix`: before every target (a fine-tuned NLLB's target-language token)."""
     root.mkdir(parents=True, exist_ok=True)
-    key = corpus_key(paths, toks, root, src_prefix)
+    key = corpus_key(paths, toks, root, src_prefix, tgt_prefix)
     final = root / key
     if not _usable(final):
         with _locked(root / f"{key}.lock"):
             if not _usable(final):  # another process may have built it meanwhile
-                _build(final, paths, toks, src_prefix)
+                _build(final, paths, toks, src_prefix, tgt_prefix)
     return map_corpus(final)
 
 
@@ -166,12 +169,16 @@ def _file_sum(path: Path, writer: HashingWriter) -> dict:
     return {"bytes": path.stat().st_size, CHECKSUM: writer.hexdigest(), "stat": _stat(path)}
 
 
-def corpus_key(paths: dict, toks: dict, root: Path, src_prefix: tuple = ()) -> str:
+def corpus_key(
+    paths: dict, toks: dict, root: Path, src_prefix: tuple = (), tgt_prefix: tuple = ()
+) -> str:
     """A name for what the corpus is made from: the texts', the models' and (imported
-    models) the vocabulary tables' checksums, and a source prefix (tag) if any."""
+    models) the vocabulary tables' checksums, and source and target prefixes if any."""
     digest = hashlib.sha256(f"mtkit-encoded-{FORMAT}".encode())
     if src_prefix:  # untagged corpora keep the key they always had
         digest.update(f"src-prefix-{list(src_prefix)}".encode())
+    if tgt_prefix:
+        digest.update(f"tgt-prefix-{list(tgt_prefix)}".encode())
     for side in ("src", "tgt"):
         digest.update(file_checksum(Path(paths[side]), root).encode())
         digest.update(hashlib.sha256(toks[side].model_bytes).hexdigest().encode())
@@ -215,7 +222,9 @@ def _locked(path: Path):
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
-def _build(final: Path, paths: dict, toks: dict, src_prefix: tuple = ()) -> None:
+def _build(
+    final: Path, paths: dict, toks: dict, src_prefix: tuple = (), tgt_prefix: tuple = ()
+) -> None:
     """Encode both sides into a temporary directory, then rename it to `final`."""
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # a crashed build: we hold the lock
@@ -224,7 +233,7 @@ def _build(final: Path, paths: dict, toks: dict, src_prefix: tuple = ()) -> None
     began = time.monotonic()
     try:
         sums: dict = {}
-        prefix = {"src": tuple(src_prefix), "tgt": ()}
+        prefix = {"src": tuple(src_prefix), "tgt": tuple(tgt_prefix)}
         counts = {
             side: _encode_file(Path(paths[side]), toks[side], temp, side, sums, prefix[side])
             for side in paths
@@ -238,6 +247,7 @@ def _build(final: Path, paths: dict, toks: dict, src_prefix: tuple = ()) -> None
             "spm": {side: toks[side].name for side in paths},
             "checksums": sums,
             "src_prefix": list(src_prefix),
+            **({"tgt_prefix": list(tgt_prefix)} if tgt_prefix else {}),
         }
         with atomic_write(temp / "meta.json", "w") as file:
             json.dump(meta, file, indent=2)

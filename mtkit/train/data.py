@@ -46,6 +46,9 @@ class RunData:
     pairs: list = field(default_factory=list)  # each corpus's {"src", "tgt"}
     languages: object = None  # mtkit.languages.Languages of a multilingual run, else None
     valid_sets: list = field(default_factory=list)  # multilingual.ValidSet a direction
+    # Fine-tuning a multilingual model on one pair (mtkit.train.finetune): the target
+    # language's token, forced after the decoder's start in validation's search.
+    target_prefix: tuple = ()
 
     def __post_init__(self) -> None:
         if self.train is None and self.corpora:
@@ -67,8 +70,8 @@ class RunData:
         from mtkit.tokenizer import RESERVED_TAGS
 
         tags = (*RESERVED_TAGS, *(spec.tag for spec in self.specs if spec.tag))
-        if self.languages is not None:  # the target-language tags go before sources only
-            tags += tuple(self.languages.tokens.values())
+        if self.languages is not None and self.languages.scheme == "tag":
+            tags += tuple(self.languages.tokens.values())  # they go before sources only
         return self.tgt_tok.tag_ids(tuple(dict.fromkeys(tags)))
 
     @property
@@ -118,13 +121,14 @@ def check_unk_rate(tok, lines: list[str], lang: str, path: Path) -> float:
     return rate
 
 
-def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
+def load_run_data(config, tokenizers: tuple | None = None, init_languages=None) -> RunData:
     """The run's languages, tokenizers, mapped training pairs and validation pairs
     for `config` (a TrainConfig); `tokenizers` (source, target) instead of --spm's
     (those of the checkpoint --init-from names). Several `--data DIR[:WEIGHT[:TAG]]`
     make a mix (`mtkit.train.mix`): each corpus mapped on its own, validation from
     the first that has a valid split; corpora of several pairs make a multilingual run
-    (`mtkit.train.multilingual`), validated on each direction."""
+    (`mtkit.train.multilingual`), validated on each direction. `init_languages`, the
+    Languages of a multilingual --init-from, fine-tunes one pair (mtkit.train.finetune)."""
     from mtkit.train import multilingual
     from mtkit.train.mix import parse_specs, tag_id
 
@@ -137,6 +141,9 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
             )
     pairs = multilingual.corpus_pairs(dirs, config.src, config.tgt)
     languages = multilingual.run_languages(pairs)
+    direction = _finetune_direction(config, init_languages, languages, pairs)
+    if direction is not None:
+        languages = init_languages
     if languages is None and pairs[0]["src"] == pairs[0]["tgt"]:
         raise DataError(f"source and target are both {pairs[0]['src']!r}; pass --src and --tgt")
     for data_dir, pair in zip(dirs, pairs, strict=True):
@@ -146,11 +153,14 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
         config.spm, config.src_spm, config.tgt_spm, pairs[0]
     )
     toks = {"src": src_tok, "tgt": tgt_tok}
-    tags = multilingual.tag_ids(src_tok, languages) if languages else {}
+    tags = multilingual.tag_ids(src_tok, languages) if languages and not direction else {}
     prefixes = [
-        ((tags[pair["tgt"]],) if tags else ()) + ((tag_id(src_tok, spec.tag),) if spec.tag else ())
+        ((tags[pair["tgt"]],) if tags else ())
+        + (direction.source_prefix if direction else ())
+        + ((tag_id(src_tok, spec.tag),) if spec.tag else ())
         for spec, pair in zip(specs, pairs, strict=True)
     ]
+    tgt_prefix = direction.target_prefix if direction else ()
     all_paths = [
         {side: d / f"train.{p[side]}" for side in ("src", "tgt")}
         for d, p in zip(dirs, pairs, strict=True)
@@ -158,28 +168,61 @@ def load_run_data(config, tokenizers: tuple | None = None) -> RunData:
     for paths, pair in zip(all_paths, pairs, strict=True):
         for side, tok in toks.items():
             check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), pair[side], paths[side])
-    valid = _load_valid(dirs, pairs, toks, tags)  # its errors before a long encoding
+    valid = _load_valid(dirs, pairs, toks, tags, direction)  # its errors before a long encoding
+    if direction is not None:
+        langs = {"src": direction.src, "tgt": direction.tgt}
+    else:
+        langs = multilingual.MULTILINGUAL_LANGS if languages else pairs[0]
     return RunData(
-        langs=multilingual.MULTILINGUAL_LANGS if languages else pairs[0],
+        langs=langs,
         src_tok=src_tok,
         tgt_tok=tgt_tok,
         train=None,
         specs=specs,
-        corpora=_open_corpora(config, dirs, all_paths, toks, prefixes),
+        corpora=_open_corpora(config, dirs, all_paths, toks, prefixes, tgt_prefix),
         pairs=pairs,
         languages=languages,
+        target_prefix=tgt_prefix,
         **valid,
     )
 
 
-def _open_corpora(config, dirs: list[Path], all_paths: list, toks: dict, prefixes: list) -> list:
-    """Each corpus encoded (once) and mapped, `prefixes` before its sources; a warning
-    for a text file changed since prepare."""
+def _finetune_direction(config, init_languages, languages, pairs: list[dict]):
+    """The Direction a fine-tuning run of a multilingual --init-from trains (sets the
+    Languages' default), or None: no such --init-from, or a multilingual run of a tag
+    model (mtkit.train.multilingual's own)."""
+    from mtkit.errors import ConfigError
+    from mtkit.train.finetune import finetune_direction
+
+    if init_languages is None or (languages is not None and init_languages.scheme == "tag"):
+        return None
+    if languages is not None:
+        raise ConfigError(
+            f"fine-tuning a {init_languages.scheme} model trains one language pair a run; "
+            f"these corpora hold {', '.join(f'{s}-{t}' for s, t in languages.directions)}"
+        )
+    fine, direction = finetune_direction(init_languages, config.src_lang, config.tgt_lang, pairs[0])
+    init_languages.legacy, init_languages.default = fine.legacy, fine.default
+    log.info(
+        "fine-tuning %s -> %s (the data's %s-%s)",
+        direction.src,
+        direction.tgt,
+        pairs[0]["src"],
+        pairs[0]["tgt"],
+    )
+    return direction
+
+
+def _open_corpora(
+    config, dirs: list[Path], all_paths: list, toks: dict, prefixes: list, tgt_prefix=()
+) -> list:
+    """Each corpus encoded (once) and mapped, `prefixes` before its sources and
+    `tgt_prefix` before its targets; a warning for a text file changed since prepare."""
     from mtkit.train.corpus import cache_root, open_corpus
 
     roots = [cache_root(d, Path(config.out) / ".encoded") for d in dirs]
     corpora = [
-        open_corpus(paths, toks, root, prefix)
+        open_corpus(paths, toks, root, prefix, tgt_prefix)
         for paths, root, prefix in zip(all_paths, roots, prefixes, strict=True)
     ]
     for d, paths, root in zip(dirs, all_paths, roots, strict=True):
@@ -187,9 +230,10 @@ def _open_corpora(config, dirs: list[Path], all_paths: list, toks: dict, prefixe
     return corpora
 
 
-def _load_valid(dirs: list[Path], pairs: list[dict], toks: dict, tags: dict) -> dict:
+def _load_valid(dirs: list[Path], pairs: list[dict], toks: dict, tags: dict, direction) -> dict:
     """RunData's validation fields: the first corpus's valid split that exists, or in a
-    multilingual run (`tags`: code -> tag id) each direction's, joined."""
+    multilingual run (`tags`: code -> tag id) each direction's, joined; a fine-tuning
+    `direction`'s language tokens on both sides."""
     from mtkit.train import multilingual
 
     none = {"valid": None, "valid_src_lines": None, "valid_tgt_lines": None}
@@ -210,7 +254,12 @@ def _load_valid(dirs: list[Path], pairs: list[dict], toks: dict, tags: dict) -> 
     src, tgt = _valid_lines(valid_dir, langs)
     if src is None:
         return none
-    valid = encode_pairs(src, tgt, toks["src"].encode, toks["tgt"].encode)
+    encode_src, encode_tgt = toks["src"].encode, toks["tgt"].encode
+    if direction is not None:  # the language tokens, as the training corpus has them
+        head, tail = direction.source_prefix, direction.target_prefix
+        encode_src = lambda lines: [[*head, *x] for x in toks["src"].encode(lines)]  # noqa: E731
+        encode_tgt = lambda lines: [[*tail, *x] for x in toks["tgt"].encode(lines)]  # noqa: E731
+    valid = encode_pairs(src, tgt, encode_src, encode_tgt)
     return {"valid": valid, "valid_src_lines": src, "valid_tgt_lines": tgt,
             "valid_dir": str(valid_dir)}  # fmt: skip
 

@@ -76,7 +76,7 @@ def build_trainer(config: TrainConfig, dist):
     files = RunFiles(Path(config.out), writer=dist.is_main, keep_last=config.keep_last)
     ckpt = files.load_resume(config.resume)
     init = load_init(config)
-    data = load_run_data(config, init and init["tokenizers"])
+    data = load_run_data(config, init and init["tokenizers"], init and init["languages"])
     joint = data.src_tok is data.tgt_tok or data.spm_bytes["src"] == data.spm_bytes["tgt"]
     sizes = (data.src_tok.vocab_size, data.tgt_tok.vocab_size)
     model_config = init["model_config"] if init else model_config_for(config, *sizes, joint)
@@ -127,15 +127,18 @@ def _log_start(config: TrainConfig, batches, raw, precision: str, device) -> Non
 
 
 def load_init(config: TrainConfig) -> dict | None:
-    """--init-from's checkpoint as {"model_config", "model", "tokenizers"} (None without
-    it): the checkpoint's settings with --set applied (dropout, say), its weights, and
-    its SentencePiece models with its vocabulary tables."""
+    """--init-from's checkpoint as {"model_config", "model", "tokenizers", "languages"}
+    (None without it): the checkpoint's settings with --set applied (dropout, say), its
+    weights, its SentencePiece models with its vocabulary tables, and a multilingual
+    model's Languages (None for a bilingual one), --add-lang's languages added."""
     if not config.init_from:
         return None
     from mtkit.checkpoint import checkpoint_tokenizers, load_checkpoint, plain_state_dict
+    from mtkit.languages import languages_of
     from mtkit.models.config import config_from_dict, override
+    from mtkit.train.finetune import add_languages
 
-    ckpt = load_checkpoint(config.init_from)
+    ckpt = add_languages(load_checkpoint(config.init_from), config.add_lang)
     model_config = override(config_from_dict(ckpt["model_config"]), config.model_overrides)
     log.info(
         "starting from %s (step %d): fresh optimiser and schedule", config.init_from, ckpt["step"]
@@ -144,6 +147,7 @@ def load_init(config: TrainConfig) -> dict | None:
         "model_config": model_config,
         "model": plain_state_dict(ckpt["model"]),
         "tokenizers": checkpoint_tokenizers(ckpt, name=str(config.init_from)),
+        "languages": languages_of(ckpt),
     }
 
 

@@ -115,7 +115,7 @@ def _greedy_scores(model, cfg, data, valid: Pairs, refs: list, dist, max_tokens:
         rows = rows.tolist()
         sources = [clip_source(sample.src.sentence(i), cfg.max_positions) for i in rows]
         src = pad_rows([ids + [cfg.eos_id] for ids in sources], cfg.pad_id)
-        out = greedy_search(model, src.to(dist.device), banned=banned)
+        out = greedy_search(model, src.to(dist.device), banned=banned, prefix=data.target_prefix)
         hyps.update(zip(rows, data.tgt_tok.decode(out), strict=True))
     for part in distributed.gather_all(dist, hyps):
         hyps.update(part)
