@@ -245,7 +245,6 @@ def _score(comet: Comet, sources, hyps, ref, advance) -> list[float]:
     """The library's predict, batch for batch: same order, same batches, same figures."""
     import numpy as np
     import torch
-    from pytorch_lightning.utilities import move_data_to_device
 
     samples = [{"src": s, "mt": h} for s, h in zip(sources, hyps, strict=True)]
     if ref is not None:
@@ -261,11 +260,20 @@ def _score(comet: Comet, sources, hyps, ref, advance) -> list[float]:
         ids = order[start : start + size]
         batch = model.prepare_sample([samples[i] for i in ids], stage="predict")
         with torch.inference_mode(), _autocast(comet):
-            values = model.predict_step(move_data_to_device(batch, comet.device)).scores
+            values = model.predict_step(_to_device(batch, comet.device)).scores
         for i, value in zip(ids, values.float().cpu().tolist(), strict=True):
             scores[i] = value
         advance(len(ids))
     return scores
+
+
+def _to_device(batch, device):
+    """A batch of prepare_sample (tensors in dicts, lists and tuples) on `device`."""
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch.to(device) if hasattr(batch, "to") else batch
 
 
 def _autocast(comet: Comet):

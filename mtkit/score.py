@@ -502,9 +502,9 @@ def format_comet_table(rows: Sequence[dict], signature: str, tests: Significance
         )  # fmt: skip
     header = ["System", "COMET", "p-value", "wins / ties / losses"]
     note = (
-        "comet-compare's tests against the baseline: a paired t-test of the segment scores "
+        "comet-compare's tests against the baseline: a paired t-test of the segment scores\n"
         f"(two-sided; * p < 0.05), and bootstrap resampling ({COMPARE_SPLITS} samples of "
-        f"{COMPARE_SAMPLE_RATIO:.0%} of the segments, seed {tests.seed}): the share of samples "
+        f"{COMPARE_SAMPLE_RATIO:.0%} of the segments,\nseed {tests.seed}): the share of samples "
         "the system wins, ties (|delta| < 0.001) and loses"
     )
     return f"COMET|{signature}\n" + _simple_table(header, table) + "\n" + note

@@ -179,6 +179,26 @@ def test_the_score_is_junczys_dowmunts():
     assert dual_score(1.0, 1.0) > dual_score(1.0, 2.0) > dual_score(3.0, 4.0)
 
 
+@pytest.mark.parametrize(
+    ("keep", "expected"),
+    [
+        (0.6, [True, True, True, False, False, False]),  # the ties at the cut in corpus order
+        (0.4, [True, False, True, False, False, False]),
+        (1.0, [True, True, True, True, True, False]),  # nan: a blank side, never kept
+    ],
+)
+def test_a_share_keeps_exactly_its_pairs(tmp_path, keep, expected):
+    """Exactly round(keep x scored) pairs, also when the cut is a value float32 cannot
+    hold exactly (0.000279) and when several pairs share it."""
+    from mtkit.filter.select import kept_lines
+
+    scores = tmp_path / "train.scores"
+    values = ["0.000279", "0.000279", "0.500000", "0.000279", "0.000100", "nan"]
+    scores.write_text("".join(f"{v}\t1.0\t1.0\n" for v in values), encoding="utf-8")
+    kept = list(kept_lines(scores, len(values), Selection(keep=keep)))
+    assert kept == expected
+
+
 def test_keeps_clean_pairs_and_drops_the_noise(corpus, filtered):
     """At the clean share: most kept pairs are clean; every copy and French target goes,
     and most misaligned and half-cut targets (the kind dual cross-entropy catches least:

@@ -27,7 +27,7 @@ def filter_corpus(
     out: Path,
     forward: Path,
     backward: Path,
-    selection: Selection = Selection(keep=0.8),
+    selection: Selection = Selection(),
     batching: BatchOptions = BatchOptions(),
     runtime: RuntimeOptions = RuntimeOptions(),
     workers: int = 0,

@@ -93,6 +93,7 @@ def checkpoint_pair(path: Path) -> tuple[str, str] | None:
     import torch
 
     from mtkit.checkpoint import check_checkpoint
+    from mtkit.languages import languages_of
 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path} (check the path)")
@@ -104,7 +105,7 @@ def checkpoint_pair(path: Path) -> tuple[str, str] | None:
         load_checkpoint(path)
         raise
     ckpt = check_checkpoint(ckpt, path, verify=False)
-    if ckpt.get("languages"):
+    if languages_of(ckpt) is not None:
         return None
     return ckpt["langs"]["src"], ckpt["langs"]["tgt"]
 

@@ -55,6 +55,9 @@ from mtkit.translate.stream import RuntimeOptions
 log = logging.getLogger(__name__)
 
 SCORES = "train.scores"
+# Decimals of the figures in OUT/train.scores: float32 tells every two such scores in
+# (0, 1] apart, so mtkit.filter.select may hold them as float32.
+SCORE_DECIMALS = 6
 KIND = "filter job"
 PROGRESS_FORMAT = 1
 _RESTART_HINT = "run the command as before to continue, or add --restart to start over"
@@ -162,7 +165,8 @@ def format_score(score: PairScore | None) -> str:
     """One line of OUT/train.scores."""
     if score is None:
         return "nan\tnan\tnan\n"
-    return f"{score.score:.6f}\t{score.forward:.6f}\t{score.backward:.6f}\n"
+    digits = SCORE_DECIMALS
+    return f"{score.score:.{digits}f}\t{score.forward:.{digits}f}\t{score.backward:.{digits}f}\n"
 
 
 def _commit(files: JobFiles, state: dict, sink, complete: bool) -> None:
@@ -430,6 +434,8 @@ def merge_scores(corpus: Corpus, out: Path, n: int, identity: dict) -> int:
         size = sink.tell()
     write_state(whole, {**identity, "lines_done": corpus.lines, "src_offset": None,
                         "tgt_offset": None, "output_bytes": size, "complete": True})  # fmt: skip
+    for files in [*shards, whole]:  # and a one-process run's partial file, superseded
+        files.partial.unlink(missing_ok=True)
     for files in shards:
         files.output.unlink(missing_ok=True)
         files.progress.unlink(missing_ok=True)

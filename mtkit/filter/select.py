@@ -18,13 +18,14 @@ import datetime as dt
 import json
 import logging
 import math
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from mtkit import __version__
 from mtkit.errors import ConfigError, DataError
-from mtkit.filter.job import SCORES, Corpus
+from mtkit.filter.job import SCORE_DECIMALS, SCORES, Corpus
 from mtkit.io import open_binary, write_text
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def select(corpus: Corpus, out: Path, selection: Selection, filtering: dict) -> 
 
     selection.check()
     out = Path(out)
-    cut, ties = _cut(out / SCORES, corpus.lines, selection)
+    cut = Cut.of(out / SCORES, corpus.lines, selection)
     reports = {}
     with ExitStack() as stack:
         writers = {}
@@ -69,7 +70,7 @@ def select(corpus: Corpus, out: Path, selection: Selection, filtering: dict) -> 
             for writer in pair:
                 stack.callback(writer.discard)
             writers[split] = pair
-        counts = _write_train(corpus, out / SCORES, writers["train"], cut, ties)
+        counts = _write_train(corpus, out / SCORES, writers["train"], cut)
         for split, pair in writers.items():
             if split != "train":
                 _copy_split(corpus, split, pair)
@@ -82,11 +83,11 @@ def select(corpus: Corpus, out: Path, selection: Selection, filtering: dict) -> 
             report["pairs"] = src_writer.lines
             reports[split] = report
     reports["train"]["filters"] = list(reports["train"].get("filters", [])) + counts["rows"]
-    manifest = _manifest(corpus, selection, cut, filtering, counts, reports)
+    manifest = _manifest(corpus, selection, cut.score, filtering, counts, reports)
     write_text(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     log.info(
         "kept %d of %d pairs (score >= %.4f); dropped %d", counts["kept"], corpus.lines,
-        cut, corpus.lines - counts["kept"],
+        cut.score, corpus.lines - counts["kept"],
     )  # fmt: skip
     return manifest
 
@@ -104,24 +105,51 @@ def read_scores(path: Path, lines: int):
     return values
 
 
-def _cut(path: Path, lines: int, selection: Selection) -> tuple[float, float]:
-    """(the lowest score kept, how many pairs scoring exactly that stay): for a share,
-    the k-th best score and the ties that fill it; for a threshold, itself and all."""
-    if selection.threshold is not None:
-        return selection.threshold, math.inf
-    import numpy as np
+class Cut:
+    """Which scores a selection keeps, asked in corpus order: those above `score`, and
+    those equal to it while `ties` last (a share's k-th best may be shared)."""
 
-    values = read_scores(path, lines)
-    scored = values[~np.isnan(values)]
-    k = round(selection.keep * len(scored))
-    if k == 0:
-        return math.inf, 0
-    cut = float(np.partition(scored, len(scored) - k)[len(scored) - k])
-    above = int((scored > cut).sum())
-    return cut, k - above
+    def __init__(self, score: float, ties: float) -> None:
+        self.score, self.ties = score, ties
+
+    @classmethod
+    def of(cls, path: Path, lines: int, selection: Selection) -> Cut:
+        """For a share, the k-th best score of the scores file at `path` and the ties that
+        fill the share; for a threshold, itself and all ties."""
+        if selection.threshold is not None:
+            return cls(selection.threshold, math.inf)
+        import numpy as np
+
+        values = read_scores(path, lines)
+        scored = values[~np.isnan(values)]
+        k = round(selection.keep * len(scored))
+        if k == 0:
+            return cls(math.inf, 0)
+        score = np.partition(scored, len(scored) - k)[len(scored) - k]
+        ties = k - int((scored > score).sum())
+        # The float32 value back to the file's text value, which keeps() compares with.
+        return cls(round(float(score), SCORE_DECIMALS), ties)
+
+    def keeps(self, score: float) -> bool:
+        """Whether the next pair, scoring `score` (nan: unscorable), stays."""
+        if score > self.score:
+            return True
+        if score == self.score and self.ties > 0:
+            self.ties -= 1
+            return True
+        return False
 
 
-def _write_train(corpus: Corpus, scores: Path, writers, cut: float, ties: float) -> dict:
+def kept_lines(path: Path, lines: int, selection: Selection) -> Iterator[bool]:
+    """For each line of a scores file, whether `selection` keeps its pair (bench/noise.py
+    compares them with the noise it injected)."""
+    cut = Cut.of(path, lines, selection)
+    with open_binary(path) as stream:
+        for row in stream:
+            yield cut.keeps(float(row.split(b"\t", 1)[0]))
+
+
+def _write_train(corpus: Corpus, scores: Path, writers, cut: Cut) -> dict:
     """Stream the pairs and their scores, write the kept ones; the counts and figures."""
     src_writer, tgt_writer = writers
     kept, blank, disagree, batch = 0, 0, 0, []
@@ -136,8 +164,7 @@ def _write_train(corpus: Corpus, scores: Path, writers, cut: float, ties: float)
             if math.isnan(score):
                 blank += 1
                 continue
-            keep = score > cut or (score == cut and ties > 0)
-            ties -= score == cut and keep
+            keep = cut.keeps(score)
             sums["kept" if keep else "dropped"][0] += forward
             sums["kept" if keep else "dropped"][1] += backward
             if not keep:
