@@ -296,6 +296,27 @@ def test_resume_continues_and_gives_the_same_scores(
     assert not (out / "train.scores.partial").exists()
 
 
+def test_killed_mid_chunk_resumes_to_the_same_bytes(
+    models, corpus, filtered, tmp_path, cli, monkeypatch
+):
+    """kill -9 after the second chunk is written but before it is committed: the next
+    run cuts the partial file back to the first chunk and gives the same scores."""
+    from mtkit.translate.shards import KILL_AFTER_ENV
+
+    out = tmp_path / "out"
+    args = ["filter", "--data", corpus[0], "-f", models[0], "-b", models[1], "-o", out, "--keep",
+            "0.5", "--chunk-lines", "32", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    monkeypatch.setenv(KILL_AFTER_ENV, "64")
+    killed = cli(*args)
+    assert killed.returncode == -9
+    progress = json.loads((out / "train.scores.progress.json").read_text())
+    assert progress["lines_done"] == 32
+    assert (out / "train.scores.partial").stat().st_size > progress["output_bytes"]
+    monkeypatch.delenv(KILL_AFTER_ENV)
+    assert cli(*args).returncode == 0
+    assert (out / "train.scores").read_bytes() == (filtered / "train.scores").read_bytes()
+
+
 def test_another_job_is_refused_and_restart_starts_over(models, corpus, filtered, tmp_path):
     import shutil
 
