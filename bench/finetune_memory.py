@@ -33,6 +33,22 @@ NLLB_600M = dict(d_model=1024, n_heads=16, d_ff=4096, enc_layers=12, dec_layers=
 NLLB_VOCAB = 256_206
 TINY = dict(d_model=64, n_heads=4, d_ff=128, enc_layers=1, dec_layers=1)
 GIB = 1 << 30
+# Weights, gradients, Adam's two moments (16 bytes a parameter), the save's host copy of
+# weights and moments (12 more: 17.2 GB for 615 M) and the activations: `make bench`
+# skips the 600M run on a machine with less free.
+NEEDS = 20 * GIB
+
+
+def _available() -> int:
+    """MemAvailable of /proc/meminfo, bytes (0 when unknown)."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def nllb_checkpoint(path: Path, spm_path: Path, shape: dict) -> dict:
@@ -151,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("valid.de", "valid.en"):  # no validation: the updates and the save alone
         (data / split).unlink(missing_ok=True)
     shape = TINY if args.tiny else NLLB_600M
+    if not args.tiny and _available() < NEEDS:
+        print(f"skipped: it needs about {NEEDS / GIB:.0f} GiB free, {_available() / GIB:.1f} free")
+        return
     ckpt = root / "nllb-shape.pt"
     info = in_fresh_process(nllb_checkpoint, ckpt, spm / "spm.model", shape)
     print_machine(f"threads {args.threads}", f"repo {REPO.name}")
