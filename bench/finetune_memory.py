@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     print("max_tokens  peak RSS updates  peak RSS save  s/update  exit")
     for max_tokens in (int(x) for x in args.max_tokens.split(",")):
         out = root / f"run-{max_tokens}"
+        shutil.rmtree(out, ignore_errors=True)  # a run of an earlier call: start afresh
         peaks, per_update, code, log = run_finetune(
             ckpt, data, out, max_tokens, args.updates, args.threads
         )
