@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,13 @@ def test_the_checkpoint_knows_its_languages(trained, monkeypatch, capsys):
     assert [row["direction"] for row in ckpt["mix"]] == ["xx-yy", "xx-zz"]
     assert call_main(monkeypatch, "inspect", trained / "checkpoint_last.pt", "--langs") == 0
     assert capsys.readouterr().out.split() == ["xx", "yy", "zz"]
+    # translate never writes a tag: they go before sources only
+    from mtkit.translate.stream import RuntimeOptions, load_translator
+
+    translator = load_translator([trained / "checkpoint_last.pt"], RuntimeOptions(tgt_lang="zz"))
+    tags = {translator.tgt_tokenizer.piece_id(f"<2{code}>") for code in ("xx", "yy", "zz")}
+    assert tags <= set(translator.banned)
+    assert translator.direction.source_prefix == (translator.src_tokenizer.piece_id("<2zz>"),)
 
 
 def test_validation_rows_per_direction(trained):
@@ -295,3 +303,38 @@ def test_missing_and_unknown_tags_are_one_line_each(tasks, trained, tmp_path, mo
         assert err.startswith("error: ") and message in err, (name, err)
         assert len(err.splitlines()) == 1, (name, err)
     assert not (tmp_path / "run").exists()
+
+
+# -- the recipe ---------------------------------------------------------------------------------
+
+
+def test_recipe_plans_the_comparison(tmp_path, multi30k):
+    """`make -n` of recipes/multi30k-multilingual.mk: four bilingual models, one
+    multilingual model on the four pairs for their budget together, every output
+    scored against its baseline, zero-shot directly and through English."""
+    from test_recipes import make
+
+    result = make("multi30k-multilingual", tmp_path, "-n", MULTI30K=str(multi30k), DEVICE="cpu")
+    assert result.returncode == 0, result.stdout
+    lines = re.sub(r"\\\n\s*", " ", result.stdout).splitlines()  # continued lines joined
+    data, run = tmp_path / "data", tmp_path / "run"
+    multi = next(
+        line for line in lines if " train --data " in line and "--out " + f"{run}/multi" in line
+    )
+    assert multi.count("--data ") == 4 and " --src " not in multi
+    assert "--spm " + f"{data}/spm/spm.model" in multi
+    assert multi.endswith("--sample-temperature 1 --max-updates 3200 --max-time 0")
+    bilingual = [line for line in lines if " train --data " in line and line not in (multi,)]
+    assert len(bilingual) == 4 and all("--max-updates 800 " in line for line in bilingual)
+    assert any(f"--spm {data}/spm-de-en/spm.model --src en --tgt de" in b for b in bilingual)
+    bpe = next(line for line in lines if f"--out {data}/spm/" in line)
+    assert "--langs de,en,fr" in bpe and bpe.count("--input ") == 3
+    pivot = next(line for line in lines if f"-o {run}/pivot-de-fr.hyp" in line)
+    assert f"-i  {run}/multi-de-en.hyp" in pivot and "--tgt-lang fr" in pivot
+    zero = next(line for line in lines if f"-o {run}/multi-fr-de.hyp" in line)
+    assert f"-i  {data}/fr-en/test.fr" in zero and "--tgt-lang de" in zero
+    score = next(line for line in lines if f"{run}/fr-de.score.tmp" in line and " score " in line)
+    assert f"-r {data}/de-en/test.de -i {run}/pivot-fr-de.hyp -i {run}/multi-fr-de.hyp" in score
+    assert "--paired-bs" in score
+    langid = next(line for line in lines if "mtkit.prepare.langid" in line)
+    assert f"{run}/multi-de-fr.hyp:fr:multi-de-fr" in langid
