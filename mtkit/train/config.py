@@ -156,6 +156,13 @@ def check(config: TrainConfig) -> TrainConfig:
         )
     _check_save_at(config)
     config.save_at = tuple(sorted(config.save_at))
+    _check_start(config)
+    return config
+
+
+def _check_start(config: TrainConfig) -> None:
+    """What the model starts from: --init-from's checkpoint (and its languages), or
+    SentencePiece models for a model from scratch."""
     if config.init_from and (config.spm or config.src_spm or config.tgt_spm):
         raise ConfigError(
             "--init-from brings the checkpoint's own SentencePiece models and vocabulary; "
@@ -167,14 +174,13 @@ def check(config: TrainConfig) -> TrainConfig:
             "--init-from model (NLLB-200, M2M-100); a run from scratch takes --src/--tgt"
         )
     if config.init_from:
-        return config
+        return
     if config.spm and (config.src_spm or config.tgt_spm):
         raise ConfigError("pass either --spm (joint) or --src-spm and --tgt-spm, not both")
     if not config.spm and not (config.src_spm and config.tgt_spm):
         raise ConfigError(
             "no SentencePiece model: pass --spm SPM/spm.model, or --src-spm and --tgt-spm"
         )
-    return config
 
 
 def _check_save_at(config: TrainConfig) -> None:

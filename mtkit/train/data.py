@@ -130,15 +130,10 @@ def load_run_data(config, tokenizers: tuple | None = None, init_languages=None) 
     (`mtkit.train.multilingual`), validated on each direction. `init_languages`, the
     Languages of a multilingual --init-from, fine-tunes one pair (mtkit.train.finetune)."""
     from mtkit.train import multilingual
-    from mtkit.train.mix import parse_specs, tag_id
+    from mtkit.train.mix import parse_specs
 
     specs = parse_specs(config.data)
-    dirs = [Path(spec.path) for spec in specs]
-    for data_dir in dirs:
-        if not data_dir.is_dir():
-            raise DataError(
-                f"data directory not found: {data_dir}; run `mtkit prepare` or check --data"
-            )
+    dirs = _data_dirs(specs)
     pairs = multilingual.corpus_pairs(dirs, config.src, config.tgt)
     languages = multilingual.run_languages(pairs)
     direction = _finetune_direction(config, init_languages, languages, pairs)
@@ -146,6 +141,9 @@ def load_run_data(config, tokenizers: tuple | None = None, init_languages=None) 
         languages = init_languages
     if languages is None and pairs[0]["src"] == pairs[0]["tgt"]:
         raise DataError(f"source and target are both {pairs[0]['src']!r}; pass --src and --tgt")
+    if languages is None and getattr(config, "sample_temperature", 1.0) != 1.0:
+        log.warning("--sample-temperature balances language pairs; every corpus here holds "
+                    "%s-%s, so it changes nothing", pairs[0]["src"], pairs[0]["tgt"])  # fmt: skip
     for data_dir, pair in zip(dirs, pairs, strict=True):
         _check_prepared(data_dir, pair, dirs[0])
     multilingual.check_spm_options(languages, config.src_spm, config.tgt_spm)
@@ -154,12 +152,7 @@ def load_run_data(config, tokenizers: tuple | None = None, init_languages=None) 
     )
     toks = {"src": src_tok, "tgt": tgt_tok}
     tags = multilingual.tag_ids(src_tok, languages) if languages and not direction else {}
-    prefixes = [
-        ((tags[pair["tgt"]],) if tags else ())
-        + (direction.source_prefix if direction else ())
-        + ((tag_id(src_tok, spec.tag),) if spec.tag else ())
-        for spec, pair in zip(specs, pairs, strict=True)
-    ]
+    prefixes = _source_prefixes(specs, pairs, src_tok, tags, direction)
     tgt_prefix = direction.target_prefix if direction else ()
     all_paths = [
         {side: d / f"train.{p[side]}" for side in ("src", "tgt")}
@@ -169,12 +162,12 @@ def load_run_data(config, tokenizers: tuple | None = None, init_languages=None) 
         for side, tok in toks.items():
             check_unk_rate(tok, head_lines(paths[side], UNK_SAMPLE_LINES), pair[side], paths[side])
     valid = _load_valid(dirs, pairs, toks, tags, direction)  # its errors before a long encoding
-    if direction is not None:
-        langs = {"src": direction.src, "tgt": direction.tgt}
-    else:
-        langs = multilingual.MULTILINGUAL_LANGS if languages else pairs[0]
     return RunData(
-        langs=langs,
+        langs=(
+            {"src": direction.src, "tgt": direction.tgt}
+            if direction is not None
+            else (multilingual.MULTILINGUAL_LANGS if languages else pairs[0])
+        ),
         src_tok=src_tok,
         tgt_tok=tgt_tok,
         train=None,
@@ -185,6 +178,30 @@ def load_run_data(config, tokenizers: tuple | None = None, init_languages=None) 
         target_prefix=tgt_prefix,
         **valid,
     )
+
+
+def _data_dirs(specs: list) -> list[Path]:
+    """Each --data's directory, which must exist."""
+    dirs = [Path(spec.path) for spec in specs]
+    for data_dir in dirs:
+        if not data_dir.is_dir():
+            raise DataError(
+                f"data directory not found: {data_dir}; run `mtkit prepare` or check --data"
+            )
+    return dirs
+
+
+def _source_prefixes(specs: list, pairs: list[dict], src_tok, tags: dict, direction) -> list:
+    """The ids before each corpus's sources: a multilingual run's target tag (`tags`:
+    code -> id), a fine-tuning `direction`'s language tokens, the corpus's own tag."""
+    from mtkit.train.mix import tag_id
+
+    return [
+        ((tags[pair["tgt"]],) if tags else ())
+        + (direction.source_prefix if direction else ())
+        + ((tag_id(src_tok, spec.tag),) if spec.tag else ())
+        for spec, pair in zip(specs, pairs, strict=True)
+    ]
 
 
 def _finetune_direction(config, init_languages, languages, pairs: list[dict]):
