@@ -470,3 +470,36 @@ def test_finetuning_mistakes_are_one_line(hf_m2m100, base):
         _finetune(ckpt, data, base["root"] / "like", add_lang=("hsb_Latn:xxx_Latn",))
     with pytest.raises(ConfigError, match="a run from scratch takes --src/--tgt"):
         check(TrainConfig(data=str(data), out="x", spm="s.model", tgt_lang="eng_Latn"))
+
+
+# -- out again: CTranslate2 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hf_m2m100", ["nllb", "m2m100"], indirect=True)
+def test_ctranslate2_export_translates_alike(hf_m2m100, imported, many, tmp_path):
+    """The CTranslate2 export of an imported model, given the source's language token and
+    the target's as target_prefix (as CTranslate2's M2M-100 guide does): greedy output
+    equals mtkit's on every sentence."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from mtkit.checkpoint import save_checkpoint
+    from mtkit.interop.ctranslate2 import export_ctranslate2
+
+    src, tgt = _code(hf_m2m100, "de"), _code(hf_m2m100, "en")
+    direction = direction_of(imported, src, tgt)
+    texts = many["de"]
+    ours = _search(imported, direction, texts, beam_size=1)
+    out = export_ctranslate2(save_checkpoint(tmp_path / "m.pt", imported), tmp_path / "ct2")
+    table = imported["vocab"]["tgt"]
+    src_tok, _ = checkpoint_tokenizers(imported)
+    lang = [table[i] for i in direction.source_prefix]
+    pieces = [lang + [table[i] for i in ids] for ids in src_tok.encode(texts)]
+    prefix = [[table[i] for i in direction.target_prefix]] * len(texts)
+    translator = ctranslate2.Translator(str(out), device="cpu", intra_threads=1)
+    results = translator.translate_batch(
+        pieces, target_prefix=prefix, beam_size=1, max_decoding_length=M2M100_LIMIT + 1,
+        suppress_sequences=[["<pad>"]],
+    )  # fmt: skip
+    index = {piece: i for i, piece in enumerate(table)}
+    theirs = [[index[p] for p in r.hypotheses[0][1:]] for r in results]
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    assert same == len(texts), f"{same} of {len(texts)} equal"
