@@ -20,6 +20,7 @@ filter's precision and recall on the injected noise, overall and by kind.
 
     python -m bench noise --budget 20m --pairs 0 --test-lines 0 --threads 2 --out bench/out/noise
     python -m bench noise          # smoke: 60 s a model, 5,000 pairs, 200 test lines
+    python -m bench noise --memory 20000,200000    # only filter's peak RSS (docs/filter.md)
 
 The full run needs the machine to itself for about an hour and a half (four trainings
 of --budget, the scoring of 29,000 pairs twice, three test translations). --out keeps
@@ -96,6 +97,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--test-lines", type=int, default=200, help="test2016 lines; 0: all")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    parser.add_argument(
+        "--memory", default="", help="only measure filter's peak RSS on these pair counts: "
+        "100000,1000000 (Multi30k repeated, tiny random models, one thread)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     out = args.out or Path(tempfile.mkdtemp(prefix="mtkit-bench-noise-"))
     print_machine(load_line("at the start"))
+    if args.memory:
+        filter_memory(out, [int(n) for n in args.memory.split(",")])
+        return
     noise = make_noisy(out / "text", args.share, SEED, args.pairs or None)
     data = _prepare(out)
     runs = {
@@ -123,6 +131,38 @@ def main(argv: list[str] | None = None) -> None:
           f"of {args.pairs or 29000:,} ({args.share:.0%}), filter --keep {keep}")  # fmt: skip
     _report(out, data["noisy"], runs, noise, keep, args.test_lines)
     print(load_line("at the end"))
+
+
+def filter_memory(out: Path, sizes: list[int]) -> None:
+    """For each n, `mtkit filter --keep 0.8` of n pairs (Multi30k's repeated) with tiny
+    random de-en and en-de models (bench.common's TINY, 500 pieces) on one thread: its
+    peak RSS and time. The pairs stream in chunks; a share holds 4 bytes a pair."""
+    import torch
+
+    from bench.common import TINY, multi30k_spm, random_checkpoint, repeat_lines
+    from mtkit.checkpoint import save_checkpoint
+
+    spm = multi30k_spm(out / "tiny-spm", vocab_size=500)
+    sizes_500 = {**TINY, "src_vocab_size": 500, "tgt_vocab_size": 500}
+    forward = random_checkpoint(out / "de-en.pt", spm, "transformer-small", **sizes_500)
+    payload = torch.load(forward, map_location="cpu", weights_only=True)
+    payload["langs"] = {"src": "en", "tgt": "de"}
+    backward = save_checkpoint(out / "en-de.pt", payload)
+    de, en = read_lines(MULTI30K / "train.de.gz"), read_lines(MULTI30K / "train.en.gz")
+    for n in sizes:
+        text, data, filtered = out / f"text-{n}", out / f"data-{n}", out / f"filtered-{n}"
+        text.mkdir(exist_ok=True)
+        repeat_lines(text / "train.de", de, n)
+        repeat_lines(text / "train.en", en, n)
+        run_mtkit(["prepare", "--src", "de", "--tgt", "en", "--out", data, "--no-dedup",
+                   "--max-ratio", 0, "--src-file", text / "train.de", "--tgt-file",
+                   text / "train.en"])  # fmt: skip
+        run = run_mtkit(["filter", "--data", data, "-f", forward, "-b", backward, "--keep", 0.8,
+                         "-o", filtered, "--threads", 1, "--device", "cpu"], threads=1)  # fmt: skip
+        rate = n / run.seconds
+        print(f"memory: filter of {n:,} pairs, peak RSS {run.peak_mb:.0f} MiB, "
+              f"{run.seconds:.0f} s ({rate:,.0f} pairs/s; tiny random models, one thread)",
+              flush=True)  # fmt: skip
 
 
 def _head(path: Path, out: Path, n: int) -> Path:
