@@ -18,6 +18,12 @@ all: test
 
 install: $(VENV)/.installed
 
+# unbabel-comet (score --metrics comet) beside the dev extra without its pins
+# (transformers<5, numpy<2 would replace the ones NLLB import and export are built on);
+# docs/score.md says why these versions and what mtkit.comet bridges.
+COMET_BESIDE = unbabel-comet==2.2.7 pytorch-lightning==2.6.6 lightning-utilities==0.15.3 \
+	torchmetrics==0.10.3 jsonargparse==3.13.1 entmax==1.3 scipy==1.17.1 "setuptools<81"
+
 # Decided when make reads this file, so `make -n install` prints the very commands
 # this machine would run (bench/gpu.sh --dry-run shows them).
 NVIDIA_SMI ?= $(shell command -v nvidia-smi 2>/dev/null)
@@ -32,6 +38,7 @@ else
 	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_CPU)"
 endif
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(COMET_BESIDE)
 	touch $@
 
 lint: install
