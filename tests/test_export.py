@@ -152,7 +152,7 @@ def test_errors(multi30k, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="RNN model; CTranslate2 runs Transformers only"):
         export_ctranslate2(tiny_checkpoint("rnn", multi30k), tmp_path / "rnn")
     assert not (tmp_path / "rnn").exists()
-    with pytest.raises(ConfigError, match="unknown --to 'onnx'"):
+    with pytest.raises(ConfigError, match="unknown --format 'onnx'.*ctranslate2, transformers"):
         export_ctranslate2(transformer, tmp_path / "a", ExportOptions(to="onnx"))
     with pytest.raises(ConfigError, match="unknown --quantize 'int4'"):
         export_ctranslate2(transformer, tmp_path / "a", ExportOptions(quantize="int4"))

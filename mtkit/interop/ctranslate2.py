@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # CTranslate2's weight types that make sense for export; "none" keeps float32.
 QUANTIZATIONS = ("none", "int8", "int8_float16", "int8_bfloat16", "float16", "bfloat16")
+# What `mtkit export --format` writes: this module's, and mtkit.interop.hf_export's.
+EXPORT_FORMATS = ("ctranslate2", "transformers")
 # torch.nn.LayerNorm's default epsilon, which every mtkit LayerNorm uses.
 LAYER_NORM_EPSILON = 1e-5
 
@@ -44,7 +46,9 @@ LAYER_NORM_EPSILON = 1e-5
 class ExportOptions:
     """How to export; `mtkit export` maps its flags onto these fields."""
 
-    to: str = "ctranslate2"  # the format written; CTranslate2 is the only one today
+    # The format written (`--format`, alias `--to`): ctranslate2, or transformers
+    # (mtkit.interop.hf_export, which takes these options too).
+    to: str = "ctranslate2"
     quantize: str = "none"  # weight type of the exported model, see QUANTIZATIONS
     force: bool = False  # replace an existing output directory
     # A lexical shortlist (mtkit shortlist) written as CTranslate2's vocabulary map,
@@ -61,7 +65,9 @@ def export_ctranslate2(model_path: Path, out_dir: Path, options: ExportOptions =
     from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
 
     if options.to != "ctranslate2":
-        raise ConfigError(f"unknown --to {options.to!r}; choose one of: ctranslate2")
+        raise ConfigError(
+            f"unknown --format {options.to!r}; choose one of: {', '.join(EXPORT_FORMATS)}"
+        )
     if options.quantize not in QUANTIZATIONS:
         raise ConfigError(
             f"unknown --quantize {options.quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}"

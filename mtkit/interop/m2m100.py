@@ -71,6 +71,8 @@ M2M100_FILES = (
     "README.md",
 )
 SPM_FILE = "sentencepiece.bpe.model"
+# MarianTokenizer's SentencePiece files, in an mtkit export (mtkit.interop.hf_export).
+SPM_SIDES = (("src", "source"), ("tgt", "target"))
 # fairseq's dictionary starts with these four (fairseq/data/dictionary.py).
 FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 # SentencePiece's own <unk>, <s>, </s> (ids 0-2) are fairseq's specials, not pieces: the
@@ -124,6 +126,8 @@ def m2m100_checkpoint(directory: Path | str, origin: str | None = None) -> dict:
             f"{directory}/config.json has model_type {hf.get('model_type')!r}, not 'm2m_100'; "
             "mtkit imports NLLB-200 (dense) and M2M-100 this way"
         )
+    if _tokenizer_config(directory).get("tokenizer_class") == "MarianTokenizer":
+        return _exported_checkpoint(directory, hf, origin)  # mtkit export's own layout
     spm = directory / SPM_FILE
     if not spm.is_file():
         raise DataError(f"{spm} not found; an NLLB-200 or M2M-100 directory has {SPM_FILE}")
@@ -286,6 +290,42 @@ def _license(directory: Path) -> str | None:
     text = path.read_text(encoding="utf-8", errors="replace")
     found = re.search(r"\A---\n.*?^license:\s*(\S+)", text, flags=re.S | re.M)
     return found.group(1) if found else None
+
+
+def _exported_checkpoint(directory: Path, hf: dict, origin: str | None) -> dict:
+    """What `mtkit export --format transformers` wrote for a pre-norm mtkit model: M2M100's
+    weights with MarianTokenizer's files (its SentencePiece models and id tables, one
+    language pair), as mtkit.interop.hf_export lays them out."""
+    from mtkit.interop.marian import _languages, _read_bytes, _read_vocabs
+
+    tok = _read_json(directory / "tokenizer_config.json")
+    shared = {"share_encoder_decoder_embeddings": not tok.get("separate_vocabs", False)}
+    src_table, tgt_table = _read_vocabs(directory, shared)
+    weights = _read_weights(directory)
+    embed, _ = _embeddings(weights, {"share_encoder_decoder_embeddings": True})
+    table = _fit_table(tgt_table, embed.size(0), "model's")
+    config = _model_config(hf, len(table))
+    _check_specials(table, config, "model's")
+    model = _convert_weights(weights, config, embed, embed)
+    del model["final_logits_bias"]
+    _linear(model, weights, "enc_norm", "model.encoder.layer_norm")
+    _linear(model, weights, "dec_norm", "model.decoder.layer_norm")
+    return {
+        "model_config": dataclasses.asdict(config),
+        "model": model,
+        "spm": {side: _read_bytes(directory / f"{name}.spm") for side, name in SPM_SIDES},
+        "vocab": {"src": _fit_table(src_table, embed.size(0), "source"), "tgt": table},
+        "langs": _languages(directory, origin),
+        "step": 0,
+        "epoch": 0,
+        "metrics": {},
+        "train_config": {
+            "imported_from": origin or str(directory),
+            "hf_model_type": "m2m_100",
+            "hf_tokenizer_class": "MarianTokenizer",
+            "hf_generation_config": _read_json(directory / "generation_config.json"),
+        },
+    }
 
 
 # -- the model -----------------------------------------------------------------
