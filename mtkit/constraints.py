@@ -59,6 +59,7 @@ class Automaton:
 
     tokens: list[int]  # distinct constraint ids: the columns of `goto`
     goto: list[list[int]]  # [nodes][tokens + 1] the next node; last column: any other id
+    extends: list[list[int]]  # [nodes][tokens] 1 where the id goes on to a child node
     emits: list[list[int]]  # [nodes][phrases] 1 where a phrase ends on reaching the node
     progress: list[list[int]]  # [nodes][phrases] tokens of the phrase begun at the node
     need: list[int]  # [phrases] times each distinct phrase must appear
@@ -88,7 +89,9 @@ def build_automaton(phrases: Sequence[Sequence[int]]) -> Automaton:
         ends[node].add(j)
     tokens = sorted({t for p in distinct for t in p})
     goto, emits, progress = _links(children, depth, begins, ends, tokens)
-    return Automaton(tokens, goto, emits, progress, list(counts.values()), list(map(len, distinct)))
+    extends = [[int(t in children[node]) for t in tokens] for node in range(len(children))]
+    lengths = list(map(len, distinct))
+    return Automaton(tokens, goto, extends, emits, progress, list(counts.values()), lengths)
 
 
 def _links(children, depth, begins, ends, tokens):
@@ -120,10 +123,16 @@ def _links(children, depth, begins, ends, tokens):
 
 
 class Constraints:
-    """The phrases (lists of target ids) each sentence of a batch must produce."""
+    """The phrases (lists of target ids) each sentence of a batch must produce.
 
-    def __init__(self, phrases: Sequence[Sequence[Sequence[int]]]) -> None:
+    `joins` [V] bool (optional) marks the target ids that continue the word before them
+    (SentencePiece pieces without the word mark that begin with a letter or digit): the
+    id after a phrase is never one of them (but for the sentence's own phrase ids), so
+    a phrase ends a word ("Hund" is not met by "Hunde"). Without it, ids are ids."""
+
+    def __init__(self, phrases: Sequence[Sequence[Sequence[int]]], joins=None) -> None:
         self.phrases = [[tuple(int(i) for i in p) for p in per if len(p)] for per in phrases]
+        self.joins = joins
         self.dropped: list[int] = []  # sentences searched without theirs (they did not fit)
 
     @staticmethod
@@ -153,10 +162,12 @@ class Constraints:
             kept.append(per if fits else [])
         if not any(kept):
             return None
+        joins = self.joins
         if vocab is not None:
             position = {int(v): p for p, v in enumerate(vocab.tolist())}
             kept = [[tuple(position[i] for i in p) for p in per] for per in kept]
-        return Tracker([build_automaton(per) for per in kept], eos_id, device)
+            joins = None if joins is None else joins.to(vocab.device)[vocab]
+        return Tracker([build_automaton(per) for per in kept], eos_id, device, joins)
 
 
 class Tracker:
@@ -165,53 +176,78 @@ class Tracker:
     Tables are [B,...] over the batch's sentences (their original order); rows carry
     their sentence, trie node, phrase counts [N,P], bank and tokens missing."""
 
-    def __init__(self, automata: list[Automaton], eos_id: int, device) -> None:
+    def __init__(self, automata: list[Automaton], eos_id: int, device, joins=None) -> None:
         import torch
 
         B, self.eos_id = len(automata), eos_id
+        self.joins = None if joins is None else joins.to(device=device, dtype=torch.bool)
         self.T = max(len(a.tokens) for a in automata)
         padded = _padded(automata, self.T)
-        self.tokens, self.goto, self.emits, self.progress, self.need, self.length = (
+        self.tokens, self.goto, extends, self.emits, self.progress, self.need, self.length = (
             torch.tensor(x, dtype=torch.long, device=device) for x in padded
-        )  # [B,T], [B,nodes,T+1], [B,nodes,P] twice, [B,P] twice
+        )  # [B,T], [B,nodes,T+1], [B,nodes,T], [B,nodes,P] twice, [B,P] twice
+        self.extends = extends.bool()
         self.total = (self.need * self.length).sum(1)  # [B] tokens each sentence must place
         self.top = int(self.total.max()) + 2  # above every bank
         self.sentence = torch.arange(B, device=device)  # per row, from here on
         self.node = torch.zeros(B, dtype=torch.long, device=device)
+        # Phrase occurrences per row: counted, and pending (ended by the last id: they
+        # count once the next id does not go on with the word, `joins`).
         self.counts = torch.zeros((B, self.need.size(1)), dtype=torch.long, device=device)
+        self.pending = torch.zeros_like(self.counts)
         self.bank, self.missing = self._measure(self.sentence, self.node, self.counts)
+        self.fresh = torch.zeros(B, dtype=torch.bool, device=device)  # a needed one pends
 
     # -- the automaton, over tensors of any shape ---------------------------------------
 
-    def _next(self, sentence, node, token):
-        """The node reached by reading `token` in `node`, and the phrases [...,P] it ends."""
+    def _next(self, rows, token):
+        """Read `token` after `rows` (any shape): the node reached, the phrase counts
+        [...,P] and the pending occurrences [...,P] (those it ends)."""
         import torch
 
+        sentence, counts, pending = self.sentence[rows], self.counts[rows], self.pending[rows]
         hit = self.tokens[sentence] == token[..., None]  # [...,T]
         column = torch.where(hit.any(-1), hit.long().argmax(-1), self.T)
-        reached = self.goto[sentence, node, column]
-        return reached, self.emits[sentence, reached]
+        reached = self.goto[sentence, self.node[rows], column]
+        if self.joins is None:  # ids are ids: an occurrence counts at once
+            return reached, counts + pending + self.emits[sentence, reached], counts * 0
+        kept = pending * (~self.joins[token])[..., None]  # a word that goes on drops them
+        return reached, counts + kept, self.emits[sentence, reached]
 
-    def _measure(self, sentence, node, counts):
-        """Bank (constraint tokens met) and tokens still missing, per row."""
-        need = self.need[sentence]
+    def _measure(self, sentence, node, counts, pending=0):
+        """Bank (constraint tokens met) and tokens still missing, per row; pending
+        occurrences count (an end of the sentence, eos, keeps them)."""
+        need, counts = self.need[sentence], counts + pending
         met = (counts.minimum(need) * self.length[sentence]).sum(-1)
         begun = (self.progress[sentence, node] * (counts < need)).amax(-1)
         return met + begun, self.total[sentence] - met
 
     # -- the three points of a search step ----------------------------------------------
 
-    def mask_eos(self, lprobs, limits, t: int) -> None:
-        """Rows missing phrases may not end before their length limit (in place)."""
+    def mask(self, lprobs, limits, t: int) -> None:
+        """In place: rows missing phrases may not end before their length limit, and
+        rows whose last id met a phrase may not go on with its word (`joins`)."""
+        import torch
+
         rows_per = self.node.numel() // limits.numel()
         blocked = (self.missing > 0) & (limits.repeat_interleave(rows_per) > t)
         lprobs[:, self.eos_id].masked_fill_(blocked, -math.inf)
+        if self.joins is None or not bool(self.fresh.any()):
+            return
+        rows = self.fresh.nonzero().squeeze(1)
+        sentence = self.sentence[rows]
+        ids = self.tokens[sentence].clamp(min=0)  # [r,T]
+        goes_on = self.extends[sentence, self.node[rows]]  # [r,T]: into a longer phrase
+        few = lprobs.index_select(0, rows)  # [r,V]
+        kept = few.gather(1, ids)
+        few.masked_fill_(self.joins, -math.inf)
+        few.scatter_(1, ids, torch.where(goes_on, kept, few.gather(1, ids)))
+        lprobs.index_copy_(0, rows, few)
 
     def allocate(self, lprobs, top, limits, t: int, K: int):
-        """The 2K candidates [n,2K] (scores, beam, token) of each sentence (`top`: the
-        usual best 2K of each, from mtkit.search): unconstrained
-        sentences keep theirs (the usual best 2K), constrained ones get dynamic beam
-        allocation's. lprobs [n*k,V] holds the step's cumulative scores."""
+        """The 2K candidates [n,2K] (scores, beam, token) of each sentence: unconstrained
+        sentences keep theirs (`top`, the usual best 2K from mtkit.search), constrained
+        ones get dynamic beam allocation's. lprobs [n*k,V]: the step's cumulative scores."""
         import torch
 
         top_scores, beam, token = top
@@ -220,11 +256,11 @@ class Tracker:
         if constrained.numel() == 0:
             return top
         rows = (constrained[:, None] * k + torch.arange(k, device=lprobs.device)).view(-1)
-        pool = self._pool(lprobs.index_select(0, rows), top_scores, beam, token, constrained, k)
+        pool = self._pool(lprobs, rows, top_scores, beam, token, constrained, k)
         scores, beams, tokens, extra = pool  # [m,M]
         parent = rows.view(-1, k).gather(1, beams)  # [m,M] rows of the batch
-        reached, ended = self._next(self.sentence[parent], self.node[parent], tokens)
-        bank, _ = self._measure(self.sentence[parent], reached, self.counts[parent] + ended)
+        reached, counts, pending = self._next(parent, tokens)
+        bank, _ = self._measure(self.sentence[parent], reached, counts, pending)
         advances = bank > self.bank[parent]
         left, limit = self.missing[parent], limits[constrained][:, None]
         tight = (left > 0) & (left >= limit - t) & (limit > t)  # no step to spare
@@ -235,16 +271,16 @@ class Tracker:
         beam[constrained], token[constrained] = beams.gather(1, pick), tokens.gather(1, pick)
         return top_scores, beam, token
 
-    def _pool(self, cum, top_scores, beam, token, constrained, k: int):
-        """Candidates [m,M] of the constrained sentences: the usual 2K, each beam's best
-        token, each beam with each constraint id; duplicates get -inf. `extra` [M] marks
-        those by constraint ids, kept only when they advance."""
+    def _pool(self, cum, rows, top_scores, beam, token, constrained, k: int):
+        """Candidates [m,M] of the constrained sentences (rows [m*k] of cum [n*k,V]): the
+        usual 2K, each beam's best token, each beam with each constraint id; duplicates
+        get -inf. `extra` [M] marks those by constraint ids, kept only when they advance."""
         import torch
 
         m, V, device = constrained.numel(), cum.size(1), cum.device
-        best, best_token = cum.max(1)  # [m*k]
+        best, best_token = (x[rows] for x in _row_max(cum))  # [m*k]
         ids = self.tokens[self.sentence[constrained * k]]  # [m,T]
-        by_id = cum.view(m, k, V).gather(2, ids.clamp(min=0)[:, None, :].expand(-1, k, -1))
+        by_id = cum[rows[:, None], ids.clamp(min=0).repeat_interleave(k, 0)].view(m, k, -1)
         by_id = by_id.masked_fill((ids < 0)[:, None, :], -math.inf)  # [m,k,T]
         beams_k = torch.arange(k, device=device)
         scores = torch.cat([top_scores[constrained], best.view(m, k), by_id.view(m, -1)], 1)
@@ -265,10 +301,32 @@ class Tracker:
 
     def advance(self, rows, token) -> None:
         """The beam moved: row i now continues the old row rows[i] with token[i] ([N'])."""
-        sentence, node, counts = self.sentence[rows], self.node[rows], self.counts[rows]
-        self.node, ended = self._next(sentence, node, token)
-        self.sentence, self.counts = sentence, counts + ended
-        self.bank, self.missing = self._measure(sentence, self.node, self.counts)
+        self.node, self.counts, self.pending = self._next(rows, token)
+        self.sentence = sentence = self.sentence[rows]
+        self.fresh = ((self.pending > 0) & (self.counts < self.need[sentence])).any(-1)
+        self.bank, self.missing = self._measure(sentence, self.node, self.counts, self.pending)
+
+
+# Columns per block of _row_max (as mtkit.search's top-k): max(dim=1) on the CPU took
+# 6-10x longer than amax over blocks, the argmax of their maxima, and one block's max.
+_BLOCK = 64
+
+
+def _row_max(x):
+    """x.max(1) for x [N,V]: (values, indices) [N], by way of block maxima."""
+    import torch
+
+    n, V = x.shape
+    whole = V - V % _BLOCK
+    if whole < 4 * _BLOCK:
+        return x.max(1)
+    maxima = x[:, :whole].view(n, -1, _BLOCK).amax(2)
+    if whole < V:  # the last, partial block: one more "block" of its own
+        maxima = torch.cat([maxima, x[:, whole:].amax(1, keepdim=True)], 1)
+    first = maxima.argmax(1) * _BLOCK  # [N]: the first block holding the maximum
+    cols = (first[:, None] + torch.arange(_BLOCK, device=x.device)).clamp(max=V - 1)
+    values, where = x.gather(1, cols).max(1)
+    return values, cols.gather(1, where[:, None]).squeeze(1)
 
 
 def _round_robin(scores, bank, valid, width: int, top: int):
@@ -309,6 +367,7 @@ def _padded(automata: list[Automaton], T: int):
     return (
         rows([a.tokens for a in automata], T, -1),
         goto,
+        [node_rows(rows(a.extends, T), T) for a in automata],
         [node_rows(rows(a.emits, P), P) for a in automata],
         [node_rows(rows(a.progress, P), P) for a in automata],
         rows([a.need for a in automata], P),

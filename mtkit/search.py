@@ -582,7 +582,7 @@ def _beam(ensemble: Ensemble, src, max_lens, options: SearchOptions, tracker=Non
         lprobs, states = ensemble.step(prefix[:, -1], states)  # [n*k,V]
         ensemble.mask_specials(lprobs, t, options.min_len)
         if tracker is not None:
-            tracker.mask_eos(lprobs, limits, t)
+            tracker.mask(lprobs, limits, t)
         if t >= first_limit:
             lprobs = ensemble.force_eos(lprobs, (limits <= t).repeat_interleave(scores.size(1)))
         top = _top_candidates(lprobs, scores, K)  # [n,2K] each: scores, beam, token

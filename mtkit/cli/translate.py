@@ -28,6 +28,7 @@ from mtkit.translate.batching import BatchOptions
 from mtkit.translate.command import JobOptions
 from mtkit.translate.noise import NoiseOptions
 from mtkit.translate.stream import Decoding, RuntimeOptions
+from mtkit.translate.terms import ConstraintOptions
 
 _BeamSize = Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy search.")]
 _Nbest = Annotated[
@@ -114,6 +115,27 @@ _Shortlist = Annotated[
     ),
 ]
 
+_Constraints = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FILE",
+        help="Per input line, TAB-separated target phrases its translation must hold (an "
+        "empty line: none); needs --beam 2 or more.",
+    ),
+]
+_Terms = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="GLOSSARY",
+        help="A glossary, 'source term<TAB>target term' lines: a line's translation must hold "
+        "the target terms of the source terms it holds (whole words).",
+    ),
+]
+_TermsIgnoreCase = Annotated[
+    bool,
+    typer.Option("--terms-ignore-case", help="Match --terms' source terms whatever their case."),
+]
+
 
 @command(
     "translate",
@@ -154,6 +176,9 @@ def translate_command(
     workers: _Workers = JobOptions.workers,
     restart: _Restart = JobOptions.restart,
     shortlist: _Shortlist = None,
+    constraints: _Constraints = None,
+    terms: _Terms = None,
+    terms_ignore_case: _TermsIgnoreCase = ConstraintOptions.terms_ignore_case,
 ) -> None:
     """Translate text with one checkpoint or an ensemble: one line out for every line in.
 
@@ -171,8 +196,15 @@ def translate_command(
         ),
         options_from(NoiseOptions, params),
         output_format,
+        _constraint_options(params),
     )
     translate(models, input, out, decoding, options_from(JobOptions, params))
+
+
+def _constraint_options(params: dict) -> ConstraintOptions:
+    """--constraints, --terms (paths, as the strings the options hold), --terms-ignore-case."""
+    paths = {name: params[name] and str(params[name]) for name in ("constraints", "terms")}
+    return options_from(ConstraintOptions, params, **paths)
 
 
 @command(

@@ -51,6 +51,7 @@ from mtkit.translate.terms import (
     Unused,
     open_phrases,
     phrase_ids,
+    word_continuations,
 )
 
 log = logging.getLogger(__name__)
@@ -356,6 +357,7 @@ def _check_filler(translator: Translator, noise: NoiseOptions) -> None:
 
 def _translate_keyed(translator, keyed, search_options, batching, noise, first, where, phrases):
     unused = Unused()  # lines whose constraints do not fit
+    joins = phrases and word_continuations(translator.tgt_tokenizer, translator.vocab_size)
 
     def encode(chunk, number, cuts):
         lines = [line for _, line in chunk]
@@ -367,7 +369,8 @@ def _translate_keyed(translator, keyed, search_options, batching, noise, first, 
         ]
 
     def run(batch):
-        return _translate_batch(translator, batch, search_options, lambda i: unused.warn(i, where))
+        warn = lambda i: unused.warn(i, where)  # noqa: E731
+        return _translate_batch(translator, batch, search_options, warn, joins)
 
     results = run_batched(
         keyed,
@@ -411,14 +414,16 @@ def _fit(piece_ids: list[int], translator: Translator, line_no: int, cuts: Cuts,
     return direction.source(piece_ids, translator.src_tokenizer.eos_id)
 
 
-def _translate_batch(translator: Translator, batch: list, options: SearchOptions, unused) -> list:
+def _translate_batch(translator: Translator, batch: list, options, unused, joins=None) -> list:
     """Search one batch of (source ids, key, constraint ids, line number): each source's
-    nbest (text, score) pairs; `unused(line number)` for constraints that did not fit."""
+    nbest (text, score) pairs; `unused(line number)` for constraints that did not fit;
+    `joins`: the ids that go on with a word (mtkit.constraints)."""
     sources = [item[0] for item in batch]
     vocab = _shortlist(translator, sources, options)
     src = _pad(sources, translator)
     keys = [item[1] for item in batch]
-    constraints = Constraints([item[2] for item in batch]) if any(i[2] for i in batch) else None
+    phrases = [item[2] for item in batch]
+    constraints = Constraints(phrases, joins) if any(phrases) else None
     prefix = translator.direction.target_prefix
     hyps = search(
         translator.models, src, options, keys, vocab, translator.banned, prefix, constraints

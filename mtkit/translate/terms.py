@@ -262,6 +262,23 @@ def phrase_ids(tokenizer, source: PhraseSource | None, lines, number: int, where
     return targets
 
 
+def word_continuations(tokenizer, size: int):
+    """[size] bool (torch): the target ids whose pieces go on with the word before them,
+    those without SentencePiece's word mark that begin with a letter or digit: what may
+    not follow a phrase (mtkit.constraints.Constraints' joins)."""
+    import torch
+
+    if tokenizer.vocab is not None:
+        pieces = list(tokenizer.vocab)
+    else:
+        pieces = [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.get_piece_size())]
+    special = {tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id}
+    joins = torch.zeros(size, dtype=torch.bool)
+    for i, piece in enumerate(pieces[:size]):
+        joins[i] = i not in special and piece[:1].isalnum()
+    return joins
+
+
 def unknown_pieces(phrase: str, where: str) -> str:
     return (
         f"{where}: the target phrase {phrase!r} holds characters the model's target "
