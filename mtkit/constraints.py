@@ -29,6 +29,11 @@ A phrase counts when its ids are consecutive in the output; occurrences may over
 phrase keeps a phrase that starts in the part already matched ("a a b" in "a a a b").
 The tables (next node for each constraint id, phrases ending at each node, progress
 each node makes into each phrase) are built per batch in Python, then read by gathers.
+Given the ids that go on with the word before them (`joins`: SentencePiece pieces
+without the word mark), a phrase must also end a word: an occurrence pends until the
+next id, which counts it unless it goes on with the word, and after a needed phrase
+such ids are masked (but for one going on into a longer phrase of the sentence), so
+"Hund" is held as a word and not as the start of "Hunde".
 
 Bank = tokens of the phrases seen (up to the times needed) + the progress into a
 phrase still needed. One of its tokens always advances a needed phrase, raising the
@@ -126,9 +131,10 @@ class Constraints:
     """The phrases (lists of target ids) each sentence of a batch must produce.
 
     `joins` [V] bool (optional) marks the target ids that continue the word before them
-    (SentencePiece pieces without the word mark that begin with a letter or digit): the
-    id after a phrase is never one of them (but for the sentence's own phrase ids), so
-    a phrase ends a word ("Hund" is not met by "Hunde"). Without it, ids are ids."""
+    (SentencePiece pieces without the word mark that begin with a letter or digit): a
+    phrase counts only when the id after it is none of them, and after a phrase still
+    needed they are masked (but for one going on into a longer phrase of the sentence),
+    so a phrase ends a word ("Hund" is not met by "Hunde"). Without it, ids are ids."""
 
     def __init__(self, phrases: Sequence[Sequence[Sequence[int]]], joins=None) -> None:
         self.phrases = [[tuple(int(i) for i in p) for p in per if len(p)] for per in phrases]
