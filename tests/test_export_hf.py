@@ -11,8 +11,10 @@ For each: transformers' tokenizer gives mtkit's ids, teacher-forced log-probabil
 agree within 1e-4, greedy generate equals `mtkit translate --beam 1` on every one of
 120 validation sentences (with mtkit's per-sentence length limits), beam 5 with the
 exported generation config equals mtkit's matching search on nearly all, and
-`mtkit import` of the directory translates as the checkpoint did. A real run (prepare,
-train-bpe, train, score) gives the card its records.
+`mtkit import` of the directory translates as the checkpoint did. NLLB-200 (current and
+legacy) and M2M-100 models imported by mtkit (conftest's hf_m2m100) export with their
+own tokenizer class and ids and the original's weights. CTranslate2's converter reads
+the exports. A real run (prepare, train-bpe, train, score) gives the card its records.
 """
 
 from __future__ import annotations
@@ -622,3 +624,98 @@ def test_export_command_format_transformers_and_to_alias(run, tmp_path, monkeypa
     code = call_main(monkeypatch, "export", checkpoint, "-m", checkpoint, "-o", tmp_path / "d")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "give the checkpoint once" in err[0]
+
+
+# -- NLLB-200 and M2M-100 imports: their own tokenizers ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def reexported(hf_m2m100, tmp_path_factory):
+    """(the imported checkpoint, its export as an m2m100copy.HfModel) of a tiny model laid
+    out as the hub's NLLB-200 (current, legacy) or M2M-100 (conftest's hf_m2m100)."""
+    from m2m100copy import HfModel
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from mtkit.interop.hf import import_hf
+
+    tmp = tmp_path_factory.mktemp(f"export-{hf_m2m100.style}")
+    checkpoint = import_hf(hf_m2m100.directory, tmp / "imported.pt")
+    out = export_transformers(checkpoint, tmp / "hf", ExportOptions(to="transformers"))
+    model = AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    exported = HfModel(
+        out, model, AutoTokenizer.from_pretrained(out), hf_m2m100.style, hf_m2m100.codes
+    )
+    return checkpoint, exported
+
+
+def test_an_imported_nllb_or_m2m100_exports_as_it_came(hf_m2m100, reexported, sources):
+    """The weights are the original's, the tokenizer is its class and gives its ids (the
+    language token where the style puts it), and greedy output is mtkit's."""
+    from conftest import M2M100_LIMIT
+    from m2m100copy import encode, generate
+
+    from mtkit.languages import direction_of
+
+    checkpoint, exported = reexported
+    original = hf_m2m100.model.state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in exported.model.state_dict().items())
+    assert type(exported.tokenizer).__name__ == type(hf_m2m100.tokenizer).__name__
+    ids = encode(exported, sources, "de").input_ids
+    assert torch.equal(ids, encode(hf_m2m100, sources, "de").input_ids)
+    ckpt = load_checkpoint(checkpoint)
+    direction = direction_of(ckpt, exported.codes["de"], exported.codes["en"])
+    src_tok, _ = checkpoint_tokenizers(ckpt)
+    assert [direction.source(x, src_tok.eos_id) for x in src_tok.encode(sources[:20])] == [
+        [i for i in row if i != ckpt["model_config"]["pad_id"]] for row in ids[:20].tolist()
+    ]
+    theirs = generate(exported, sources, "de", "en", M2M100_LIMIT, num_beams=1)
+    options = SearchOptions(beam_size=1, max_len_a=0.0, max_len_b=M2M100_LIMIT)
+    hyps = search(model_from_checkpoint(ckpt), ids, options, prefix=direction.target_prefix)
+    assert [h[0].tokens for h in hyps] == theirs
+
+
+def test_an_exported_nllb_or_m2m100_imports_back_alike(reexported, sources, tmp_path):
+    from mtkit.interop.hf import import_hf
+    from mtkit.translate.stream import RuntimeOptions, load_translator, translate_lines
+
+    checkpoint, exported = reexported
+    again = import_hf(exported.directory, tmp_path / "again.pt")
+    runtime = RuntimeOptions(src_lang=exported.codes["de"], tgt_lang=exported.codes["fr"])
+    texts = {}
+    for path in (checkpoint, again):
+        translator = load_translator([path], runtime)
+        texts[path] = [h[0][0] for h in translate_lines(translator, sources[:40], SearchOptions(2))]
+    assert texts[checkpoint] == texts[again]
+
+
+def test_ctranslate2_converts_an_nllb_or_m2m100_export_alike(reexported, sources, tmp_path):
+    """Their pad is 1, so CTranslate2's position table (from row 2) is right for them."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from conftest import M2M100_LIMIT
+    from ctranslate2.converters import TransformersConverter
+    from m2m100copy import encode
+
+    from mtkit.languages import direction_of
+
+    checkpoint, exported = reexported
+    TransformersConverter(str(exported.directory)).convert(str(tmp_path / "ct2"))
+    ckpt = load_checkpoint(checkpoint)
+    ids = encode(exported, sources, "de").input_ids
+    pad = ckpt["model_config"]["pad_id"]
+    pieces = [exported.tokenizer.convert_ids_to_tokens([i for i in row if i != pad])
+              for row in ids.tolist()]  # fmt: skip
+    language = ckpt["languages"]["tokens"][exported.codes["en"]]
+    translator = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+    results = translator.translate_batch(
+        pieces,
+        target_prefix=[[language]] * len(pieces),
+        beam_size=1,
+        max_decoding_length=M2M100_LIMIT + 1,  # the language token counts here
+        suppress_sequences=[["<pad>"]],
+    )
+    index = {piece: i for i, piece in enumerate(ckpt["vocab"]["tgt"])}
+    theirs = [[index[p] for p in r.hypotheses[0][1:]] for r in results]
+    direction = direction_of(ckpt, exported.codes["de"], exported.codes["en"])
+    options = SearchOptions(beam_size=1, max_len_a=0.0, max_len_b=M2M100_LIMIT)
+    hyps = search(model_from_checkpoint(ckpt), ids, options, prefix=direction.target_prefix)
+    assert [h[0].tokens for h in hyps] == theirs

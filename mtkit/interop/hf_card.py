@@ -60,7 +60,7 @@ def model_card(
     """
     model_path = Path(model_path)
     train = ckpt.get("train_config") or {}
-    langs = ckpt.get("langs") or {}
+    langs = _pair(ckpt)
     found = [s for path in _score_files(model_path, scores) for s in read_scores(path)]
     corpora = _corpora(ckpt)
     header = _header(
@@ -68,9 +68,9 @@ def model_card(
     )
     yaml = _yaml(header)
     sections = [
-        f"# {name}: {langs.get('src', '?')} → {langs.get('tgt', '?')}",
+        f"# {name}: {langs.get('src') or 'multilingual'} → {langs.get('tgt') or 'multilingual'}",
         _about(ckpt, kind),
-        _use(name),
+        _use(name, ckpt),
         _scores_section(ckpt, found),
         _training(ckpt, corpora),
         _decoding(),
@@ -79,6 +79,14 @@ def model_card(
 
 
 # -- the records -------------------------------------------------------------------
+
+
+def _pair(ckpt: dict) -> dict:
+    """The language pair the card names: a bilingual model's, a multilingual one's default
+    (fine-tuned on one pair), else none ("mul", ISO 639's many languages, is no pair)."""
+    languages = ckpt.get("languages") or {}
+    pair = languages.get("default") or ckpt.get("langs") or {}
+    return {side: code for side, code in pair.items() if code and code != "mul"}
 
 
 def _score_files(model_path: Path, scores: Sequence[Path] | None) -> list[Path]:
@@ -179,7 +187,8 @@ def _source_text(manifest: dict | None) -> str:
 def _header(name, langs, license, kind, scores, corpora) -> dict:
     datasets = sorted({d for c in corpora if (d := _dataset_id(c.manifest))})
     header = {
-        "language": [code for code in (langs.get("src"), langs.get("tgt")) if code],
+        "language": [code for code in (langs.get("src"), langs.get("tgt")) if code]
+        or ["multilingual"],
         "license": license,
         "library_name": "transformers",
         "pipeline_tag": "translation",
@@ -255,28 +264,57 @@ def _about(ckpt: dict, kind: str) -> str:
     elif train.get("init_from"):
         made = f"fine-tuned with mtkit from `{train['init_from']}`"
     cls = {"m2m_100": "M2M100ForConditionalGeneration", "marian": "MarianMTModel"}[kind]
+    scheme = (ckpt.get("languages") or {}).get("scheme")
+    tokenizer = {"nllb": "NllbTokenizer", "m2m100": "M2M100Tokenizer"}.get(
+        scheme, "MarianTokenizer"
+    )
     return (
         f"A {norm} Transformer ({shape}; {config['activation']}), {made}, and exported "
         f"with `mtkit export --format transformers` as `{cls}`, whose computation is "
-        "mtkit's: greedy decoding gives the same tokens. The tokenizer is `MarianTokenizer` "
-        "over the model's own SentencePiece model(s) and id table."
+        f"mtkit's: greedy decoding gives the same tokens. The tokenizer is `{tokenizer}` "
+        "over the model's own SentencePiece model(s), with its ids."
     )
 
 
-def _use(name: str) -> str:
-    return (
-        "## Use\n\n"
-        "```python\n"
-        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
-        f'model_id = "{name}"  # this directory, or its hub id (OWNER/{name})\n'
-        "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
-        "model = AutoModelForSeq2SeqLM.from_pretrained(model_id)\n"
-        'batch = tokenizer(["..."], return_tensors="pt", padding=True)\n'
-        "print(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))\n"
-        "```\n\n"
-        'With transformers 4.x, `pipeline("translation", model=model_id)` does the same '
-        "(transformers 5 has no translation pipeline)."
-    )
+def _use(name: str, ckpt: dict) -> str:
+    languages = ckpt.get("languages") or {}
+    scheme, tokens = languages.get("scheme"), languages.get("tokens") or {}
+    default = languages.get("default") or {}
+    codes = list(tokens)
+    src = default.get("src") or _example(codes, ("eng_Latn", "en"), 0)
+    tgt = default.get("tgt") or _example(codes, ("fra_Latn", "fr"), -1)
+    load, text, generate = "", '["..."]', "model.generate(**batch)"
+    if scheme in ("nllb", "m2m100"):
+        load = f', src_lang="{src}"'
+        generate = (
+            "model.generate(**batch, forced_bos_token_id="
+            f'tokenizer.convert_tokens_to_ids("{tokens[tgt]}"))'
+        )
+    elif scheme == "tag":
+        text = f'["{tokens[tgt]} ..."]  # the target language\'s tag, then a space'
+    lines = [
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer",
+        "",
+        f'model_id = "{name}"  # this directory, or its hub id (OWNER/{name})',
+        f"tokenizer = AutoTokenizer.from_pretrained(model_id{load})",
+        "model = AutoModelForSeq2SeqLM.from_pretrained(model_id)",
+        f'batch = tokenizer({text}, return_tensors="pt", padding=True)',
+        f"print(tokenizer.batch_decode({generate}, skip_special_tokens=True))",
+        "```",
+        "",
+        'With transformers 4.x, `pipeline("translation", model=model_id'
+        + (f', src_lang="{src}", tgt_lang="{tgt}"' if load else "")
+        + ")` does the same (transformers 5 has no translation pipeline).",
+    ]
+    return "\n".join(lines)
+
+
+def _example(codes: list[str], known: tuple[str, ...], fallback: int) -> str:
+    """A code for the card's example: a well-known one the model has, else its first/last."""
+    return next((c for c in known if c in codes), codes[fallback] if codes else "")
 
 
 def _scores_section(ckpt: dict, scores: list[Score]) -> str:
@@ -392,6 +430,6 @@ def _decoding() -> str:
         "default ranks with GNMT's length penalty and stops by a bound, which transformers "
         "does not have. mtkit also limits each output to 1.2 × the source's pieces + 10; "
         "`generate` takes one `max_new_tokens` for a batch (the file holds the model's "
-        "`max_position_embeddings`). Pad, `<s>` and source-side tags are never produced "
-        "(`suppress_tokens`), as in mtkit."
+        "`max_position_embeddings`). The ids mtkit never produces (pad, the decoder's start "
+        "unless it is </s>, source-side tags) are `suppress_tokens`."
     )

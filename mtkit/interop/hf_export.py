@@ -8,10 +8,8 @@ read (transformers itself is not needed to write it: JSON, SentencePiece, safete
     config.json             M2M100Config or MarianConfig
     generation_config.json  the search, as far as transformers' generate can do mtkit's
     model.safetensors       the weights in float32, under transformers' names
-    source.spm, target.spm  the checkpoint's SentencePiece models
-    vocab.json              piece -> id: SentencePiece's own ids, or an imported table
-    target_vocab.json       the target's table, when the two sides differ
-    tokenizer_config.json   MarianTokenizer, its special pieces
+    the tokenizer's files   MarianTokenizer's, or an imported NLLB-200's or M2M-100's own
+                            class (mtkit.interop.hf_tokenizer)
     README.md               the model card (mtkit.interop.hf_card)
 
 The class follows from the settings; anything else is refused by name, never
@@ -31,10 +29,8 @@ and attention dropout are as trained (no activation dropout, no layer drop), dec
 starts from bos_id (decoder_start_token_id), and the source's pads are masked (by the
 tokenizer's attention_mask, or by generate from pad_token_id; mtkit masks pad ids).
 
-The tokenizer is MarianTokenizer for both classes: SentencePiece's pieces looked up in
-vocab.json, so any id table is kept, and </s> appended with no <s>, as mtkit encodes a
-source. Leaves the checkpoint format to mtkit.checkpoint, the layers to
-mtkit.models.transformer, the card to mtkit.interop.hf_card.
+Leaves the checkpoint format to mtkit.checkpoint, the layers to mtkit.models.transformer,
+the tokenizer's files to mtkit.interop.hf_tokenizer, the card to mtkit.interop.hf_card.
 """
 
 from __future__ import annotations
@@ -78,6 +74,7 @@ def export_transformers(
     written beside itself and renamed at the end.
     """
     from mtkit.checkpoint import load_checkpoint, model_from_checkpoint
+    from mtkit.interop.hf_tokenizer import tokenizer_files
 
     _check_options(options)
     out_dir = Path(out_dir)
@@ -192,7 +189,7 @@ def hf_config(config, kind: str) -> dict:
         "max_position_embeddings": config.max_positions,
         "scale_embedding": config.scale_embeddings,
         "pad_token_id": config.pad_id,
-        "bos_token_id": None if config.bos_id == config.pad_id else config.bos_id,
+        "bos_token_id": _bos(config),
         "eos_token_id": config.eos_id,
         "decoder_start_token_id": config.bos_id,
         "forced_eos_token_id": config.eos_id,
@@ -210,36 +207,54 @@ def hf_config(config, kind: str) -> dict:
     }
 
 
+def _bos(config) -> int | None:
+    """bos_token_id: mtkit's decoder start, when it is a token of its own (Marian starts
+    from <pad>, NLLB and M2M-100 from </s>)."""
+    return None if config.bos_id in (config.pad_id, config.eos_id) else config.bos_id
+
+
 def generation_config(ckpt: dict, config) -> dict:
     """generation_config.json: mtkit's decoding where generate can do the same.
 
-    mtkit never produces pad, bos or the source-side tags (<BT>): suppress_tokens. Its
-    length limit is per sentence (1.2 |source| + 10); generate's is one number, so this
-    holds the model's (max_positions, counting the decoder start), as mtkit's cap, and
-    forces eos there as mtkit does.
+    mtkit never produces pad, bos (unless it is eos, NLLB's and M2M-100's start) or the
+    source-side tags: suppress_tokens. Its length limit is per sentence (1.2 |source| +
+    10); generate's is one number, so this holds the model's (max_positions, counting
+    the decoder start), mtkit's cap, and forces eos there as mtkit does. A model that
+    translates into one language by default (fine-tuned on one pair) forces its token.
     """
-    return {
+    values = {
         **GENERATION,
         "max_length": config.max_positions,
         "decoder_start_token_id": config.bos_id,
-        "bos_token_id": None if config.bos_id == config.pad_id else config.bos_id,
+        "bos_token_id": _bos(config),
         "eos_token_id": config.eos_id,
         "forced_eos_token_id": config.eos_id,
         "pad_token_id": config.pad_id,
         "suppress_tokens": never_produced(ckpt, config),
     }
+    languages = ckpt.get("languages") or {}
+    tgt = (languages.get("default") or {}).get("tgt")
+    if tgt and languages.get("scheme") in ("nllb", "m2m100"):
+        values["forced_bos_token_id"] = ckpt["vocab"]["tgt"].index(languages["tokens"][tgt])
+    return values
 
 
 def never_produced(ckpt: dict, config) -> list[int]:
-    """The target ids mtkit's search masks: pad, bos and the tags of train-bpe and of the
-    corpora the model trained on (as mtkit.translate.stream.training_tags)."""
+    """The target ids mtkit's search masks (mtkit.search.Ensemble.mask_specials with the
+    tags of mtkit.translate.stream.training_tags): pad, bos unless it is eos, train-bpe's
+    tags, the tags of the corpora the model trained on, a tag-scheme model's language
+    tokens (they go before sources only)."""
     from mtkit.checkpoint import checkpoint_tokenizers
     from mtkit.tokenizer import RESERVED_TAGS
 
     used = [row["tag"] for row in ckpt.get("mix") or [] if row.get("tag")]
+    languages = ckpt.get("languages") or {}
+    if languages.get("scheme") == "tag":
+        used += list(languages["tokens"].values())
     _, tgt = checkpoint_tokenizers(ckpt)
     tags = tgt.tag_ids(tuple(dict.fromkeys((*RESERVED_TAGS, *used))))
-    return sorted({config.pad_id, config.bos_id, *tags})
+    bos = [config.bos_id] if config.bos_id != config.eos_id else []
+    return sorted({config.pad_id, *bos, *tags})
 
 
 # -- the weights ---------------------------------------------------------------------
@@ -302,61 +317,6 @@ def _split(out: dict, linear, names: list[str]) -> None:
         names, linear.weight.chunk(len(names)), linear.bias.chunk(len(names)), strict=True
     ):
         out[f"{name}.weight"], out[f"{name}.bias"] = weight, bias
-
-
-# -- the tokenizer -------------------------------------------------------------------
-
-
-def tokenizer_files(ckpt: dict) -> dict[str, bytes]:
-    """MarianTokenizer's files: both SentencePiece models, the id tables, its config.
-
-    The tables are the checkpoint's own (an imported model's) or SentencePiece's ids,
-    so `tokenizer(text)` gives the ids mtkit's encoder gives. One table serves both
-    sides when the embedding and the table are shared.
-    """
-    from mtkit.checkpoint import checkpoint_tokenizers
-
-    src, tgt = checkpoint_tokenizers(ckpt)
-    src_table, tgt_table = _table(src), _table(tgt)
-    config = ckpt["model_config"]
-    # Separate embeddings read target_vocab.json too (MarianConfig's
-    # share_encoder_decoder_embeddings=false, and mtkit's Marian import). OPUS-MT's
-    # shared tables keep their two SentencePiece models and one table, as they came.
-    separate = src_table != tgt_table or not config["share_embeddings"]
-    langs = ckpt.get("langs") or {}
-    tokenizer_config = {
-        "tokenizer_class": "MarianTokenizer",
-        "source_lang": langs.get("src"),
-        "target_lang": langs.get("tgt"),
-        "separate_vocabs": separate,
-        "eos_token": tgt_table[config["eos_id"]],
-        "unk_token": tgt_table[tgt.unk_id],
-        "pad_token": tgt_table[config["pad_id"]],
-        # The sources mtkit takes: max_positions pieces, eos included.
-        "model_max_length": config["max_positions"],
-        # Decoded text as mtkit's: no " ." -> "." rewriting.
-        "clean_up_tokenization_spaces": False,
-        "sp_model_kwargs": {},
-    }
-    if config["bos_id"] != config["pad_id"]:  # the decoder start: special, so decode skips it
-        tokenizer_config["bos_token"] = tgt_table[config["bos_id"]]
-    files = {
-        "source.spm": ckpt["spm"]["src"],
-        "target.spm": ckpt["spm"]["tgt"],
-        "vocab.json": _json({piece: i for i, piece in enumerate(src_table)}),
-        "tokenizer_config.json": _json(tokenizer_config),
-    }
-    if separate:
-        files["target_vocab.json"] = _json({piece: i for i, piece in enumerate(tgt_table)})
-    return files
-
-
-def _table(tokenizer) -> list[str]:
-    """The id -> piece table of an mtkit Tokenizer (its own, or SentencePiece's ids)."""
-    if tokenizer.vocab is not None:
-        return list(tokenizer.vocab)
-    sp = tokenizer.sp
-    return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
 
 
 # -- the directory -------------------------------------------------------------------
