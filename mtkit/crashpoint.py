@@ -8,7 +8,7 @@ that nothing half-written appears under a final name:
     after-rename@FILE   just after it took its final name
     mid-encode          the encoded corpus: after each chunk written (train/corpus.py)
     encoded-before-rename  the encoded corpus complete in its temporary directory
-    export-before-rename   the CTranslate2 directory complete under its temporary name
+    export-before-rename   the export (CTranslate2, transformers) complete in its temporary dir
     update              train: after each update (train/loop.py)
     job-after-fsync     a translate job: a chunk fsync'd into OUT.partial, its progress
                         not yet committed (translate/shards.py)

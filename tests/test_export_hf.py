@@ -719,3 +719,12 @@ def test_ctranslate2_converts_an_nllb_or_m2m100_export_alike(reexported, sources
     options = SearchOptions(beam_size=1, max_len_a=0.0, max_len_b=M2M100_LIMIT)
     hyps = search(model_from_checkpoint(ckpt), ids, options, prefix=direction.target_prefix)
     assert [h[0].tokens for h in hyps] == theirs
+
+
+def test_a_killed_export_leaves_no_directory(run, tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("MTKIT_CRASH_AT", "export-before-rename")
+    out = tmp_path / "hub"
+    result = cli("export", run / "checkpoint_last.pt", "--format", "transformers", "-o", out)
+    assert result.returncode != 0 and not out.exists()
+    (staged,) = tmp_path.glob(".hub.*")  # complete, under its temporary name
+    assert (staged / "model.safetensors").is_file()
