@@ -418,14 +418,17 @@ def write_state(files: JobFiles, state: dict) -> None:
         file.write(text)
 
 
-def load_state(path: Path, advice: str = "add --restart to start over") -> dict:
+def load_state(
+    path: Path, advice: str = "add --restart to start over", kind: str = "translate job"
+) -> dict:
     """A progress file, checked: its checksum (a file without one, from an mtkit before
-    checksums, loads with a note), its kind and its format. `advice` ends each error."""
+    checksums, loads with a note), its kind (`kind`: mtkit.filter.job's are "filter job")
+    and its format. `advice` ends each error."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DataError(f"cannot read {path} ({error}); {advice}") from None
-    if not isinstance(state, dict) or state.get("mtkit") != "translate job":
+    if not isinstance(state, dict) or state.get("mtkit") != kind:
         raise DataError(f"{path} is not an mtkit progress file; move it away or {advice}")
     if not check_json_checksum(path, state, advice):
         log.warning("%s has no checksum (written by an older mtkit): loaded unverified", path)

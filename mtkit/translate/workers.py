@@ -33,7 +33,9 @@ BARRIER_TIMEOUT_S = 7 * 24 * 3600
 
 
 @contextlib.contextmanager
-def watch_shards(out: Path, n: int, total: int | None, show: bool = True):
+def watch_shards(
+    out: Path, n: int, total: int | None, show: bool = True, description: str = "translating"
+):
     """One bar for N shards run by other processes, read from their progress files."""
     if not show:
         yield lambda: None
@@ -49,7 +51,7 @@ def watch_shards(out: Path, n: int, total: int | None, show: bool = True):
         return lines
 
     with progress(rate_column()) as bar:
-        task = bar.add_task("translating", total=total, completed=done())
+        task = bar.add_task(description, total=total, completed=done())
         yield lambda: bar.update(task, completed=done())
         bar.update(task, completed=done())
 
