@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import zlib
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from mtkit.crashpoint import crash_point
-from mtkit.errors import ChecksumError, DataError, write_error
+from mtkit.errors import ChecksumError, DataError, WriteError, write_error
 
 
 def make_directory(path: Path | str) -> Path:
@@ -164,6 +165,34 @@ def atomic_write(path: Path | str, mode: str = "wb", *, fsync: bool = False) -> 
         raise write_error(target.path, file.error) from None
     finally:
         target.discard()
+
+
+@contextmanager
+def atomic_directory(path: Path | str, *, replace: bool = False, crash: str = "") -> Iterator[Path]:
+    """A directory filled under a temporary sibling name (the block gets it) and renamed to
+    `path` when the block ends without error, so an interrupted export never leaves a
+    directory that looks finished; `replace` removes what `path` held first. `crash` names
+    the crash point just before the rename (tests kill the process there)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise WriteError(f"output directory {parent} does not exist; create it first")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+    except OSError as error:
+        raise WriteError(f"cannot write in {parent}: {error.strerror}") from None
+    try:
+        yield tmp
+        if crash:
+            crash_point(crash)
+        if replace and path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -30,12 +30,11 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtkit.errors import ConfigError, DataError, MtkitError, one_line
+from mtkit.errors import ConfigError, DataError, one_line
 from mtkit.filter.dual import PairScore, check_coverage, load_models, score_chunk
 from mtkit.io import atomic_write, open_binary
 from mtkit.translate.batching import BatchOptions
@@ -346,14 +345,12 @@ def run_workers(
 ) -> int:
     """N processes, shard K of N each, with cores // N torch threads unless --threads, then
     the merge into OUT/train.scores. A second run continues every shard where it stopped."""
-    import multiprocessing
-
-    from mtkit.translate.workers import _cores, watch_shards
+    from mtkit.translate.workers import cores, run_shard_processes
 
     if runtime.device == "cuda":
         raise ConfigError("--workers starts CPU processes; on a GPU, run one process")
     runtime = dataclasses.replace(
-        runtime, device="cpu", threads=runtime.threads or max(1, _cores() // n)
+        runtime, device="cpu", threads=runtime.threads or max(1, cores() // n)
     )
     whole = JobFiles.of(Path(out) / SCORES)
     identity = scoring_identity(corpus, models, batching, runtime, None)
@@ -361,37 +358,18 @@ def run_workers(
     if state is not None and state["complete"]:
         return _done_already(whole, state)
     log.info("%d workers, %d torch threads each", n, runtime.threads)
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
     args = (corpus, out, models, batching, runtime)
-    processes = [
-        context.Process(target=_worker, args=(*args, (k, n), restart)) for k in range(1, n + 1)
-    ]
-    try:
-        for process in processes:
-            process.start()
-        with watch_shards(whole.output, n, corpus.lines, description="scoring pairs") as refresh:
-            while any(p.is_alive() for p in processes):
-                time.sleep(0.5)
-                refresh()
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-            process.join()
-    failed = [f"{k}/{n}" for k, p in enumerate(processes, 1) if p.exitcode != 0]
-    if failed:
-        raise MtkitError(
-            f"shard {', '.join(failed)} failed (its message is above); the other shards' work "
-            "is kept: fix the cause and run the same command again to continue"
-        )
+    run_shard_processes(
+        _worker, args, n, restart, whole.output, corpus.lines, description="scoring pairs"
+    )
     return merge_scores(corpus, out, n, identity)
 
 
 def _worker(corpus, out, models, batching, runtime, shard, restart) -> None:
     """One worker process: its shard as a job, errors as one line."""
-    from mtkit.translate.workers import _die_with_parent
+    from mtkit.translate.workers import die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(runtime.threads)  # before torch loads
     from mtkit.console import setup_logging
 

@@ -24,13 +24,12 @@ Shared embeddings are written once: CTranslate2 keeps one copy of equal arrays.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtkit.crashpoint import crash_point
 from mtkit.errors import CheckpointError, ConfigError, WriteError
+from mtkit.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -234,23 +233,7 @@ def spm_file_names(ckpt: dict) -> dict[str, str]:
 
 def _save(spec, out_dir: Path, ckpt: dict, force: bool) -> None:
     """spec.save into a temporary sibling directory with the SentencePiece model(s), then rename."""
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    if not parent.is_dir():
-        raise WriteError(f"output directory {parent} does not exist; create it first")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    except OSError as error:
-        raise WriteError(f"cannot write in {parent}: {error.strerror}") from None
-    try:
+    with atomic_directory(out_dir, replace=force, crash="export-before-rename") as tmp:
         spec.save(str(tmp))
         for side, name in spm_file_names(ckpt).items():
             (tmp / name).write_bytes(ckpt["spm"][side])
-        crash_point("export-before-rename")
-        if force and out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except OSError as error:
-        raise WriteError(f"cannot write {out_dir}: {error.strerror or error}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

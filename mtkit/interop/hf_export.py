@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtkit.crashpoint import crash_point
 from mtkit.errors import CheckpointError, ConfigError, WriteError
 from mtkit.interop.ctranslate2 import ExportOptions
+from mtkit.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -340,23 +338,7 @@ def _write_directory(out_dir: Path, files: dict, weights: dict, force: bool) -> 
         raise ConfigError(
             "--format transformers writes safetensors: pip install 'mtkit[hub]'"
         ) from None
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    if not parent.is_dir():
-        raise WriteError(f"output directory {parent} does not exist; create it first")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
-    except OSError as error:
-        raise WriteError(f"cannot write in {parent}: {error.strerror}") from None
-    try:
+    with atomic_directory(out_dir, replace=force, crash="export-before-rename") as tmp:
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        crash_point("export-before-rename")
-        if force and out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except OSError as error:
-        raise WriteError(f"cannot write {out_dir}: {error.strerror or error}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

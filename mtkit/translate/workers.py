@@ -69,8 +69,6 @@ def run_workers(
 ) -> int:
     """N processes, shard K of N each, with cores // N torch threads unless --threads, then
     the merge. A second run continues every shard where it stopped."""
-    import multiprocessing
-
     runtime = decoding.runtime
     if runtime.device == "cuda":
         raise ConfigError(
@@ -78,22 +76,38 @@ def run_workers(
             "torchrun --nproc_per_node N -m mtkit translate ..."
         )
     runtime = dataclasses.replace(
-        runtime, device="cpu", threads=runtime.threads or max(1, _cores() // n)
+        runtime, device="cpu", threads=runtime.threads or max(1, cores() // n)
     )
     decoding = _workers_seed(
         dataclasses.replace(decoding, runtime=runtime), output_path, n, restart
     )
     log.info("%d workers, %d torch threads each", n, runtime.threads)
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
     args = (model_paths, input_path, output_path, decoding)
+    run_shard_processes(_worker, args, n, restart, output_path, count_lines(input_path))
+    return merge_shards(output_path, n).lines
+
+
+def run_shard_processes(
+    target,
+    args: tuple,
+    n: int,
+    restart: bool,
+    watched: Path,
+    total: int | None,
+    description: str = "translating",
+) -> None:
+    """N spawned processes `target(*args, (k, n), restart)`, one bar over their progress
+    files (`watched`'s shards), and one line naming the shards that failed, if any."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
     processes = [
-        context.Process(target=_worker, args=(*args, (k, n), restart)) for k in range(1, n + 1)
+        context.Process(target=target, args=(*args, (k, n), restart)) for k in range(1, n + 1)
     ]
-    total = count_lines(input_path)
     try:
         for process in processes:
             process.start()
-        with watch_shards(output_path, n, total) as refresh:
+        with watch_shards(watched, n, total, description=description) as refresh:
             while any(p.is_alive() for p in processes):
                 time.sleep(0.5)
                 refresh()
@@ -102,17 +116,15 @@ def run_workers(
             if process.is_alive():
                 process.terminate()
             process.join()
-    failed = [k for k, p in enumerate(processes, 1) if p.exitcode != 0]
+    failed = [f"{k}/{n}" for k, p in enumerate(processes, 1) if p.exitcode != 0]
     if failed:
-        which = ", ".join(f"{k}/{n}" for k in failed)
         raise MtkitError(
-            f"shard {which} failed (its message is above); the other shards' work is kept: "
-            "fix the cause and run the same command again to continue"
+            f"shard {', '.join(failed)} failed (its message is above); the other shards' work "
+            "is kept: fix the cause and run the same command again to continue"
         )
-    return merge_shards(output_path, n).lines
 
 
-def _cores() -> int:
+def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -132,7 +144,7 @@ def _workers_seed(decoding: Decoding, out: Path, n: int, restart: bool) -> Decod
 
 def _worker(model_paths, input_path, output_path, decoding: Decoding, shard, restart) -> None:
     """One worker process: its shard as a job, errors as one line."""
-    _die_with_parent()
+    die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(decoding.runtime.threads)  # before torch loads
     from mtkit.console import setup_logging
 
@@ -153,7 +165,7 @@ def _worker(model_paths, input_path, output_path, decoding: Decoding, shard, res
         sys.exit(130)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: SIGKILL this process when the parent dies, so kill -9 of `mtkit translate
     --workers N` stops its workers too (their shards resume with the next run)."""
     import ctypes
