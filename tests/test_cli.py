@@ -28,7 +28,9 @@ def test_unknown_command_fails(cli):
 DEFAULT_SOURCES = {
     "translate": ("mtkit.search:SearchOptions", "mtkit.translate.stream:BatchOptions",
                   "mtkit.translate.stream:RuntimeOptions", "mtkit.translate.noise:NoiseOptions",
-                  "mtkit.translate.command:JobOptions", "mtkit.translate.stream:Decoding"),
+                  "mtkit.translate.command:JobOptions", "mtkit.translate.stream:Decoding",
+                  # after Decoding, whose `constraints` field holds these options
+                  "mtkit.translate.terms:ConstraintOptions"),
     "translate-merge": ("mtkit.translate.shards:merge_shards",),
     "train-bpe": ("mtkit.tokenizer:SpmOptions", "mtkit.tokenizer:train_spm"),
     "prepare": ("mtkit.prepare.sources:SourceOptions", "mtkit.prepare.cleaning:CleanOptions",
@@ -36,10 +38,11 @@ DEFAULT_SOURCES = {
     "average": ("mtkit.checkpoint:average_into",),
     "train": ("mtkit.train.config:TrainConfig",),
     "score": ("mtkit.score:ScoreOptions", "mtkit.score:SignificanceOptions",
-              "mtkit.score:ReportOptions"),
+              "mtkit.score:ReportOptions", "mtkit.comet:CometOptions"),
     "logprob": ("mtkit.translate.logprob:LogprobOptions", "mtkit.translate.stream:BatchOptions",
                 "mtkit.translate.stream:RuntimeOptions"),
-    "export": ("mtkit.interop.ctranslate2:ExportOptions",),
+    "export": ("mtkit.interop.ctranslate2:ExportOptions",
+               "mtkit.interop.hf_export:export_transformers"),
     "shortlist": ("mtkit.shortlist:ShortlistOptions",
                   "mtkit.shortlist:build_shortlist_file"),
 }  # fmt: skip
@@ -47,8 +50,9 @@ DEFAULT_SOURCES = {
 CLI_ONLY = {
     "translate": {"models", "input", "out"},
     "train": {"set_", "config"},
-    "score": {"inputs"},
+    "score": {"inputs", "source"},
     "logprob": {"models", "input", "ref", "out", "nbest_input"},
+    "export": {"model", "model_file", "scores"},
 }
 CLI_FORM = {
     ("train", "max_time"): "mtkit.train.config:parse_duration",
