@@ -54,6 +54,7 @@ from mtkit.interop.marian import (
     _linear,
     _read_json,
     _read_weights,
+    hf_shape,
     resolve_source,
 )
 from mtkit.models.config import ModelConfig, validate
@@ -363,13 +364,7 @@ def _model_config(hf: dict, vocab_size: int) -> ModelConfig:
             # The decoder starts from </s>: mtkit's bos_id is the decoder-start id.
             bos_id=hf.get("decoder_start_token_id", eos),
             eos_id=eos,
-            d_model=hf.get("d_model", 1024),
-            n_heads=hf.get("encoder_attention_heads", 16),
-            d_ff=hf.get("encoder_ffn_dim", 4096),
-            enc_layers=hf.get("encoder_layers", 12),
-            dec_layers=hf.get("decoder_layers", 12),
-            dropout=float(hf.get("dropout", 0.1)),
-            attn_dropout=float(hf.get("attention_dropout", 0.0)),
+            **hf_shape(hf),
             pre_norm=True,
             share_embeddings=True,
             max_positions=hf.get("max_position_embeddings", 1024),

@@ -292,13 +292,7 @@ def _model_config(hf: dict, tgt_size: int) -> ModelConfig:
         # Marian's decoder starts from <pad>: mtkit's bos_id is the decoder-start id.
         bos_id=hf.get("decoder_start_token_id", pad),
         eos_id=eos[0] if isinstance(eos, list) else eos,
-        d_model=hf.get("d_model", 1024),
-        n_heads=hf.get("encoder_attention_heads", 16),
-        d_ff=hf.get("encoder_ffn_dim", 4096),
-        enc_layers=hf.get("encoder_layers", 12),
-        dec_layers=hf.get("decoder_layers", 12),
-        dropout=float(hf.get("dropout", 0.1)),
-        attn_dropout=float(hf.get("attention_dropout", 0.0)),
+        **hf_shape(hf),
         pre_norm=False,
         share_embeddings=share,
         max_positions=hf.get("max_position_embeddings", 1024),
@@ -436,3 +430,17 @@ def _languages(directory: Path, origin: str | None) -> dict:
         if found:
             return {"src": found.group(1), "tgt": found.group(2)}
     return {"src": "src", "tgt": "tgt"}
+
+
+def hf_shape(hf: dict) -> dict:
+    """The ModelConfig fields a transformers encoder-decoder config.json gives alike for
+    Marian and M2M-100 (fairseq's names; defaults are transformers' own)."""
+    return dict(
+        d_model=hf.get("d_model", 1024),
+        n_heads=hf.get("encoder_attention_heads", 16),
+        d_ff=hf.get("encoder_ffn_dim", 4096),
+        enc_layers=hf.get("encoder_layers", 12),
+        dec_layers=hf.get("decoder_layers", 12),
+        dropout=float(hf.get("dropout", 0.1)),
+        attn_dropout=float(hf.get("attention_dropout", 0.0)),
+    )
